@@ -1,0 +1,176 @@
+"""``sppnet bench ops``: the pooling ops against the obvious loops, in one run.
+
+Window case (the issue's): a ``256 x 43 x 57`` map (ZF-5 conv5 of a 688x917 image) and 2000
+windows with log-uniform sizes from 16 px to the whole image. Reference: one
+``adaptive_max_pool2d`` call per window and level. Whole-image case: ``spp_pool`` forward+backward
+at ``N=64, C=256, 13x13`` against concatenated ``adaptive_max_pool2d`` calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..ops import numba_available, project_boxes, spp_output_dim, spp_pool, spp_roi_pool
+from .timing import environment, median_time
+
+LEVELS = (6, 3, 2, 1)
+
+
+def random_windows(n: int, image_size: tuple[int, int], min_size: float = 16.0,
+                   seed: int = 0) -> Tensor:
+    """``(n, 4)`` xyxy windows with log-uniform width and height in ``[min_size, image side]``."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = image_size
+    limits = torch.tensor([w, h], dtype=torch.float64)
+    u = torch.rand(n, 2, generator=g, dtype=torch.float64)
+    size = torch.exp(math.log(min_size) + u * (torch.log(limits) - math.log(min_size)))
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * (limits - size)
+    return torch.cat([xy, xy + size], 1).float()
+
+
+def loop_window_pool(features: Tensor, cells: Tensor, levels: Sequence[int] = LEVELS) -> Tensor:
+    """The obvious reference: crop each window, one ``adaptive_max_pool2d`` per level."""
+    rows = []
+    for x0, y0, x1, y1 in cells.tolist():
+        crop = features[:1, :, y0:y1 + 1, x0:x1 + 1]
+        rows.append(torch.cat([F.adaptive_max_pool2d(crop, n).flatten(1) for n in levels], 1))
+    return torch.cat(rows) if rows else features.new_zeros((0, spp_output_dim(
+        features.shape[1], levels)))
+
+
+def _concat_adaptive(x: Tensor, levels: Sequence[int] = LEVELS) -> Tensor:
+    return torch.cat([F.adaptive_max_pool2d(x, n).flatten(1) for n in levels], 1)
+
+
+def run_ops_benchmark(windows: int = 2000, channels: int = 256,
+                      map_size: tuple[int, int] = (43, 57),
+                      image_size: tuple[int, int] = (688, 917), batch: int = 64,
+                      repeats: int = 5, loop_repeats: int = 3, seed: int = 0) -> dict:
+    """Measure the pooling ops against their references; returns a JSON-ready dict."""
+    torch.manual_seed(seed)
+    feats = torch.randn(1, channels, *map_size).contiguous(memory_format=torch.channels_last)
+    boxes = random_windows(windows, image_size, seed=seed)
+    rois = torch.cat([torch.zeros(windows, 1), boxes], 1)
+    cells = project_boxes(boxes, 16, map_size)
+    dim = spp_output_dim(channels, LEVELS)
+    result: dict = {"env": environment(), "numba": numba_available(), "levels": list(LEVELS)}
+
+    # ---- window pooling, forward. The obvious loop runs on the map as a conv returns it
+    # (contiguous); the loop on a channels_last map is also shown (a faster baseline).
+    feats_nchw = feats.contiguous()
+    with torch.no_grad():
+        ref = loop_window_pool(feats_nchw, cells)
+        fast = spp_roi_pool(feats, rois)
+        t_loop = median_time(lambda: loop_window_pool(feats_nchw, cells), loop_repeats)
+        t_loop_cl = median_time(lambda: loop_window_pool(feats, cells), loop_repeats)
+        t_fast = median_time(lambda: spp_roi_pool(feats, rois), repeats)
+        buf = torch.empty(windows, dim)
+        t_buf = median_time(lambda: spp_roi_pool(feats, rois, out=buf), repeats)
+        equal_buf = torch.equal(buf, ref)
+        torch_path = spp_roi_pool(feats, rois, backend="torch")
+        t_torch = median_time(lambda: spp_roi_pool(feats, rois, backend="torch"), loop_repeats)
+    result["window_forward"] = {
+        "case": f"{channels}x{map_size[0]}x{map_size[1]} map, {windows} windows, image "
+                f"{image_size[0]}x{image_size[1]}, stride 16",
+        "loop_s": t_loop, "loop_channels_last_s": t_loop_cl, "fast_s": t_fast,
+        "fast_reused_out_s": t_buf, "torch_backend_s": t_torch,
+        "ratio": t_loop / t_fast, "ratio_reused_out": t_loop / t_buf,
+        "ratio_vs_channels_last_loop": t_loop_cl / t_fast,
+        "ratio_torch_backend": t_loop / t_torch,
+        "windows_per_s": windows / t_fast,
+        "equal": bool(torch.equal(fast, ref) and equal_buf),
+        "equal_torch_backend": bool(torch.equal(torch_path, ref)),
+        "output_mb": fast.numel() * fast.element_size() / 1e6,
+    }
+
+    # ---- window pooling, forward + backward
+    grad_out = torch.randn(windows, dim)
+
+    def loop_fb() -> Tensor:
+        f = feats.detach().requires_grad_()
+        (loop_window_pool(f, cells) * grad_out).sum().backward()
+        return f.grad
+
+    def fast_fb() -> Tensor:
+        f = feats.detach().requires_grad_()
+        (spp_roi_pool(f, rois) * grad_out).sum().backward()
+        return f.grad
+
+    g_ref, g_fast = loop_fb(), fast_fb()
+    t_loop_fb = median_time(loop_fb, max(1, loop_repeats - 1), warmup=0)
+    t_fast_fb = median_time(fast_fb, repeats)
+    # float32 sums of up to hundreds of window gradients per cell, in different orders
+    rel = float((g_ref - g_fast).abs().max() / g_ref.abs().max().clamp(min=1e-30))
+    result["window_forward_backward"] = {
+        "loop_s": t_loop_fb, "fast_s": t_fast_fb, "ratio": t_loop_fb / t_fast_fb,
+        "grad_max_rel_diff": rel, "grad_close": rel < 1e-5,
+    }
+
+    # ---- whole-image spp_pool, forward + backward
+    x = torch.randn(batch, channels, 13, 13)
+    g = torch.randn(batch, dim)
+
+    def fb(fn, inp: Tensor) -> Tensor:
+        xi = inp.detach().requires_grad_()
+        (fn(xi) * g).sum().backward()
+        return xi.grad
+
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    ref_grad = fb(_concat_adaptive, x)
+    ours = fb(lambda t: spp_pool(t, LEVELS), x)
+    t_cat = median_time(lambda: fb(_concat_adaptive, x), repeats)
+    t_ours = median_time(lambda: fb(lambda t: spp_pool(t, LEVELS), x), repeats)
+    t_cat_cl = median_time(lambda: fb(_concat_adaptive, x_cl), repeats)
+    t_ours_cl = median_time(lambda: fb(lambda t: spp_pool(t, LEVELS), x_cl), repeats)
+    result["image_forward_backward"] = {
+        "case": f"N={batch}, C={channels}, 13x13, levels {LEVELS}",
+        "concat_adaptive_s": t_cat, "spp_pool_s": t_ours, "ratio": t_cat / t_ours,
+        "concat_adaptive_channels_last_s": t_cat_cl, "spp_pool_channels_last_s": t_ours_cl,
+        "ratio_channels_last": t_cat_cl / t_ours_cl,
+        "equal_forward": bool(torch.equal(_concat_adaptive(x), spp_pool(x, LEVELS))),
+        "grad_max_rel_diff": float((ref_grad - ours).abs().max() / ref_grad.abs().max()),
+    }
+    return result
+
+
+def _b(v: bool) -> str:
+    return str(bool(v)).lower()
+
+
+def format_report(r: dict) -> str:
+    e = r["env"]
+    wf, wb, im = r["window_forward"], r["window_forward_backward"], r["image_forward_backward"]
+    ms = 1e3
+    return "\n".join([
+        f"sppnet bench ops   torch {e['torch']}  threads {e['threads']}  numba {e.get('numba')}  "
+        f"device cpu  dtype float32",
+        f"window pooling: {wf['case']}; output {wf['output_mb']:.0f} MB",
+        f"  loop, adaptive_max_pool2d per window+level (NCHW map)  {wf['loop_s'] * ms:8.1f} ms",
+        f"  loop, same on a channels_last map                       "
+        f"{wf['loop_channels_last_s'] * ms:8.1f} ms",
+        f"  spp_roi_pool                                            {wf['fast_s'] * ms:8.1f} ms"
+        f"  ratio {wf['ratio']:5.1f}x ({wf['ratio_vs_channels_last_loop']:.1f}x vs channels_last "
+        f"loop)  {wf['windows_per_s']:,.0f} windows/s",
+        f"  spp_roi_pool into a reused out= buffer                  "
+        f"{wf['fast_reused_out_s'] * ms:8.1f} ms  ratio {wf['ratio_reused_out']:5.1f}x",
+        f"  spp_roi_pool backend='torch' (pure tensor ops)          "
+        f"{wf['torch_backend_s'] * ms:8.1f} ms  ratio {wf['ratio_torch_backend']:5.1f}x  "
+        f"equal: {_b(wf['equal_torch_backend'])}",
+        f"  equal: {_b(wf['equal'])}",
+        "window pooling, forward+backward",
+        f"  loop {wb['loop_s'] * ms:8.1f} ms   spp_roi_pool {wb['fast_s'] * ms:8.1f} ms   "
+        f"ratio {wb['ratio']:5.1f}x   grads close: {_b(wb['grad_close'])} "
+        f"(max rel diff {wb['grad_max_rel_diff']:.1e}, float32 summation order)",
+        f"whole-image spp_pool, forward+backward ({im['case']})",
+        f"  NCHW input:          concat adaptive_max_pool2d {im['concat_adaptive_s'] * ms:7.2f} ms"
+        f"   spp_pool {im['spp_pool_s'] * ms:7.2f} ms   ratio {im['ratio']:.2f}x",
+        f"  channels_last input: concat adaptive_max_pool2d "
+        f"{im['concat_adaptive_channels_last_s'] * ms:7.2f} ms   spp_pool "
+        f"{im['spp_pool_channels_last_s'] * ms:7.2f} ms   ratio {im['ratio_channels_last']:.2f}x",
+        f"  equal: {_b(im['equal_forward'])}   grads max rel diff {im['grad_max_rel_diff']:.1e}",
+    ])

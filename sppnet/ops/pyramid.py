@@ -1,0 +1,127 @@
+"""Spatial pyramid pooling of whole feature maps (He et al., SPP-net, 2014).
+
+Bin ``i`` of ``n`` over a length ``a`` spans ``[floor(i*a/n), ceil((i+1)*a/n))`` (the paper's
+appendix rule, identical to ``adaptive_max_pool2d``). The output of a pyramid is level by level, in
+the order given, each level flattened as ``(C, n, n)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import check_feature_map, check_levels, check_mode
+
+__all__ = ["bin_edges", "spp_output_dim", "spp_pool", "derivation_plan"]
+
+
+def bin_edges(length: int, n: int) -> list[tuple[int, int]]:
+    """The ``n`` bins over ``length`` cells as ``(start, end)`` pairs, end exclusive.
+
+    >>> bin_edges(10, 6)
+    [(0, 2), (1, 4), (3, 5), (5, 7), (6, 9), (8, 10)]
+    """
+    return [((i * length) // n, -((-(i + 1) * length) // n)) for i in range(n)]
+
+
+def spp_output_dim(channels: int, levels: Sequence[int] = (6, 3, 2, 1)) -> int:
+    """Length of the pyramid vector: ``channels * sum(n*n for n in levels)``.
+
+    ZF-5's conv5 (256 channels) with ``{6, 3, 2, 1}`` gives ``256 * 50 = 12800``.
+    """
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
+        raise ValueError(f"channels must be a positive int, got channels={channels!r}")
+    return channels * sum(n * n for n in check_levels(levels))
+
+
+def derivation_plan(levels: Sequence[int]) -> list[int]:
+    """For each level, the index of a finer level whose ``n`` it divides, or -1 (pool directly).
+
+    With floor/ceil bins, bin ``i`` of ``n`` is exactly the union of bins ``i*k .. i*k+k-1`` of
+    ``n*k`` (for any map size), so for max pooling a coarse level is the max over groups of fine
+    bins and the map is read once. The source is the coarsest such level (fewest bins to read).
+    """
+    plan = [-1] * len(levels)
+    done: list[int] = []
+    for idx in sorted(range(len(levels)), key=lambda i: -levels[i]):
+        n = levels[idx]
+        # the coarsest finer level that n divides: fewest fine bins to read
+        sources = [j for j in done if levels[j] % n == 0 and levels[j] != n]
+        if sources:
+            plan[idx] = min(sources, key=lambda j: levels[j])
+        done.append(idx)
+    return plan
+
+
+def _exporting() -> bool:
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return True
+    if torch.onnx.is_in_onnx_export():
+        return True
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and hasattr(compiler, "is_exporting") and compiler.is_exporting():
+        return True
+    return False
+
+
+def _bin_mask(length: int, n: int, device: torch.device) -> Tensor:
+    """Boolean ``(n, length)`` membership of each cell in each bin, built from tensor ops so that
+    it stays symbolic in ``length`` under ``torch.export`` / ONNX export."""
+    i = torch.arange(n, device=device)
+    t = torch.arange(length, device=device)
+    start = (i * length) // n
+    end = ((i + 1) * length + n - 1) // n
+    return (t[None, :] >= start[:, None]) & (t[None, :] < end[:, None])
+
+
+def _pool_level_masked(x: Tensor, n: int, mode: str) -> Tensor:
+    """One level by separable masked reductions: (N, C, H, W) -> (N, C, n, n). Export-friendly."""
+    h, w = x.shape[-2], x.shape[-1]
+    mw = _bin_mask(w, n, x.device)  # (n, W)
+    mh = _bin_mask(h, n, x.device)  # (n, H)
+    if mode == "max":
+        neg = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
+        cols = torch.where(mw, x.unsqueeze(-2), neg).amax(-1)  # (N, C, H, n)
+        cols = cols.transpose(-1, -2).unsqueeze(-2)  # (N, C, n, 1, H)
+        return torch.where(mh, cols, neg).amax(-1).transpose(-1, -2)
+    pw = mw.to(x.dtype) / mw.sum(-1, keepdim=True).to(x.dtype)  # (n, W) rows sum to 1
+    ph = mh.to(x.dtype) / mh.sum(-1, keepdim=True).to(x.dtype)  # (n, H)
+    return ph @ (x @ pw.transpose(0, 1))
+
+
+def spp_pool(x: Tensor, levels: Sequence[int] = (6, 3, 2, 1), mode: str = "max") -> Tensor:
+    """Spatial pyramid pooling of a batch of feature maps into fixed-length vectors.
+
+    Args:
+        x (Tensor[N, C, H, W]): feature maps, any ``H, W >= 1``; float32/float64/bfloat16,
+            contiguous or channels_last.
+        levels: pyramid levels; level ``n`` pools into ``n x n`` bins. Paper: ``(6, 3, 2, 1)``.
+        mode: ``"max"`` (the paper) or ``"avg"``.
+
+    Returns:
+        Tensor[N, C * sum(n*n)]: level by level in the order given, each flattened ``(C, n, n)``.
+        Differentiable with respect to ``x``.
+    """
+    check_feature_map(x)
+    levels = check_levels(levels)
+    check_mode(mode)
+    n_batch = x.shape[0]
+    if _exporting():
+        return torch.cat([_pool_level_masked(x, n, mode).reshape(n_batch, -1) for n in levels], 1)
+    # adaptive pooling is ~10x faster on CPU in channels_last; the copy is cheap next to it.
+    if x.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    pooled: list[Tensor | None] = [None] * len(levels)
+    plan = derivation_plan(levels) if mode == "max" else [-1] * len(levels)
+    for idx in sorted(range(len(levels)), key=lambda i: -levels[i]):
+        n, src = levels[idx], plan[idx]
+        if src < 0:
+            pooled[idx] = (F.adaptive_max_pool2d(x, n) if mode == "max"
+                           else F.adaptive_avg_pool2d(x, n))
+        else:  # exact: each coarse bin is the union of k x k fine bins
+            k = levels[src] // n
+            pooled[idx] = F.max_pool2d(pooled[src], kernel_size=k, stride=k)
+    return torch.cat([p.reshape(n_batch, -1) for p in pooled], 1)

@@ -1,0 +1,387 @@
+"""Pyramid pooling of many windows of one conv pass (SPP-net detection, paper appendix).
+
+Shapes: N images, C channels, (H, W) map size, R windows, D = C * sum(n*n) pooled length.
+
+A window in image pixels is projected onto inclusive map cells by :func:`project_boxes`, and its
+pooled vector equals, to the bit for max pooling, :func:`sppnet.ops.spp_pool` of the crop
+``features[b, :, y0:y1+1, x0:x1+1]``. Two implementations are kept and tested for equality:
+
+- ``"numba"``: a compiled CPU kernel, one scan over each window (coarse levels derived from the
+  finest one), parallel over windows; backward parallel over channel groups. Used on CPU.
+- ``"torch"``: pure tensor ops (a 2-D sparse max table, an integral image for ``avg``) that run on
+  any device and under autograd. Used on GPU, or when numba cannot be imported.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import (
+    check_boxes,
+    check_feature_map,
+    check_image_size,
+    check_levels,
+    check_mode,
+    check_stride,
+)
+from .pyramid import derivation_plan, spp_output_dim
+
+try:  # the compiled kernels are optional; the torch path is always there
+    import numba as _numba
+
+    from . import _window_kernels as _kernels
+except ImportError:  # pragma: no cover - exercised only without numba
+    _numba = None
+    _kernels = None
+
+__all__ = ["project_boxes", "spp_pool_cells", "spp_roi_pool", "numba_available", "BACKENDS"]
+
+BACKENDS = ("auto", "numba", "torch")
+
+
+def numba_available() -> bool:
+    """Whether the compiled CPU window-pooling kernels can be used."""
+    return _kernels is not None
+
+
+def project_boxes(
+    boxes: Tensor, stride: float, map_size: Sequence[int], offset: float = 0.0
+) -> Tensor:
+    """Project image-pixel windows onto inclusive feature-map cells (paper appendix).
+
+    Map cell ``j`` has its receptive-field centre at image coordinate ``stride * j + offset``.
+    Left/top edge ``floor((x - offset) / stride) + 1``, right/bottom ``ceil((x - offset) / stride)
+    - 1``; a window too small for that (left > right) collapses to ``floor((left + right) / 2)``
+    on that axis; all is clamped into the map, so every window covers at least one cell.
+
+    Args:
+        boxes (Tensor[R, 4]): ``(x1, y1, x2, y2)`` in image pixels, continuous coordinates.
+        stride: product of the strides up to the map (16 for ZF-5 conv5).
+        map_size: ``(H, W)`` of the feature map.
+        offset: image coordinate of cell 0's receptive-field centre.
+
+    Returns:
+        LongTensor[R, 4]: inclusive cells ``(x0, y0, x1, y1)`` with ``0 <= x0 <= x1 < W``.
+    """
+    check_boxes(boxes)
+    stride, offset = check_stride(stride, offset)
+    h, w = check_image_size(map_size, "map_size")
+    b = (boxes.to(torch.float64) - offset) / stride
+    lo = torch.floor(b[:, :2]) + 1  # (R, 2) left, top
+    hi = torch.ceil(b[:, 2:]) - 1  # (R, 2) right, bottom
+    mid = torch.floor((lo + hi) / 2)
+    small = lo > hi
+    lo = torch.where(small, mid, lo)
+    hi = torch.where(small, mid, hi)
+    upper = torch.tensor([w - 1, h - 1], dtype=torch.float64, device=boxes.device)
+    lo = torch.minimum(lo.clamp(min=0), upper)
+    hi = torch.minimum(hi.clamp(min=0), upper)
+    return torch.cat([lo, hi], 1).to(torch.long)
+
+
+def _check_cells(cells: Tensor, batch_index: Tensor, features: Tensor) -> None:
+    if not isinstance(cells, Tensor) or cells.dim() != 2 or cells.shape[1] != 4:
+        shape = tuple(cells.shape) if isinstance(cells, Tensor) else type(cells).__name__
+        raise ValueError(f"cells must be a LongTensor of shape (R, 4), got {shape}")
+    if cells.dtype != torch.long:
+        raise TypeError(f"cells must have dtype torch.long, got {cells.dtype}")
+    if not isinstance(batch_index, Tensor) or batch_index.shape != (cells.shape[0],):
+        shape = tuple(batch_index.shape) if isinstance(batch_index, Tensor) else batch_index
+        raise ValueError(f"batch_index must have shape ({cells.shape[0]},), got {shape}")
+    if cells.numel() == 0:
+        return
+    n, _, h, w = features.shape
+    limits = torch.tensor([w, h, w, h], device=cells.device)
+    bad = ((cells < 0) | (cells >= limits)).any(1) | (cells[:, 2] < cells[:, 0]) | (
+        cells[:, 3] < cells[:, 1])
+    if bool(bad.any()):
+        r = int(bad.nonzero()[0, 0])
+        raise ValueError(f"cells row {r} = {cells[r].tolist()} is not an inclusive "
+                         f"(x0, y0, x1, y1) "
+                         f"inside the map of size (H, W) = ({h}, {w})")
+    bad_b = (batch_index < 0) | (batch_index >= n)
+    if bool(bad_b.any()):
+        r = int(bad_b.nonzero()[0, 0])
+        raise ValueError(f"batch index {int(batch_index[r])} in row {r} is out of range for "
+                         f"features with N={n}")
+
+
+def spp_pool_cells(
+    features: Tensor,
+    cells: Tensor,
+    batch_index: Tensor,
+    levels: Sequence[int] = (6, 3, 2, 1),
+    mode: str = "max",
+    backend: str = "auto",
+    out: Tensor | None = None,
+) -> Tensor:
+    """Pyramid-pool windows already given as inclusive map cells.
+
+    Args:
+        features (Tensor[N, C, H, W]): conv maps (channels_last avoids a copy on CPU).
+        cells (LongTensor[R, 4]): inclusive ``(x0, y0, x1, y1)`` cells, e.g. from
+            :func:`project_boxes`.
+        batch_index (LongTensor[R]): image of each window.
+        levels, mode: as :func:`sppnet.ops.spp_pool`.
+        backend: ``"auto"`` (numba on CPU when available, else torch), ``"numba"`` or ``"torch"``.
+        out (Tensor[R, D], optional): write the result here instead of a new tensor (a reused
+            buffer saves the page faults of a fresh ~100 MB allocation). Like torch's ``out=``
+            arguments, not differentiable.
+
+    Returns:
+        Tensor[R, C * sum(n*n)], equal to ``spp_pool`` of each crop. Gradients flow to features.
+    """
+    check_feature_map(features, "features")
+    levels = check_levels(levels)
+    check_mode(mode)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got backend={backend!r}")
+    _check_cells(cells, batch_index, features)
+    if out is not None:
+        _check_out(out, features, cells.shape[0], spp_output_dim(features.shape[1], levels))
+    use_numba = backend == "numba" or (
+        backend == "auto" and numba_available() and features.device.type == "cpu")
+    if use_numba:
+        if not numba_available():
+            raise RuntimeError("backend='numba' needs the numba package: pip install numba")
+        if features.device.type != "cpu":
+            raise ValueError(f"backend='numba' runs on CPU tensors, got device {features.device}")
+        if out is not None:
+            _numba_forward(features, batch_index, cells, levels, mode, out)
+            return out
+        return _NumbaWindowPool.apply(features, batch_index, cells, levels, mode)
+    result = _pool_cells_torch(features, batch_index, cells, levels, mode)
+    return result if out is None else out.copy_(result)
+
+
+def _check_out(out: Tensor, features: Tensor, n_windows: int, dim: int) -> None:
+    if not isinstance(out, Tensor) or out.shape != (n_windows, dim):
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"out must have shape ({n_windows}, {dim}), got {shape}")
+    if out.dtype != features.dtype or out.device != features.device or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous {features.dtype} tensor on {features.device}, "
+                         f"got {out.dtype} on {out.device} (contiguous={out.is_contiguous()})")
+    if torch.is_grad_enabled() and features.requires_grad:
+        raise RuntimeError("out= is not differentiable: call under torch.no_grad() or leave "
+                           "out=None")
+
+
+def spp_roi_pool(
+    features: Tensor,
+    rois: Tensor,
+    levels: Sequence[int] = (6, 3, 2, 1),
+    stride: float = 16,
+    offset: float = 0.0,
+    mode: str = "max",
+    backend: str = "auto",
+    out: Tensor | None = None,
+) -> Tensor:
+    """Pyramid-pool image windows from conv maps computed once per image (SPP-net detection).
+
+    Args:
+        features (Tensor[N, C, H, W]): conv maps of N images.
+        rois (Tensor[R, 5]): rows ``(batch_index, x1, y1, x2, y2)`` in image pixels.
+        levels: pyramid levels (paper: ``(6, 3, 2, 1)``).
+        stride, offset: the map's receptive-field geometry (see :func:`project_boxes`).
+        mode: ``"max"`` or ``"avg"``.
+        backend, out: see :func:`spp_pool_cells`.
+
+    Returns:
+        Tensor[R, C * sum(n*n)]: row ``r`` equals ``spp_pool`` of the projected crop of image
+        ``rois[r, 0]`` (exactly, for max). ``R = 0`` gives ``(0, D)``.
+    """
+    check_feature_map(features, "features")
+    check_boxes(rois, "rois", columns=5)
+    stride, offset = check_stride(stride, offset)
+    bidx = rois[:, 0]
+    if rois.numel() and bool((bidx != torch.floor(bidx)).any()):
+        r = int((bidx != torch.floor(bidx)).nonzero()[0, 0])
+        raise ValueError(f"rois[:, 0] must hold integer batch indices, got {float(bidx[r])} "
+                         f"in row {r}")
+    n = features.shape[0]
+    if rois.numel() and bool(((bidx < 0) | (bidx >= n)).any()):
+        r = int(((bidx < 0) | (bidx >= n)).nonzero()[0, 0])
+        raise ValueError(f"rois[:, 0] batch index {int(bidx[r])} in row {r} is out of range for "
+                         f"features with N={n}")
+    cells = project_boxes(rois[:, 1:], stride, features.shape[-2:], offset)
+    return spp_pool_cells(features, cells, bidx.to(torch.long), levels, mode, backend, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# pure torch path
+
+
+def _all_bins(cells: Tensor, levels: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Bin edges of every window and level: four ``(R, B)`` tensors ``ys, ye, xs, xe``
+    (end exclusive), bins ordered level by level, row-major within a level."""
+    x0, y0, x1, y1 = cells.unbind(1)
+    w = (x1 - x0 + 1)[:, None]
+    h = (y1 - y0 + 1)[:, None]
+    out: list[list[Tensor]] = [[], [], [], []]
+    for n in levels:
+        i = torch.arange(n, device=cells.device)[None, :]
+        ys, ye = y0[:, None] + (i * h) // n, y0[:, None] + ((i + 1) * h + n - 1) // n  # (R, n)
+        xs, xe = x0[:, None] + (i * w) // n, x0[:, None] + ((i + 1) * w + n - 1) // n
+        r = cells.shape[0]
+        for k, (t, rows) in enumerate(((ys, True), (ye, True), (xs, False), (xe, False))):
+            full = t[:, :, None].expand(r, n, n) if rows else t[:, None, :].expand(r, n, n)
+            out[k].append(full.reshape(r, n * n))
+    ys, ye, xs, xe = (torch.cat(v, 1) for v in out)
+    return ys, ye, xs, xe
+
+
+def _floor_log2(values: Tensor, upto: int) -> Tensor:
+    table = [0] * (upto + 1)
+    for v in range(2, upto + 1):
+        table[v] = table[v // 2] + 1
+    return torch.tensor(table, device=values.device)[values]
+
+
+def _pool_cells_torch(features: Tensor, bidx: Tensor, cells: Tensor, levels: Sequence[int],
+                      mode: str) -> Tensor:
+    n_img, n_ch, h, w = features.shape
+    r = cells.shape[0]
+    f = features.permute(0, 2, 3, 1)  # (N, H, W, C)
+    ys, ye, xs, xe = _all_bins(cells, levels)  # (R, B)
+    n_bins = ys.shape[1]
+    b = bidx[:, None]
+    if mode == "max":
+        kh_n, kw_n = int(math.log2(h)) + 1, int(math.log2(w)) + 1
+        cols = [f]  # cols[k][.., x, :] = max over x .. x + 2^k - 1
+        for k in range(1, kw_n):
+            s, prev = 1 << (k - 1), cols[-1]
+            cols.append(torch.cat([torch.maximum(prev[:, :, : w - s], prev[:, :, s:]),
+                                   prev[:, :, w - s:]], 2))
+        table = [torch.stack(cols)]  # (KW, N, H, W, C) per row power
+        for k in range(1, kh_n):
+            s, prev = 1 << (k - 1), table[-1]
+            table.append(torch.cat([torch.maximum(prev[:, :, : h - s], prev[:, :, s:]),
+                                    prev[:, :, h - s:]], 2))
+        flat = torch.stack(table).reshape(-1, n_ch)  # (KH*KW*N*H*W, C)
+        kh = _floor_log2(ye - ys, h)
+        kw = _floor_log2(xe - xs, w)
+        y_hi, x_hi = ye - (1 << kh), xe - (1 << kw)
+        base = ((kh * kw_n + kw) * n_img + b) * (h * w)
+        corners = torch.stack([base + ys * w + xs, base + ys * w + x_hi,
+                               base + y_hi * w + xs, base + y_hi * w + x_hi], -1)  # (R, B, 4)
+        pooled = flat[corners.reshape(-1)].reshape(r, n_bins, 4, n_ch).amax(2)  # (R, B, C)
+    else:
+        acc = torch.float64 if features.device.type != "mps" else torch.float32
+        s = F.pad(f.to(acc).cumsum(1).cumsum(2), (0, 0, 1, 0, 1, 0))  # (N, H+1, W+1, C)
+        flat = s.reshape(-1, n_ch)
+        base = b * ((h + 1) * (w + 1))
+        idx = torch.stack([base + ye * (w + 1) + xe, base + ys * (w + 1) + xe,
+                           base + ye * (w + 1) + xs, base + ys * (w + 1) + xs], -1)
+        g = flat[idx.reshape(-1)].reshape(r, n_bins, 4, n_ch)
+        area = ((ye - ys) * (xe - xs)).to(acc)[..., None]
+        pooled = ((g[:, :, 0] - g[:, :, 1] - g[:, :, 2] + g[:, :, 3]) / area).to(features.dtype)
+    outs, start = [], 0
+    for n in levels:
+        outs.append(pooled[:, start:start + n * n].transpose(1, 2).reshape(r, n_ch * n * n))
+        start += n * n
+    return torch.cat(outs, 1) if outs else pooled.new_zeros((r, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# numba path
+
+
+def _kernel_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _nhwc_numpy(t: Tensor) -> np.ndarray:
+    """``(N, C, H, W)`` tensor as an ``(N, H, W, C)`` C-contiguous array (no copy for
+    channels_last float32/float64 input)."""
+    nhwc = t.detach().permute(0, 2, 3, 1).to(_kernel_dtype(t.dtype))
+    return nhwc.contiguous().numpy()
+
+
+def _level_layout(levels: Sequence[int], channels: int) -> tuple[np.ndarray, ...]:
+    ns = np.asarray(levels, dtype=np.int64)
+    sizes = ns * ns
+    out_off = np.concatenate([[0], np.cumsum(sizes * channels)]).astype(np.int64)
+    buf_off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return ns, out_off, buf_off
+
+
+def _set_threads() -> None:
+    _numba.set_num_threads(max(1, min(torch.get_num_threads(), _numba.config.NUMBA_NUM_THREADS)))
+
+
+def _numba_plan(levels: tuple[int, ...], n_ch: int) -> tuple[np.ndarray, ...]:
+    """Level arrays in processing order (finest first), for the max kernels."""
+    ns, out_off, buf_off = _level_layout(levels, n_ch)
+    derive = np.asarray(derivation_plan(levels), dtype=np.int64)
+    order = np.argsort(-ns, kind="stable")  # finer levels first, so sources exist
+    return ns[order], out_off[:-1][order], _reorder_buf(buf_off, order), _reindex(derive, order)
+
+
+def _numba_forward(features: Tensor, bidx: Tensor, cells: Tensor, levels: tuple[int, ...],
+                   mode: str, out: Tensor | None = None) -> Tensor:
+    n_ch = features.shape[1]
+    feat = _nhwc_numpy(features)
+    b = bidx.detach().to(torch.int64).contiguous().numpy()
+    c = cells.detach().contiguous().numpy()
+    kdtype = _kernel_dtype(features.dtype)
+    target = out if out is not None and out.dtype == kdtype else torch.empty(
+        (c.shape[0], spp_output_dim(n_ch, levels)), dtype=kdtype)
+    _set_threads()
+    if mode == "max":
+        _kernels.window_pool_max_fwd(feat, b, c, *_numba_plan(levels, n_ch), target.numpy())
+    else:
+        ns, out_off, _ = _level_layout(levels, n_ch)
+        _kernels.window_pool_avg_fwd(feat, b, c, ns, out_off[:-1], target.numpy())
+    if out is not None and target is not out:
+        out.copy_(target)
+        return out
+    return target.to(features.dtype)
+
+
+class _NumbaWindowPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, features: Tensor, bidx: Tensor, cells: Tensor, levels: tuple[int, ...],
+                mode: str) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(features, bidx, cells)
+        ctx.levels, ctx.mode = levels, mode
+        return _numba_forward(features, bidx, cells, levels, mode)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        features, bidx, cells = ctx.saved_tensors
+        n_ch = features.shape[1]
+        feat = _nhwc_numpy(features)
+        grad = np.zeros(feat.shape, dtype=feat.dtype)
+        g = grad_out.detach().to(_kernel_dtype(features.dtype)).contiguous().numpy()
+        b = bidx.to(torch.int64).contiguous().numpy()
+        c = cells.contiguous().numpy()
+        _set_threads()
+        chunk = max(1, -(-n_ch // _numba.get_num_threads()))  # one wide slice per thread
+        if ctx.mode == "max":
+            _kernels.window_pool_max_bwd(feat, b, c, *_numba_plan(ctx.levels, n_ch), g, chunk,
+                                         grad)
+        else:
+            ns, out_off, _ = _level_layout(ctx.levels, n_ch)
+            _kernels.window_pool_avg_bwd(feat, b, c, ns, out_off[:-1], g, chunk, grad)
+        grad_features = torch.from_numpy(grad).permute(0, 3, 1, 2).to(features.dtype)
+        return grad_features, None, None, None, None
+
+
+def _reorder_buf(buf_off: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Buffer offsets for levels laid out in ``order`` (plus the total at the end)."""
+    sizes = np.diff(buf_off)[order]
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def _reindex(derive: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``derive`` (indices into the original level order) re-expressed in ``order``."""
+    pos = np.empty_like(order)
+    pos[order] = np.arange(len(order))
+    d = derive[order]
+    return np.where(d < 0, -1, pos[np.maximum(d, 0)]).astype(np.int64)
