@@ -17,6 +17,7 @@ from .. import __version__  # noqa: E402
 # name -> (module, one-line help)
 COMMANDS = {
     "bench": ("sppnet.cli.bench", "speed benchmarks against references, measured in one run"),
+    "train-cls": ("sppnet.cli.train_cls", "train an SPP-net classifier on a folder of photos"),
 }
 
 

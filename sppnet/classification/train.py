@@ -1,0 +1,427 @@
+"""Training SPP-nets (and their no-SPP baselines) on a folder of photos: single-size, multi-size,
+on one process or many (``torchrun``), resumable exactly.
+
+Determinism: the batch order of an epoch comes from ``(seed, epoch)``, each sample's augmentation
+from ``(seed, epoch, index)``, and dropout from torch's RNG, whose state every checkpoint keeps.
+So a run resumed from a checkpoint, or split over several processes, follows the same path as an
+uninterrupted single-process run (up to float summation order across processes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.folder import ClassFolder, DecodedImages, Sample, split_per_class
+from ..data.transforms import CROP_POSITIONS, crop, lighting, to_tensor
+from ..evaluation.topk import topk_correct
+from ..models import get_model
+from ..utils.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    save_checkpoint,
+)
+from ..utils.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from .config import TrainConfig
+
+__all__ = ["PlateauSchedule", "train", "build_model", "load_model", "make_batch", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+
+class PlateauSchedule:
+    """Divide the learning rate by ``factor`` when the validation error has not improved for
+    ``patience`` epochs, at most ``max_drops`` times (paper: 0.01, /10 twice)."""
+
+    def __init__(self, lr: float, patience: int = 3, max_drops: int = 2, factor: float = 0.1,
+                 min_delta: float = 1e-4) -> None:
+        self.lr, self.patience, self.max_drops = lr, patience, max_drops
+        self.factor, self.min_delta = factor, min_delta
+        self.best = math.inf
+        self.bad_epochs = 0
+        self.drops = 0
+
+    def step(self, val_error: float) -> bool:
+        """Record an epoch's validation error; returns True when the lr was just dropped."""
+        if val_error < self.best - self.min_delta:
+            self.best, self.bad_epochs = val_error, 0
+            return False
+        self.bad_epochs += 1
+        if self.bad_epochs > self.patience and self.drops < self.max_drops:
+            self.lr *= self.factor
+            self.drops += 1
+            self.bad_epochs = 0
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lr": self.lr, "best": self.best if math.isfinite(self.best) else None,
+                "bad_epochs": self.bad_epochs, "drops": self.drops}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.lr, self.bad_epochs, self.drops = sd["lr"], sd["bad_epochs"], sd["drops"]
+        self.best = math.inf if sd["best"] is None else sd["best"]
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "width_mult": cfg.width_mult,
+                              "fc_dim": cfg.fc_dim, "dropout": cfg.dropout}
+    kwargs.update(_arch_kwargs(cfg))
+    if not cfg.model.endswith("_spp") and (cfg.size_range is not None or len(set(cfg.sizes)) > 1):
+        raise ValueError(f"{cfg.model} has no SPP: its fc6 needs one fixed input size, but "
+                         f"training sizes are {cfg.size_range or cfg.sizes}; use "
+                         f"{cfg.model}_spp for multi-size training")
+    return get_model(cfg.model, **kwargs)
+
+
+def _arch_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """Levels for SPP nets; the fixed input size (= the crop size) for no-SPP baselines."""
+    if cfg.model.endswith("_spp"):
+        return {"levels": list(cfg.levels)}
+    return {"input_size": cfg.crop_size}
+
+
+def model_meta(cfg: TrainConfig, classes: list[str]) -> dict[str, Any]:
+    return {"arch": cfg.model, "num_classes": len(classes), "classes": classes,
+            "model_kwargs": {"width_mult": cfg.width_mult, "fc_dim": cfg.fc_dim,
+                             "dropout": cfg.dropout, **_arch_kwargs(cfg)},
+            "input": {"mean": cfg.mean, "input_scale": cfg.input_scale, "resize": cfg.resize,
+                      "crop_size": cfg.crop_size}}
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained model from a checkpoint: ``(model in eval mode, meta)``."""
+    tensors, meta = load_checkpoint(path)
+    kw = dict(meta["model_kwargs"])
+    if "levels" in kw:
+        kw["levels"] = tuple(kw["levels"])
+    model = get_model(meta["arch"], num_classes=meta["num_classes"], **kw)
+    _load_weights(model, tensors, path)
+    return model.eval(), meta
+
+
+def _load_weights(model: nn.Module, tensors: dict[str, Tensor], path: str | Path) -> None:
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class Split:
+    samples: list[Sample]
+    images: DecodedImages
+
+
+def make_batch(split: Split, indices: np.ndarray, cfg: TrainConfig, epoch: int, size: int,
+               train: bool) -> tuple[Tensor, Tensor, int]:
+    """Images ``indices`` of ``split`` as a ``(B, 3, size, size)`` batch.
+
+    Training: a ``crop_size`` crop (centre or a corner, or random), flip, lighting, then resized to
+    ``size`` if it differs (multi-size: the same content at a lower resolution). Evaluation: the
+    centre crop. Returns ``(images, labels, skipped)``, ``skipped`` counting undecodable files.
+    """
+    tensors, labels, skipped = [], [], 0
+    c = cfg.crop_size if train else min(cfg.crop_size, cfg.resize)
+    for idx in indices.tolist():
+        img = split.images.load(idx)
+        if img is None:
+            skipped += 1
+            continue
+        if train:
+            rng = np.random.default_rng([cfg.seed, epoch, idx])
+            if cfg.crop_mode == "corners":
+                patch = crop(img, c, CROP_POSITIONS[int(rng.integers(len(CROP_POSITIONS)))])
+            else:
+                y = int(rng.integers(img.shape[0] - c + 1))
+                x = int(rng.integers(img.shape[1] - c + 1))
+                patch = img[y:y + c, x:x + c]
+            if cfg.flip and rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            if cfg.lighting > 0:
+                patch = lighting(patch, rng, cfg.lighting)
+        else:
+            patch = crop(img, c, "center")
+        tensors.append(to_tensor(patch, cfg.mean, cfg.input_scale))
+        labels.append(split.samples[idx].label)
+    if not tensors:
+        return torch.empty(0, 3, size, size), torch.empty(0, dtype=torch.long), skipped
+    x = torch.stack(tensors)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=True)
+    return x.contiguous(memory_format=torch.channels_last), torch.tensor(labels), skipped
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, cfg: TrainConfig, info: DistInfo,
+             device: torch.device, batch_size: int = 64) -> dict[str, float]:
+    """Centre-crop loss / top-1 / top-5 over a split (sharded across processes)."""
+    model.eval()
+    idx = np.arange(len(split.samples))[info.rank::info.world_size]
+    loss_sum, c1, c5, n, skipped = 0.0, 0, 0, 0, 0
+    size = min(cfg.crop_size, cfg.resize)
+    for s in range(0, len(idx), batch_size):
+        x, y, sk = make_batch(split, idx[s:s + batch_size], cfg, 0, size, train=False)
+        skipped += sk
+        if len(y) == 0:
+            continue
+        out = model(x.to(device))
+        loss_sum += float(F.cross_entropy(out, y.to(device), reduction="sum"))
+        t1, t5 = topk_correct(out.cpu(), y, (1, 5))
+        c1, c5, n = c1 + t1, c5 + t5, n + len(y)
+    loss_sum, c1, c5, n, skipped = all_reduce_sum([loss_sum, c1, c5, n, skipped], info)
+    n = max(n, 1)
+    return {"loss": loss_sum / n, "top1": c1 / n, "top5": c5 / n, "n": int(n),
+            "skipped": int(skipped)}
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+          sched: PlateauSchedule, meta: dict[str, Any], state: dict[str, Any]) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_tensors, opt_meta = optimizer_to_flat(optimizer)
+    tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_checkpoint(path, tensors, {**meta, **state, "scheduler": sched.state_dict(),
+                                    "optimizer": opt_meta})
+
+
+def _check_resume(meta: dict[str, Any], expected: dict[str, Any], path: Path) -> None:
+    for key in ("arch", "num_classes", "classes", "model_kwargs"):
+        if meta.get(key) != expected[key]:
+            what = {"arch": "architecture", "num_classes": "class count", "classes": "class list",
+                    "model_kwargs": "model options"}[key]
+            theirs, ours = meta.get(key), expected[key]
+            if key == "classes":
+                theirs, ours = f"{len(theirs or [])} classes", f"{len(ours)} classes"
+            raise CheckpointError(f"cannot resume from {path}: its {what} is {theirs!r} but this "
+                                  f"run's is {ours!r}")
+
+
+def plot_curves(metrics: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [m["epoch"] + 1 for m in metrics]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(ep, [m["train_loss"] for m in metrics], label="train")
+    a.plot(ep, [m["val_loss"] for m in metrics], label="val")
+    a.set_xlabel("epoch")
+    a.set_ylabel("cross-entropy")
+    a.legend()
+    b.plot(ep, [100 * m["train_top1"] for m in metrics], label="train top-1")
+    b.plot(ep, [100 * m["val_top1"] for m in metrics], label="val top-1")
+    b.plot(ep, [100 * m["val_top5"] for m in metrics], label="val top-5", linestyle="--")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy (%)")
+    b.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Train per ``cfg``; returns the final results (also written to ``results.json``)."""
+    cfg.validate()
+    device = _resolve_device(cfg.device)
+    info = init_distributed(device)
+    if cfg.batch_size % info.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} must divide evenly over "
+                         f"{info.world_size} processes")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.output_dir)
+    ckpt_last, ckpt_best = out / "last.safetensors", out / "best.safetensors"
+    try:
+        folder = ClassFolder.scan(cfg.data)
+        parts = split_per_class(folder.samples, list(cfg.split), cfg.seed)
+        if not parts[0] or not parts[1]:
+            raise ValueError(f"the split {cfg.split} leaves an empty train or val set")
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, len(folder.classes))
+        min_size = max(model.min_input_size, cfg.crop_size)
+        splits = [Split(p, DecodedImages(p, cfg.resize, min_size, cfg.cache_images))
+                  for p in parts]
+        train_split, val_split = splits[0], splits[1]
+        model = model.to(device).to(memory_format=torch.channels_last)
+        meta = model_meta(cfg, folder.classes)
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)
+        sched = PlateauSchedule(cfg.lr, cfg.lr_patience, cfg.lr_drops)
+        start_epoch, start_step, best_top1 = 0, 0, -1.0
+        epoch_stats = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0, "skipped": 0}
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+        if resume:
+            if not ckpt_last.exists():
+                raise CheckpointError(f"--resume: no checkpoint at {ckpt_last}")
+            tensors, saved = load_checkpoint(ckpt_last)
+            _check_resume(saved, meta, ckpt_last)
+            _load_weights(model, tensors, ckpt_last)
+            optimizer_from_flat(optimizer, tensors, saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            torch.set_rng_state(tensors["rng.torch"])
+            start_epoch, start_step = saved["epoch"], saved["step"]
+            best_top1, epoch_stats = saved["best_top1"], saved["epoch_stats"]
+            if not info.is_main:  # rank 0 carries the running totals of all processes
+                epoch_stats = {k: 0 * v for k, v in epoch_stats.items()}
+            if info.is_main:
+                log.info("resuming from %s at epoch %d, step %d", ckpt_last, start_epoch + 1,
+                         start_step)
+        metrics_path = out / "metrics.jsonl"
+        history: list[dict[str, Any]] = []
+        if info.is_main and metrics_path.exists():
+            lines = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+            history = [m for m in lines if m["epoch"] < start_epoch] if resume else []
+            metrics_path.write_text("".join(json.dumps(m) + "\n" for m in history))
+        if info.is_main:
+            (out / "dataset.json").write_text(json.dumps({
+                "classes": folder.classes, "empty_classes": folder.empty_classes,
+                "counts": {p: len(s.samples) for p, s in zip(("train", "val", "test"), splits)},
+            }, indent=2) + "\n")
+        if cfg.cache_images:
+            for name, s in zip(("train", "val", "test"), splits[:2]):
+                s.images.preload(progress=cfg.progress and info.is_main, desc=f"decoding {name}")
+        ddp = model
+        if info.enabled:
+            ddp = nn.parallel.DistributedDataParallel(model)
+        local_b = cfg.batch_size // info.world_size
+        # with every image decoded up front, undecodable files leave the epoch order, so every
+        # batch has exactly batch_size images (and splits evenly over processes)
+        order = np.array([i for i in range(len(train_split.samples))
+                          if not cfg.cache_images or train_split.images.load(i) is not None],
+                         dtype=np.int64)
+        n_steps = len(order) // cfg.batch_size
+        if n_steps == 0:
+            raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set "
+                             f"({len(order)} images)")
+        from tqdm import tqdm
+
+        for epoch in range(start_epoch, cfg.epochs):
+            size = cfg.epoch_size(epoch)
+            for g in optimizer.param_groups:
+                g["lr"] = sched.lr
+            perm = order[np.random.default_rng([cfg.seed, epoch]).permutation(len(order))]
+            ddp.train()
+            first = start_step if epoch == start_epoch else 0
+            if first == 0:
+                epoch_stats = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0,
+                               "skipped": 0}
+            bar = tqdm(range(first, n_steps), desc=f"epoch {epoch + 1}/{cfg.epochs} @{size}px",
+                       disable=not (cfg.progress and info.is_main), leave=False)
+            for step in bar:
+                t0 = time.perf_counter()
+                batch = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                mine = batch[info.rank * local_b:(info.rank + 1) * local_b]
+                x, y, skipped = make_batch(train_split, mine, cfg, epoch, size, train=True)
+                if len(y):
+                    out_logits = ddp(x.to(device))
+                    loss = F.cross_entropy(out_logits, y.to(device))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    epoch_stats["loss_sum"] += loss.item() * len(y)
+                    epoch_stats["correct"] += topk_correct(out_logits.detach().cpu(), y, (1,))[0]
+                    epoch_stats["seen"] += len(y)
+                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{sched.lr:g}")
+                epoch_stats["skipped"] += skipped
+                epoch_stats["time"] += time.perf_counter() - t0
+                if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and (
+                        step + 1) < n_steps:
+                    # the epoch's running totals over all processes; on resume rank 0
+                    # carries them and the others start from zero
+                    keys = ("loss_sum", "correct", "seen", "time", "skipped")
+                    totals = dict(zip(keys, all_reduce_sum([epoch_stats[k] for k in keys], info)))
+                    totals["time"] = epoch_stats["time"]
+                    if info.is_main:
+                        _save(ckpt_last, model, optimizer, sched, meta,
+                              {"epoch": epoch, "step": step + 1, "best_top1": best_top1,
+                               "epoch_stats": totals})
+                    barrier(info)
+            sums = all_reduce_sum([epoch_stats["loss_sum"], epoch_stats["correct"],
+                                   epoch_stats["seen"], epoch_stats["skipped"]], info)
+            val = evaluate(model, val_split, cfg, info, device)
+            seen = max(sums[2], 1)
+            record = {"epoch": epoch, "size": size, "lr": sched.lr,
+                      "train_loss": sums[0] / seen, "train_top1": sums[1] / seen,
+                      "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+                      "images_per_s": sums[2] / max(epoch_stats["time"], 1e-9),
+                      "epoch_time_s": epoch_stats["time"], "skipped_files": int(sums[3])}
+            dropped = sched.step(1.0 - val["top1"])
+            record["lr_dropped_after"] = dropped
+            is_best = val["top1"] > best_top1
+            best_top1 = max(best_top1, val["top1"])
+            if info.is_main:
+                history.append(record)
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                log.info("epoch %d/%d size %d: train loss %.4f top-1 %.2f%% | val top-1 %.2f%% "
+                         "top-5 %.2f%% | %.1f img/s%s", epoch + 1, cfg.epochs, size,
+                         record["train_loss"], 100 * record["train_top1"], 100 * val["top1"],
+                         100 * val["top5"], record["images_per_s"],
+                         f" | {int(sums[3])} undecodable files skipped" if sums[3] else "")
+                plot_curves(history, out / "curves.png")
+                state = {"epoch": epoch + 1, "step": 0, "best_top1": best_top1,
+                         "epoch_stats": {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0,
+                                         "skipped": 0}}
+                if is_best:
+                    _save(ckpt_best, model, optimizer, sched, meta, state)
+                _save(ckpt_last, model, optimizer, sched, meta, state)
+            barrier(info)
+
+        results = _finish(cfg, splits, info, device, out, ckpt_best, history)
+        return results
+    finally:
+        shutdown(info)
+
+
+def _finish(cfg: TrainConfig, splits: list[Split], info: DistInfo, device: torch.device,
+            out: Path, ckpt_best: Path, history: list[dict[str, Any]]) -> dict[str, Any]:
+    best_model, _ = load_model(ckpt_best) if ckpt_best.exists() else (None, None)
+    results: dict[str, Any] = {"model": cfg.model, "epochs_run": len(history)}
+    if best_model is not None:
+        best_model = best_model.to(device).to(memory_format=torch.channels_last)
+        results["best_val"] = evaluate(best_model, splits[1], cfg, info, device)
+        if len(splits) > 2 and splits[2].samples:
+            results["test"] = evaluate(best_model, splits[2], cfg, info, device)
+    failed = sorted(str(p) for s in splits for p in s.images.failed)
+    results["undecodable_files"] = failed
+    if failed and info.is_main:
+        log.warning("%d file(s) could not be decoded and were skipped: %s", len(failed),
+                    ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""))
+    if info.is_main:
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+

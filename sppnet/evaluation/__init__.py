@@ -1,0 +1,5 @@
+"""Evaluation: top-k accuracy (and, later, VOC mAP)."""
+
+from .topk import topk_correct
+
+__all__ = ["topk_correct"]

@@ -1,0 +1,1 @@
+"""Shared plumbing: checkpoints, run outputs, distributed helpers."""

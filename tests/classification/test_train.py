@@ -1,0 +1,148 @@
+"""Training end to end on real JPEG files: outputs, bad files, exact resume after a kill,
+checkpoint mismatches, and torchrun with 2 processes against 1."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from sppnet.classification import TrainConfig, train
+from sppnet.classification.train import PlateauSchedule, load_model
+from sppnet.cli.main import main
+from sppnet.utils.checkpoint import CheckpointError, load_checkpoint
+
+SMALL = ["--model", "zf5_spp", "--width-mult", "0.25", "--fc-dim", "64", "--resize", "56",
+         "--split", "12,2,None", "--batch-size", "6", "--threads", "1", "--seed", "3",
+         "--no-progress"]
+
+
+def weights(path):
+    tensors, meta = load_checkpoint(path)
+    return {k: v for k, v in tensors.items() if k.startswith("model.")}, meta
+
+
+def test_train_writes_everything_and_skips_bad_files(shapes_folder, tmp_path, caplog):
+    out = tmp_path / "run"
+    rc = main(["train-cls", "--data", str(shapes_folder), "--output-dir", str(out),
+               "--sizes", "48,40", "--epochs", "2", *SMALL])
+    assert rc == 0
+    for name in ("config.json", "metrics.jsonl", "curves.png", "last.safetensors",
+                 "best.safetensors", "results.json", "dataset.json"):
+        assert (out / name).exists(), name
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["size"] for m in metrics] == [48, 40]  # multi-size: one epoch per size
+    assert all(m["images_per_s"] > 0 and 0 <= m["val_top1"] <= 1 for m in metrics)
+    results = json.loads((out / "results.json").read_text())
+    assert any("img_999.jpg" in f for f in results["undecodable_files"])
+    assert "img_999.jpg" in caplog.text
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["sizes"] == [48, 40] and cfg["width_mult"] == 0.25
+    model, meta = load_model(out / "best.safetensors")
+    assert meta["classes"] == ["bars", "crosses", "discs"]
+    assert model(torch.randn(1, 3, 61, 77)).shape == (1, 3)
+
+
+def test_size_range_and_no_spp_rules(shapes_folder, tmp_path):
+    cfg = TrainConfig(data=str(shapes_folder), size_range=(40, 48), resize=56, seed=1)
+    sizes = [cfg.epoch_size(e) for e in range(8)]
+    assert all(40 <= s <= 48 for s in sizes) and len(set(sizes)) > 1
+    assert sizes == [cfg.epoch_size(e) for e in range(8)]
+    bad = TrainConfig(data=str(shapes_folder), output_dir=str(tmp_path), model="zf5",
+                      sizes=(224, 180), resize=256, width_mult=0.25, fc_dim=16)
+    with pytest.raises(ValueError, match="zf5 has no SPP: its fc6 needs one fixed input"):
+        train(bad)
+
+
+def test_plateau_schedule():
+    s = PlateauSchedule(0.01, patience=1, max_drops=2)
+    drops = [s.step(e) for e in [0.9, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]]
+    assert drops == [False, False, False, True, False, True, False, False]
+    assert s.lr == pytest.approx(1e-4) and s.drops == 2
+    t = PlateauSchedule(1.0)
+    t.load_state_dict(s.state_dict())
+    assert t.state_dict() == s.state_dict()
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "sppnet.cli.main", "train-cls", *args]
+
+
+def test_resume_after_kill_mid_epoch_is_exact(shapes_folder, tmp_path):
+    common = ["--data", str(shapes_folder), "--sizes", "48", "--epochs", "2",
+              "--checkpoint-every", "1", "--set", "dropout=0.5", *SMALL]
+    ref = tmp_path / "ref"
+    assert main(["train-cls", "--output-dir", str(ref), *common]) == 0
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_cli("--output-dir", str(run), *common), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONHASHSEED": "0"})
+    killed_at = None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        ckpt = run / "last.safetensors"
+        if ckpt.exists():
+            try:
+                with safe_open(str(ckpt), framework="pt") as f:
+                    meta = json.loads(f.metadata()["meta"])
+            except Exception:
+                meta = None
+            if meta and meta["epoch"] == 1 and meta["step"] >= 1:  # mid second epoch
+                proc.send_signal(signal.SIGKILL)
+                killed_at = (meta["epoch"], meta["step"])
+                break
+        time.sleep(0.005)
+    proc.wait()
+    if killed_at is None:
+        pytest.skip("the run finished before it could be killed mid-epoch (machine too fast)")
+    assert not (run / "results.json").exists()
+    assert main(["train-cls", "--output-dir", str(run), "--resume", *common]) == 0
+    w_ref, m_ref = weights(ref / "last.safetensors")
+    w_run, m_run = weights(run / "last.safetensors")
+    assert m_run["epoch"] == m_ref["epoch"] == 2
+    for k in w_ref:
+        assert torch.equal(w_ref[k], w_run[k]), k
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [0, 1]  # no duplicate epoch lines
+
+
+def test_resume_rejects_another_architecture_or_class_count(shapes_folder, tmp_path):
+    out = tmp_path / "run"
+    base = ["--data", str(shapes_folder), "--output-dir", str(out), "--sizes", "48",
+            "--epochs", "1", *SMALL]
+    assert main(["train-cls", *base]) == 0
+    with pytest.raises(CheckpointError, match="architecture is 'zf5_spp' but this run's is "
+                                              "'convnet5_spp'"):
+        main(["train-cls", *base, "--resume", "--model", "convnet5_spp"])
+    with pytest.raises(CheckpointError, match="model options"):
+        main(["train-cls", *base, "--resume", "--fc-dim", "32"])
+    (out / "last.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        main(["train-cls", *base, "--resume"])
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(shapes_folder, tmp_path):
+    common = ["--data", str(shapes_folder), "--sizes", "48", "--epochs", "2",
+              "--set", "dropout=0", *SMALL]
+    one = tmp_path / "one"
+    assert main(["train-cls", "--output-dir", str(one), *common]) == 0
+    two = tmp_path / "two"
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "2", "-m", "sppnet.cli.main", "train-cls",
+                          "--output-dir", str(two), *common],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    w1, _ = weights(one / "last.safetensors")
+    w2, _ = weights(two / "last.safetensors")
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5, msg=k)
+    m1 = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
+    m2 = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [m["val_top1"] for m in m1] == [m["val_top1"] for m in m2]
+    assert m1[-1]["train_loss"] == pytest.approx(m2[-1]["train_loss"], rel=1e-4)
