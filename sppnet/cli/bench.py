@@ -22,7 +22,27 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     ops.add_argument("--loop-repeats", type=int, default=3, help="timed runs per loop reference")
     ops.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     ops.set_defaults(func=main_ops)
+    tr = sub.add_parser("train", help="training throughput (fwd+bwd+step) of the paper's nets")
+    tr.add_argument("--repeats", type=int, default=5, help="timed steps per case (median)")
+    tr.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    tr.set_defaults(func=main_train)
     return parser
+
+
+def _write_json(result: dict, path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
+def main_train(args: argparse.Namespace) -> int:
+    from ..bench.train import format_train_report, run_train_benchmark
+
+    result = run_train_benchmark(repeats=args.repeats)
+    print(format_train_report(result))
+    _write_json(result, args.json)
+    return 0
 
 
 def main_ops(args: argparse.Namespace) -> int:
@@ -33,9 +53,6 @@ def main_ops(args: argparse.Namespace) -> int:
                                image_size=tuple(args.image_size), batch=args.batch,
                                repeats=args.repeats, loop_repeats=args.loop_repeats)
     print(format_report(result))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    _write_json(result, args.json)
     ok = result["window_forward"]["equal"] and result["image_forward_backward"]["equal_forward"]
     return 0 if ok else 1

@@ -1,0 +1,56 @@
+"""``sppnet bench train``: training throughput (forward + backward + SGD step) in images/s.
+
+Random weights and random inputs: the figure is the net's compute, without data loading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..models import get_model
+from .timing import environment, median_time
+
+# (label, model, kwargs, batch, input size)
+DEFAULT_CASES = (
+    ("ZF-5 SPP, full width", "zf5_spp", {}, 32, 224),
+    ("ZF-5 SPP, width 0.25, fc 512", "zf5_spp", {"width_mult": 0.25, "fc_dim": 512}, 64, 128),
+    ("ZF-5 no SPP, width 0.25, fc 512", "zf5", {"width_mult": 0.25, "fc_dim": 512,
+                                                "input_size": 128}, 64, 128),
+)
+
+
+def run_train_benchmark(cases: Sequence[tuple] = DEFAULT_CASES, repeats: int = 5,
+                        num_classes: int = 102, channels_last: bool = True) -> dict:
+    results = {"env": environment(), "channels_last": channels_last, "cases": []}
+    for label, name, kwargs, batch, size in cases:
+        torch.manual_seed(0)
+        model = get_model(name, num_classes=num_classes, **kwargs)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.to(memory_format=fmt).train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
+        y = torch.randint(0, num_classes, (batch,))
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        t = median_time(step, repeats, warmup=2)
+        results["cases"].append({"label": label, "model": name, "kwargs": kwargs,
+                                 "batch": batch, "size": size, "step_s": t,
+                                 "images_per_s": batch / t})
+    return results
+
+
+def format_train_report(r: dict) -> str:
+    e = r["env"]
+    lines = [f"sppnet bench train   torch {e['torch']}  threads {e['threads']}  device cpu  "
+             f"float32  channels_last {r['channels_last']}"]
+    for c in r["cases"]:
+        lines.append(f"  {c['label']:<34} batch {c['batch']:3d} @ {c['size']}px   "
+                     f"{c['step_s'] * 1e3:8.1f} ms/step   {c['images_per_s']:7.1f} img/s")
+    return "\n".join(lines)
