@@ -22,6 +22,13 @@ DEFAULT_CASES = (
 )
 
 
+def _sgd_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+              y: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
 def run_train_benchmark(cases: Sequence[tuple] = DEFAULT_CASES, repeats: int = 5,
                         num_classes: int = 102, channels_last: bool = True) -> dict:
     results = {"env": environment(), "channels_last": channels_last, "cases": []}
@@ -34,12 +41,8 @@ def run_train_benchmark(cases: Sequence[tuple] = DEFAULT_CASES, repeats: int = 5
         x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
         y = torch.randint(0, num_classes, (batch,))
 
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-
-        t = median_time(step, repeats, warmup=2)
+        t = median_time(lambda m=model, o=opt, x=x, y=y: _sgd_step(m, o, x, y), repeats,
+                        warmup=2)
         results["cases"].append({"label": label, "model": name, "kwargs": kwargs,
                                  "batch": batch, "size": size, "step_s": t,
                                  "images_per_s": batch / t})

@@ -37,3 +37,13 @@ def test_unknown_command_fails_with_usage():
     res = subprocess.run([sys.executable, "-m", "sppnet.cli.main", "frobnicate"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "invalid choice" in res.stderr
+
+
+def test_bench_train_runs_a_tiny_case():
+    from sppnet.bench.train import format_train_report, run_train_benchmark
+
+    r = run_train_benchmark(cases=[("tiny", "zf5_spp", {"width_mult": 0.25, "fc_dim": 16}, 2,
+                                    48)], repeats=1)
+    case = r["cases"][0]
+    assert case["images_per_s"] == pytest.approx(2 / case["step_s"])
+    assert "tiny" in format_train_report(r)
