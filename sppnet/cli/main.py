@@ -18,6 +18,8 @@ from .. import __version__  # noqa: E402
 COMMANDS = {
     "bench": ("sppnet.cli.bench", "speed benchmarks against references, measured in one run"),
     "train-cls": ("sppnet.cli.train_cls", "train an SPP-net classifier on a folder of photos"),
+    "eval-cls": ("sppnet.cli.eval_cls", "test-time views (centre, 10-crop, full, on feature "
+                                        "maps, multi-view) of a trained classifier"),
 }
 
 

@@ -93,7 +93,7 @@ def to_tensor(img: np.ndarray, mean: float | Tensor = 128.0, scale: float = 1.0 
 
     ``mean`` is a constant (paper, VOC / Caltech: 128) or a ``(3, H, W)`` mean image, which is
     warped to the input size when it differs."""
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()
+    t = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1)  # a writable copy
     if isinstance(mean, Tensor) and mean.shape[-2:] != t.shape[-2:]:
         mean = F.interpolate(mean[None].float(), size=tuple(t.shape[-2:]), mode="bilinear",
                              align_corners=False)[0]

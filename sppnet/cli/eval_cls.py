@@ -1,0 +1,81 @@
+"""``sppnet eval-cls``: test-time views of a trained classifier on its run's held-out split.
+
+    sppnet eval-cls --run runs/caltech/zf5_spp_multi_s0 --views center,10crop,full,fmap10,multiview
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+
+def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser("sppnet eval-cls")
+    p.add_argument("--run", required=True, type=Path,
+                   help="a train-cls output folder (config.json + checkpoints)")
+    p.add_argument("--checkpoint", default="best", help="'best', 'last' or a .safetensors path")
+    p.add_argument("--views", default="center,10crop,full,fmap10,multiview",
+                   help="comma-separated: center, 10crop, full, fmap10, multiview")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="which part of the run's split to evaluate (default test)")
+    p.add_argument("--full-size", type=int, default=None,
+                   help="shorter side of the full-image view (default: the run's resize)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument("--output", type=Path, default=None,
+                   help="results JSON (default RUN/views_<split>.json)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=main)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..classification.config import TrainConfig, apply_overrides
+    from ..classification.train import load_model
+    from ..classification.views import VIEW_MODES, ViewSettings, evaluate_views
+    from ..data.decode import ImageDecodeError, decode_image
+    from ..data.folder import ClassFolder, split_per_class
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log = logging.getLogger("sppnet.eval_cls")
+    modes = [m.strip() for m in args.views.split(",") if m.strip()]
+    bad = [m for m in modes if m not in VIEW_MODES]
+    if bad:
+        raise SystemExit(f"--views: unknown mode(s) {bad}; choose from {', '.join(VIEW_MODES)}")
+    cfg_path = args.run / "config.json"
+    if not cfg_path.exists():
+        raise SystemExit(f"--run {args.run}: no config.json there (is it a train-cls folder?)")
+    cfg = apply_overrides(TrainConfig(), json.loads(cfg_path.read_text()))
+    ckpt = Path(args.checkpoint) if args.checkpoint.endswith(".safetensors") else (
+        args.run / f"{args.checkpoint}.safetensors")
+    model, meta = load_model(ckpt)
+    folder = ClassFolder.scan(cfg.data, classes=meta["classes"])
+    parts = split_per_class(folder.samples, list(cfg.split), cfg.seed)
+    samples = parts[{"train": 0, "val": 1, "test": 2}[args.split]]
+    if args.limit:
+        samples = samples[:args.limit]
+    images = []
+    for s in samples:
+        try:
+            images.append((decode_image(s.path), s.label))
+        except ImageDecodeError as e:
+            log.warning("skipping %s", e)
+    inp = meta["input"]
+    settings = ViewSettings(crop=inp["crop_size"], resize=inp["resize"],
+                            full_size=args.full_size or inp["resize"], mean=inp["mean"],
+                            input_scale=inp["input_scale"])
+    model = model.to(memory_format=torch.channels_last)
+    results = evaluate_views(model, images, modes, settings, progress=not args.no_progress)
+    out = args.output or args.run / f"views_{args.split}.json"
+    out.write_text(json.dumps({"checkpoint": str(ckpt), "split": args.split,
+                               "settings": settings.__dict__, "views": results}, indent=2) + "\n")
+    print(f"{'view':<10} {'top-1':>7} {'top-5':>7} {'views':>6} {'conv passes':>12} {'s/img':>7}")
+    for mode, r in results.items():
+        print(f"{mode:<10} {100 * r['top1']:6.2f}% {100 * r['top5']:6.2f}% "
+              f"{r['views_per_image']:6.1f} {r['conv_passes_per_image']:12.1f} "
+              f"{r['seconds_per_image']:7.3f}")
+    print(f"wrote {out}")
+    return 0
