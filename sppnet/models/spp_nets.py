@@ -256,50 +256,26 @@ def _no_input_size(kwargs: dict, name: str) -> dict:
     return kwargs
 
 
-@register_model
-def zf5(**kwargs) -> SPPNet:
-    """ZF-5 without SPP (pool5 3x3/2 -> 6x6 at 224)."""
-    return _build("zf5", False, **_no_levels(kwargs, "zf5"))
+_DOCS = {
+    "zf5": "ZF-5", "convnet5": "Convnet*-5 (AlexNet with pools after conv2 and conv3)",
+    "overfeat5": "Overfeat-5", "overfeat7": "Overfeat-7 (two more 512x3x3 convs)",
+}
 
 
-@register_model
-def zf5_spp(**kwargs) -> SPPNet:
-    """ZF-5 with spatial pyramid pooling (default {6, 3, 2, 1} -> 12,800-d)."""
-    return _build("zf5", True, **_no_input_size(kwargs, "zf5_spp"))
+def _register(arch: str, spp: bool) -> None:
+    name = f"{arch}_spp" if spp else arch
+
+    def builder(**kwargs) -> SPPNet:
+        kwargs = _no_input_size(kwargs, name) if spp else _no_levels(kwargs, name)
+        return _build(arch, spp, **kwargs)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = (f"{_DOCS[arch]} with spatial pyramid pooling (default {{6, 3, 2, 1}})."
+                       if spp else f"{_DOCS[arch]} without SPP (pool5 gives 6x6 at 224; "
+                       "``input_size`` resizes it for other fixed inputs).")
+    register_model(builder)
 
 
-@register_model
-def convnet5(**kwargs) -> SPPNet:
-    """Convnet*-5 (AlexNet with pools after conv2 and conv3) without SPP."""
-    return _build("convnet5", False, **_no_levels(kwargs, "convnet5"))
-
-
-@register_model
-def convnet5_spp(**kwargs) -> SPPNet:
-    """Convnet*-5 with spatial pyramid pooling."""
-    return _build("convnet5", True, **_no_input_size(kwargs, "convnet5_spp"))
-
-
-@register_model
-def overfeat5(**kwargs) -> SPPNet:
-    """Overfeat-5 without SPP (pool5 3x3/3 -> 6x6 at 224)."""
-    return _build("overfeat5", False, **_no_levels(kwargs, "overfeat5"))
-
-
-@register_model
-def overfeat5_spp(**kwargs) -> SPPNet:
-    """Overfeat-5 with spatial pyramid pooling."""
-    return _build("overfeat5", True, **_no_input_size(kwargs, "overfeat5_spp"))
-
-
-@register_model
-def overfeat7(**kwargs) -> SPPNet:
-    """Overfeat-7 (two more 512x3x3 convs) without SPP."""
-    return _build("overfeat7", False, **_no_levels(kwargs, "overfeat7"))
-
-
-@register_model
-def overfeat7_spp(**kwargs) -> SPPNet:
-    """Overfeat-7 with spatial pyramid pooling."""
-    return _build("overfeat7", True, **_no_input_size(kwargs, "overfeat7_spp"))
-
+for _arch in cfgs:
+    _register(_arch, spp=False)
+    _register(_arch, spp=True)
