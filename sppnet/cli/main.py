@@ -18,6 +18,9 @@ from .. import __version__  # noqa: E402
 COMMANDS = {
     "bench": ("sppnet.cli.bench", "speed benchmarks against references, measured in one run"),
     "train-cls": ("sppnet.cli.train_cls", "train an SPP-net classifier on a folder of photos"),
+    "features": ("sppnet.cli.features", "extract and cache full-image SPP features"),
+    "svm-protocol": ("sppnet.cli.svm_protocol", "features + linear SVMs, the Caltech-101 "
+                                                "protocol"),
     "eval-cls": ("sppnet.cli.eval_cls", "test-time views (centre, 10-crop, full, on feature "
                                         "maps, multi-view) of a trained classifier"),
 }

@@ -1,0 +1,146 @@
+"""Full-image representations for transfer (paper Sec. 3.2): one conv map per image, pyramid
+pooled, L2-normalised; cached on disk so a sweep never recomputes.
+
+Variants (the paper's comparison): ``full`` — the whole image, shorter side ``size``, aspect kept;
+``crop`` — its central ``size x size`` square; ``warp`` — the image resized to ``size x size``.
+Every pyramid level is stored separately, so the same cache gives the full pyramid, any single
+level (the paper's pool5 tables use the 6x6 level), or global average/max pooling (level 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.decode import ImageDecodeError, decode_image
+from ..data.folder import Sample
+from ..data.transforms import crop, resize_shorter, resize_to, to_tensor
+from ..ops import spp_pool
+
+__all__ = ["FeatureSpec", "extract_features", "representation", "prepare_image"]
+
+log = logging.getLogger(__name__)
+VARIANTS = ("full", "crop", "warp")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    model: str = "mobilenet_v2"  # "mobilenet_v2" or a train-cls checkpoint (.safetensors)
+    weights: str | None = None  # TFLite file for mobilenet_v2
+    feature_stride: int = 32  # mobilenet_v2: 16 or 32
+    variant: str = "full"  # full | crop | warp
+    size: int = 224  # shorter side (full), square side (crop, warp)
+    levels: tuple[int, ...] = (3, 2, 1)  # pyramid levels pooled from the conv map
+    mode: str = "max"  # pyramid pooling: max (paper) or avg
+    mean: float = 128.0
+    input_scale: float = 1.0 / 128
+
+    def validate(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.size < 8:
+            raise ValueError(f"size must be >= 8, got {self.size}")
+
+
+def prepare_image(img: np.ndarray, variant: str, size: int) -> np.ndarray:
+    if variant == "full":
+        return resize_shorter(img, size)
+    if variant == "crop":
+        return crop(resize_shorter(img, size), size, "center")
+    if variant == "warp":
+        return resize_to(img, (size, size))
+    raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+
+
+def _load_backbone(spec: FeatureSpec):
+    from ..models import get_model
+
+    if spec.model == "mobilenet_v2":
+        return get_model("mobilenet_v2", weights=spec.weights, feature_stride=spec.feature_stride)
+    from .train import load_model
+
+    model, _ = load_model(spec.model)
+    return model
+
+
+def _cache_key(spec: FeatureSpec, samples: Sequence[Sample]) -> str:
+    h = hashlib.sha1(json.dumps(asdict(spec), sort_keys=True).encode())
+    for s in samples:
+        st = s.path.stat()
+        h.update(f"{s.path}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: str | Path | None,
+                     progress: bool = True) -> dict[str, np.ndarray]:
+    """Pooled conv features of every sample: ``{"level_<n>": (N, C*n*n), "ok": (N,) bool}``.
+
+    Undecodable images get zeros and ``ok = False`` (logged with their names). With
+    ``cache_dir``, results are stored as one ``.npz`` keyed by the spec and the files' sizes and
+    modification times, and read back instead of recomputed; a corrupt cache file is rebuilt.
+    """
+    spec.validate()
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"features_{_cache_key(spec, samples)}.npz"
+        if cache.exists():
+            try:
+                with np.load(cache) as z:
+                    out = {k: z[k] for k in z.files}
+                if len(out.get("ok", [])) == len(samples):
+                    return out
+            except (OSError, ValueError, EOFError) as e:
+                log.warning("feature cache %s is unreadable (%s); rebuilding it", cache, e)
+    from tqdm import tqdm
+
+    model = _load_backbone(spec).eval()
+    levels = tuple(spec.levels)
+    rows: dict[int, list[np.ndarray]] = {n: [] for n in levels}
+    ok = np.ones(len(samples), dtype=bool)
+    dims = None
+    for i, s in enumerate(tqdm(samples, desc=f"features {spec.variant}@{spec.size}",
+                               disable=not progress, leave=False)):
+        try:
+            img = prepare_image(decode_image(s.path), spec.variant, spec.size)
+        except ImageDecodeError as e:
+            log.warning("skipping %s", e)
+            ok[i] = False
+            for n in levels:
+                rows[n].append(None)  # type: ignore[arg-type]
+            continue
+        x = to_tensor(img, spec.mean, spec.input_scale)[None]
+        fmap = model.forward_features(x.contiguous(memory_format=torch.channels_last))
+        dims = fmap.shape[1]
+        for n in levels:
+            rows[n].append(spp_pool(fmap, (n,), spec.mode)[0].numpy())
+    if dims is None:
+        raise ValueError("no image could be decoded; nothing to extract")
+    out = {"ok": ok}
+    for n in levels:
+        zero = np.zeros(dims * n * n, np.float32)
+        out[f"level_{n}"] = np.stack([r if r is not None else zero for r in rows[n]])
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, **out)
+        tmp.replace(cache)
+    return out
+
+
+def representation(features: dict[str, np.ndarray], levels: Sequence[int]) -> np.ndarray:
+    """Concatenate the chosen levels and L2-normalise each row (paper: features -> L2 norm)."""
+    missing = [n for n in levels if f"level_{n}" not in features]
+    if missing:
+        raise ValueError(f"levels {missing} were not extracted; have "
+                         f"{sorted(k for k in features if k.startswith('level_'))}")
+    x = np.concatenate([features[f"level_{n}"] for n in levels], 1).astype(np.float64)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
