@@ -74,7 +74,8 @@ def main(args: argparse.Namespace) -> int:
     settings = {**spec.__dict__, "levels": list(spec.levels), "use_levels": use,
                 "dim": int(x.shape[1]), "classes": len(folder.classes),
                 "empty_classes": folder.empty_classes,
-                "undecodable": [str(s.path) for s, ok in zip(folder.samples, feats["ok"]) if not ok],
+                "undecodable": [str(s.path) for s, ok in zip(folder.samples, feats["ok"])
+                                if not ok],
                 "train_per_class": args.train_per_class, "test_per_class": args.test_per_class,
                 "splits": args.splits, "seed": args.seed}
     out = {k: v for k, v in res.items() if k != "confusion"}
