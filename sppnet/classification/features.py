@@ -81,7 +81,9 @@ def _cache_key(spec: FeatureSpec, samples: Sequence[Sample]) -> str:
 @torch.no_grad()
 def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: str | Path | None,
                      progress: bool = True) -> dict[str, np.ndarray]:
-    """Pooled conv features of every sample: ``{"level_<n>": (N, C*n*n), "ok": (N,) bool}``.
+    """Pooled conv features of every sample: ``{"level_<n>": (N, C*n*n), "gap": (N, C),
+    "ok": (N,) bool}`` — each pyramid level pooled with ``spec.mode``, and global average pooling
+    (the usual no-pyramid head of modern nets) from the same map.
 
     Undecodable images get zeros and ``ok = False`` (logged with their names). With
     ``cache_dir``, results are stored as one ``.npz`` keyed by the spec and the files' sizes and
@@ -103,7 +105,7 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
 
     model = _load_backbone(spec).eval()
     levels = tuple(spec.levels)
-    rows: dict[int, list[np.ndarray]] = {n: [] for n in levels}
+    rows: dict[int | str, list[np.ndarray]] = {n: [] for n in (*levels, "gap")}
     ok = np.ones(len(samples), dtype=bool)
     dims = None
     for i, s in enumerate(tqdm(samples, desc=f"features {spec.variant}@{spec.size}",
@@ -113,20 +115,22 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
         except ImageDecodeError as e:
             log.warning("skipping %s", e)
             ok[i] = False
-            for n in levels:
-                rows[n].append(None)  # type: ignore[arg-type]
+            for key in rows:
+                rows[key].append(None)  # type: ignore[arg-type]
             continue
         x = to_tensor(img, spec.mean, spec.input_scale)[None]
         fmap = model.forward_features(x.contiguous(memory_format=torch.channels_last))
         dims = fmap.shape[1]
         for n in levels:
             rows[n].append(spp_pool(fmap, (n,), spec.mode)[0].numpy())
+        rows["gap"].append(fmap.mean((2, 3))[0].numpy())
     if dims is None:
         raise ValueError("no image could be decoded; nothing to extract")
     out = {"ok": ok}
-    for n in levels:
-        zero = np.zeros(dims * n * n, np.float32)
-        out[f"level_{n}"] = np.stack([r if r is not None else zero for r in rows[n]])
+    for key, values in rows.items():
+        zero = np.zeros(dims * (1 if key == "gap" else key * key), np.float32)
+        name = "gap" if key == "gap" else f"level_{key}"
+        out[name] = np.stack([r if r is not None else zero for r in values])
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
@@ -135,12 +139,14 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
     return out
 
 
-def representation(features: dict[str, np.ndarray], levels: Sequence[int]) -> np.ndarray:
-    """Concatenate the chosen levels and L2-normalise each row (paper: features -> L2 norm)."""
-    missing = [n for n in levels if f"level_{n}" not in features]
+def representation(features: dict[str, np.ndarray], levels: Sequence[int | str]) -> np.ndarray:
+    """Concatenate the chosen levels (ints, or ``"gap"``) and L2-normalise each row (paper:
+    features -> L2 norm)."""
+    keys = ["gap" if n == "gap" else f"level_{n}" for n in levels]
+    missing = [n for n, k in zip(levels, keys) if k not in features]
     if missing:
         raise ValueError(f"levels {missing} were not extracted; have "
-                         f"{sorted(k for k in features if k.startswith('level_'))}")
-    x = np.concatenate([features[f"level_{n}"] for n in levels], 1).astype(np.float64)
+                         f"{sorted(k for k in features if k != 'ok')}")
+    x = np.concatenate([features[k] for k in keys], 1).astype(np.float64)
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norm, 1e-12)).astype(np.float32)

@@ -20,8 +20,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p = parser or argparse.ArgumentParser("sppnet svm-protocol")
     add_feature_args(p)
     p.add_argument("--use-levels", default=None,
-                   help="levels forming the representation (default: all of --levels; '1' is "
-                        "global pooling only, '6' the paper's pool5 level)")
+                   help="levels forming the representation (default: all of --levels); 'gap' "
+                        "is global average pooling, '6' the paper's pool5 level")
     p.add_argument("--train-per-class", type=int, default=30)
     p.add_argument("--test-per-class", type=int, default=50)
     p.add_argument("--splits", type=int, default=10)
@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     folder, spec, feats = load_features(args)
-    use = [int(v) for v in (args.use_levels or args.levels).split(",")]
+    use = [v if v == "gap" else int(v) for v in (args.use_levels or args.levels).split(",")]
     x = representation(feats, use)
     labels = np.array([s.label for s in folder.samples])
     res = run_protocol(x, labels, args.train_per_class, args.test_per_class, args.splits,

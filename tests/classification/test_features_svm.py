@@ -43,9 +43,11 @@ def test_protocol_separable_features():
 
 
 def test_representation_l2_normalises_chosen_levels():
-    f = {"level_1": np.ones((2, 4), np.float32), "level_2": np.zeros((2, 16), np.float32)}
+    f = {"level_1": np.ones((2, 4), np.float32), "level_2": np.zeros((2, 16), np.float32),
+         "gap": np.full((2, 4), 0.5, np.float32)}
     r = representation(f, [2, 1])
     assert r.shape == (2, 20) and np.allclose(np.linalg.norm(r, axis=1), 1)
+    assert np.allclose(representation(f, ["gap"]), 0.5)
     with pytest.raises(ValueError, match=r"levels \[6\] were not extracted"):
         representation(f, [6])
 
@@ -61,6 +63,7 @@ def test_extract_cache_variants_and_bad_files(shapes_folder, tmp_path, monkeypat
     assert f["ok"].tolist() == [True] * 5 + [False] and "img_999.jpg" in caplog.text
     # level 1 of a max pyramid is global max pooling
     assert np.allclose(f["level_1"][:5], f["level_2"][:5].reshape(5, 1280, 4).max(2))
+    assert f["gap"].shape == (6, 1280) and (f["gap"][:5] <= f["level_1"][:5] + 1e-6).all()
     monkeypatch.setattr(feat_mod, "_load_backbone", lambda spec: (_ for _ in ()).throw(
         AssertionError("recomputed instead of reading the cache")))
     again = extract_features(spec, samples, tmp_path, progress=False)
