@@ -6,7 +6,7 @@ set -euo pipefail
 DATA=${1:-../shared/data/caltech101/101_ObjectCategories}
 OUT=${2:-runs/caltech}
 COMMON=(--data "$DATA" --width-mult 0.25 --fc-dim 512 --resize 146 --split 50,10,20
-        --epochs 18 --batch-size 64 --lr 0.02 --lr-patience 2 --no-progress)
+        --epochs 18 --batch-size 64 --lr 0.02 --lr-patience 5 --no-progress)
 for seed in 0 1; do
   sppnet train-cls "${COMMON[@]}" --seed "$seed" --model zf5 --sizes 128 \
     --output-dir "$OUT/zf5_nospp_s$seed"
