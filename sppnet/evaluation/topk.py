@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+__all__ = ["topk_correct"]
+
 
 def topk_correct(scores: Tensor, targets: Tensor, ks: Sequence[int] = (1, 5)) -> list[int]:
     """How many rows of ``scores (Tensor[N, K])`` have their target among the top ``k``, for each
@@ -18,10 +20,3 @@ def topk_correct(scores: Tensor, targets: Tensor, ks: Sequence[int] = (1, 5)) ->
     hit = top == targets[:, None]
     return [int(hit[:, :min(k, kmax)].any(1).sum()) for k in ks]
 
-
-def accuracy(scores: Tensor, targets: Tensor, k: int = 1) -> float:
-    n = scores.shape[0]
-    return topk_correct(scores, targets, (k,))[0] / n if n else float("nan")
-
-
-__all__ = ["topk_correct", "accuracy"]
