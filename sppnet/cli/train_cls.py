@@ -62,8 +62,6 @@ def resolve_config(args: argparse.Namespace):
     flags = {field: getattr(args, flag) for flag, field in FLAGS.items()
              if getattr(args, flag, None) is not None}
     cfg = apply_overrides(cfg, flags)
-    if args.size_range is not None:
-        cfg = apply_overrides(cfg, {"size_range": args.size_range})
     if args.no_progress:
         cfg = apply_overrides(cfg, {"progress": False})
     return apply_overrides(cfg, parse_set(args.set))
