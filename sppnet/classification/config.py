@@ -91,22 +91,29 @@ class TrainConfig:
 _TUPLES = {"levels", "sizes", "size_range", "split"}
 
 
-def _coerce(name: str, value: Any) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+def _number_or_text(v: str) -> Any:
+    try:
+        return float(v) if "." in v else int(v)
+    except ValueError:
+        return v  # e.g. svm_layers=pool5,fc7 or class names
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     if name not in fields:
         raise ValueError(f"unknown config key {name!r}; known: {', '.join(sorted(fields))}")
     if value is None:
         return None
-    if name in _TUPLES:
+    default = getattr(cls(), name)
+    if name in _TUPLES or isinstance(default, tuple):
         if isinstance(value, str):
             value = [v for v in value.replace(" ", "").split(",") if v]
         out = []
         for v in value:
             if isinstance(v, str):
-                v = None if v.lower() == "none" else (float(v) if "." in v else int(v))
+                v = None if v.lower() == "none" else _number_or_text(v)
             out.append(v)
         return tuple(out)
-    default = getattr(TrainConfig(), name)
     if isinstance(default, bool):
         if isinstance(value, str):
             if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
@@ -120,8 +127,10 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
-def apply_overrides(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
-    return dataclasses.replace(cfg, **{k: _coerce(k, v) for k, v in values.items()})
+def apply_overrides(cfg: Any, values: dict[str, Any]) -> Any:
+    """A copy of the frozen config dataclass ``cfg`` with ``values`` (strings from ``--set`` or
+    JSON values) coerced to each field's type; unknown keys raise naming the known ones."""
+    return dataclasses.replace(cfg, **{k: _coerce(type(cfg), k, v) for k, v in values.items()})
 
 
 def parse_set(items: Sequence[str]) -> dict[str, str]:

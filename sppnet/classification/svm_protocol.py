@@ -76,7 +76,8 @@ def choose_c(x: np.ndarray, y: np.ndarray, grid: Sequence[float] = C_GRID, folds
 
 def run_protocol(x: np.ndarray, labels: np.ndarray, n_train: int = 30, n_test: int = 50,
                  n_splits: int = 10, seed: int = 0, c_grid: Sequence[float] = C_GRID,
-                 usable: np.ndarray | None = None, progress: bool = True) -> dict:
+                 usable: np.ndarray | None = None, progress: bool = True,
+                 cv_folds: int = 3) -> dict:
     """The protocol on features ``x (N, D)``; returns a JSON-ready dict with ``mean_accuracy``,
     ``std_accuracy``, ``per_split`` and a summed ``confusion`` matrix."""
     from tqdm import tqdm
@@ -90,7 +91,7 @@ def run_protocol(x: np.ndarray, labels: np.ndarray, n_train: int = 30, n_test: i
     per_split = []
     for i, (tr, te) in enumerate(tqdm(splits, desc="svm splits", disable=not progress,
                                       leave=False)):
-        c = choose_c(x[tr], labels[tr], c_grid, seed=seed + i)
+        c = choose_c(x[tr], labels[tr], c_grid, folds=cv_folds, seed=seed + i)
         clf = _svm(c).fit(x[tr], labels[tr])
         pred = clf.predict(x[te])
         np.add.at(confusion, (labels[te], pred), 1)

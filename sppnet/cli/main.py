@@ -23,6 +23,9 @@ COMMANDS = {
                                                 "protocol"),
     "eval-cls": ("sppnet.cli.eval_cls", "test-time views (centre, 10-crop, full, on feature "
                                         "maps, multi-view) of a trained classifier"),
+    "train-det": ("sppnet.cli.train_det", "train an SPP-net detector on a VOC-format folder"),
+    "detect": ("sppnet.cli.detect", "run a trained detector on images"),
+    "eval-voc": ("sppnet.cli.eval_voc", "VOC mAP of detections against VOC XML"),
 }
 
 

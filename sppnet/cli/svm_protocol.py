@@ -27,6 +27,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--splits", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--c-grid", default="0.1,1,10", help="C values cross-validated on training data")
+    p.add_argument("--cv-folds", type=int, default=3,
+                   help="folds of the C search on each split's training images")
     p.add_argument("--output-dir", type=Path, required=True)
     p.set_defaults(func=main)
     return p
@@ -68,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
     labels = np.array([s.label for s in folder.samples])
     res = run_protocol(x, labels, args.train_per_class, args.test_per_class, args.splits,
                        args.seed, [float(c) for c in args.c_grid.split(",")], usable=feats["ok"],
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, cv_folds=args.cv_folds)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     plot_confusion(res["confusion"], folder.classes, args.output_dir / "confusion.png")
     settings = {**spec.__dict__, "levels": list(spec.levels), "use_levels": use,
@@ -77,7 +79,8 @@ def main(args: argparse.Namespace) -> int:
                 "undecodable": [str(s.path) for s, ok in zip(folder.samples, feats["ok"])
                                 if not ok],
                 "train_per_class": args.train_per_class, "test_per_class": args.test_per_class,
-                "splits": args.splits, "seed": args.seed}
+                "splits": args.splits, "seed": args.seed, "c_grid": args.c_grid,
+                "cv_folds": args.cv_folds}
     out = {k: v for k, v in res.items() if k != "confusion"}
     (args.output_dir / "results.json").write_text(json.dumps({**out, "settings": settings},
                                                              indent=2) + "\n")

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "barrier", "shutdown"]
+__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "barrier", "shutdown", "shard",
+           "env_rank"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +57,17 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def env_rank() -> tuple[int, int]:
+    """``(rank, world_size)`` from torchrun's environment, ``(0, 1)`` without it (no process
+    group needed: cache-filling stages only split the work)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def shard(items: list, rank: int, world_size: int) -> list:
+    """This rank's share of ``items``: every ``world_size``-th item from ``rank``."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size), got rank={rank}, "
+                         f"world_size={world_size}")
+    return items[rank::world_size]

@@ -1,0 +1,79 @@
+"""``sppnet train-det``: train an SPP-net detector on a VOC-format folder, stage by stage.
+
+Stages (``--stages``): cache (proposals + conv maps), finetune, svm, bbox, eval. A rerun with the
+same output directory loads finished stages instead of recomputing them. Under ``torchrun`` with
+``--stages cache`` every process fills its share of the caches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+# CLI flag -> DetConfig field
+FLAGS = {"data": "data", "split": "split", "test_data": "test_data", "test_split": "test_split",
+         "output_dir": "output_dir", "cache_dir": "cache_dir", "backbone": "backbone",
+         "weights": "weights", "proposals": "proposals", "scales": "scales",
+         "svm_layers": "svm_layers", "ft_iters": "ft_iters", "workers": "workers",
+         "classes": "classes", "seed": "seed"}
+
+
+def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser("sppnet train-det")
+    p.add_argument("--data", help="VOC-format training folder (devkit layout or image + XML)")
+    p.add_argument("--split", help="ImageSets/Main/<split>.txt of --data")
+    p.add_argument("--test-data", help="VOC-format folder to evaluate on after training")
+    p.add_argument("--test-split")
+    p.add_argument("--output-dir", help="run folder (default runs/det)")
+    p.add_argument("--cache-dir", help="proposal and conv-map cache (default OUTPUT_DIR/cache)")
+    p.add_argument("--backbone", help="mobilenet_v2 (default) or a train-cls checkpoint")
+    p.add_argument("--weights", help="TFLite file for mobilenet_v2")
+    p.add_argument("--proposals", help="precomputed windows: a folder of <image_id>.npz or one "
+                                       ".npz (default: Selective Search)")
+    p.add_argument("--scales", help="shorter sides: 688 (1 scale) or 480,576,688,864,1200")
+    p.add_argument("--svm-layers", help="features the SVMs read: any of pool5,fc6,fc7")
+    p.add_argument("--ft-iters", type=int, help="fine-tuning iterations")
+    p.add_argument("--workers", type=int, help="proposal worker processes")
+    p.add_argument("--classes", help="class names in label order (default: from the data)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stages", default="cache,finetune,svm,bbox,eval",
+                   help="which stages to run (default all)")
+    p.add_argument("--config", help="JSON file of DetConfig fields")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any DetConfig field (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="reuse an output dir whose run had a different configuration")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=main)
+    return p
+
+
+def resolve_config(args: argparse.Namespace):
+    from ..classification.config import apply_overrides, load_config, parse_set
+    from ..detection.config import DetConfig
+
+    cfg = DetConfig()
+    if args.config:
+        cfg = apply_overrides(cfg, load_config(args.config))
+    flags = {f: getattr(args, k) for k, f in FLAGS.items() if getattr(args, k, None) is not None}
+    cfg = apply_overrides(cfg, flags)
+    return apply_overrides(cfg, parse_set(args.set))
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..detection.train import train_detector
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = resolve_config(args)
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    model_dir = train_detector(cfg, stages, progress=not args.no_progress, force=args.force)
+    res = Path(cfg.output_dir) / "eval" / "results.json"
+    print(f"detector: {model_dir}")
+    if "eval" in stages and res.is_file():
+        r = json.loads(res.read_text())
+        for name, v in r["variants"].items():
+            print(f"  {name:>16}: mAP {100 * v['mAP']:.1f}")
+        print(f"results: {res}")
+    return 0

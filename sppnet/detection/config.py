@@ -1,0 +1,98 @@
+"""Detector configuration: one frozen dataclass, a comment per field, every constant sourced.
+
+R-CNN = Girshick et al. 2014 and its released code (``rcnn_train.m``,
+``rcnn_train_bbox_regressor.m``);
+SPP = He et al. 2014/2015, section 4 and the released SPP_net code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .features import SINGLE_SCALE
+
+__all__ = ["DetConfig"]
+
+
+@dataclass(frozen=True)
+class DetConfig:
+    # data
+    data: str = ""  # VOC-format training folder (devkit layout or image + XML side by side)
+    split: str = ""  # devkit ImageSets/Main/<split>.txt of `data`; empty = every annotated image
+    test_data: str = ""  # VOC-format folder evaluated after training; empty = none
+    test_split: str = ""
+    classes: tuple = ()  # class names in label order; empty = sorted names found in `data`
+    output_dir: str = "runs/det"  # config.json, stage outputs, model/, eval/
+    cache_dir: str = ""  # proposals and conv maps; empty = <output_dir>/cache
+    max_images: int = 0  # use only the first N training images (0 = all; for quick runs)
+    seed: int = 0
+    # backbone
+    backbone: str = "mobilenet_v2"  # "mobilenet_v2" or a `sppnet train-cls` checkpoint
+    weights: str = ""  # the TFLite file for mobilenet_v2
+    feature_stride: int = 16  # mobilenet_v2 map stride (16: 576 channels; 32: 1280)
+    # proposals
+    proposals: str = ""  # precomputed windows (.npz per image or one .npz); empty = SS
+    max_proposals: int = 2000  # SPP/R-CNN: ~2000 selective-search windows per image
+    ss_max_side: int = 500  # Selective Search runs at this longer side (speed)
+    workers: int = 2  # proposal worker processes
+    # features
+    scales: tuple = SINGLE_SCALE  # shorter sides; SPP 1-scale (688) or (480,576,688,864,1200)
+    levels: tuple = (6, 3, 2, 1)  # SPP section 4: the 4-level pyramid, 50 bins
+    flip: bool = True  # SPP fine-tuning also uses horizontally flipped images
+    cache_dtype: str = "float16"  # stored conv maps: float16 (half the disk) or float32
+    # fine-tuning fc6, fc7 and a new (K+1)-way fc8 on pooled windows
+    fc_dim: int = 1024  # new fc6/fc7 width (a train-cls backbone keeps its own fc6/fc7)
+    dropout: float = 0.5
+    ft_iters: int = 3000  # SGD iterations (SPP: 250k + 50k on VOC07's 5k images)
+    ft_lr: float = 1e-3  # SPP: 1e-4 for pretrained fc layers; new layers need ~10x more here
+    ft_lr_step: int = 2000  # lr x0.1 after this iteration (SPP: 1e-4 then 1e-5)
+    ft_momentum: float = 0.9
+    ft_weight_decay: float = 5e-4
+    ft_images: int = 2  # images per mini-batch (Fast R-CNN: 2)
+    ft_batch: int = 128  # windows per mini-batch (R-CNN: 128)
+    fg_fraction: float = 0.25  # SPP/R-CNN: 25% foreground windows
+    fg_iou: float = 0.5  # foreground: IoU >= 0.5 with a ground truth (SPP)
+    bg_iou_lo: float = 0.1  # background: IoU in [0.1, 0.5) (SPP)
+    bg_iou_hi: float = 0.5
+    # per-class linear SVMs with hard-negative mining (R-CNN rcnn_train.m)
+    svm_layers: tuple = ("fc7",)  # features the SVMs read: any of pool5, fc6, fc7
+    svm_C: float = 1e-3  # R-CNN: C = 10^-3
+    svm_bias_mult: float = 10.0  # R-CNN: bias_mult = 10 (liblinear -B)
+    svm_pos_weight: float = 2.0  # R-CNN: pos_loss_weight = 2 (liblinear -w1)
+    svm_neg_iou: float = 0.3  # R-CNN: negatives have IoU < 0.3 with every gt of the class
+    svm_hard_thresh: float = -1.0001  # R-CNN: a negative is hard if its score > -1.0001
+    svm_evict_thresh: float = -1.2  # R-CNN: cached negatives scoring < -1.2 are evicted
+    svm_retrain_limit: int = 2000  # R-CNN: retrain after 2000 new hard negatives
+    feat_norm_mean: float = 20.0  # R-CNN: features scaled to mean L2 norm 20
+    # bounding-box regression (R-CNN appendix C) on pool5
+    bbox_reg: bool = True
+    bbox_iou: float = 0.5  # windows with IoU >= this train the regressor (R-CNN: 0.6)
+    bbox_lambda: float = 1000.0  # ridge lambda (R-CNN: 1000; released SPP code: 4000)
+    bbox_max_per_class: int = 6000  # cap on training windows per class (memory)
+    # inference
+    score: str = "svm"  # svm (paper) or softmax (the fine-tuned fc8)
+    nms_iou: float = 0.3  # SPP/R-CNN: per-class NMS at IoU 0.3
+    max_dets: int = 100  # detections kept per image
+    draw_thresh: float = 0.0  # PNGs draw detections scoring above this
+
+    def validate(self) -> None:
+        if not self.scales or any(int(s) < 32 for s in self.scales):
+            raise ValueError(f"scales must be shorter sides >= 32, got {self.scales}")
+        bad = [x for x in self.svm_layers if x not in ("pool5", "fc6", "fc7")]
+        if bad or not self.svm_layers:
+            raise ValueError(f"svm_layers must be a non-empty subset of pool5, fc6, fc7; got "
+                             f"{self.svm_layers}")
+        if self.score not in ("svm", "softmax"):
+            raise ValueError(f"score must be svm or softmax, got {self.score!r}")
+        if self.cache_dtype not in ("float16", "float32"):
+            raise ValueError(f"cache_dtype must be float16 or float32, got {self.cache_dtype!r}")
+        if not 0 < self.fg_fraction <= 1:
+            raise ValueError(f"fg_fraction must be in (0, 1], got {self.fg_fraction}")
+        if not self.bg_iou_lo < self.bg_iou_hi <= self.fg_iou:
+            raise ValueError("need bg_iou_lo < bg_iou_hi <= fg_iou, got "
+                             f"{self.bg_iou_lo}, {self.bg_iou_hi}, {self.fg_iou}")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

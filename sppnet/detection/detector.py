@@ -1,0 +1,185 @@
+"""Stage 6: the trained detector — score windows, regress, clip, per-class NMS, top detections.
+
+Shapes: R windows, D pool5 dims, F SVM feature dims, K classes, M detections.
+
+A detector directory holds ``detector.json`` (classes, backbone, settings) and
+``detector.safetensors`` (fc head, SVMs per feature layer, box regressors).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..data.transforms import to_tensor
+from ..ops import batched_nms, clip_boxes
+from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .bbox_reg import BoxRegressor
+from .features import BackboneSpec, compute_maps, load_backbone, pool_windows
+from .finetune import DetectionHead
+from .rcnn import rcnn_pool
+
+__all__ = ["Detections", "SPPDetector", "InferenceSettings"]
+
+FORMAT = "sppnet-detector-1"
+
+
+@dataclass
+class InferenceSettings:
+    scales: tuple = (688,)
+    levels: tuple = (6, 3, 2, 1)
+    score: str = "svm"  # svm | softmax
+    svm_layer: str = "fc7"  # which trained SVM scores windows
+    bbox_reg: bool = True
+    nms_iou: float = 0.3
+    max_dets: int = 100
+
+
+@dataclass
+class Detections:
+    """One image's detections (torchvision-style), continuous 0-based ``xyxy`` pixels."""
+
+    boxes: Tensor  # (M, 4)
+    scores: Tensor  # (M,)
+    labels: Tensor  # (M,) int64 class indices
+    timings: dict = field(default_factory=dict)
+
+    def to_json(self, classes: Sequence[str]) -> dict:
+        return {"boxes": [[round(float(v), 2) for v in b] for b in self.boxes],
+                "scores": [float(s) for s in self.scores],
+                "labels": [int(i) for i in self.labels],
+                "names": [classes[int(i)] for i in self.labels]}
+
+
+class SPPDetector(nn.Module):
+    """Backbone (fixed) + fc head + per-layer SVMs + box regressors."""
+
+    def __init__(self, backbone: nn.Module, spec: BackboneSpec, head: DetectionHead,
+                 classes: Sequence[str], settings: InferenceSettings,
+                 svms: dict[str, tuple[Tensor, Tensor, float]] | None = None,
+                 regressor: BoxRegressor | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone.eval()
+        self.spec = spec
+        self.head = head.eval()
+        self.classes = list(classes)
+        self.settings = settings
+        self.svms = dict(svms or {})  # layer -> (W (F, K), b (K,), feature scale)
+        self.regressor = regressor
+
+    # ------------------------------------------------------------------ features
+    @torch.no_grad()
+    def pooled_spp(self, image: np.ndarray, boxes: Tensor) -> tuple[Tensor, dict]:
+        """Pool5 of each window from conv maps computed once per scale."""
+        t0 = time.perf_counter()
+        maps = compute_maps(self.backbone, image, self.settings.scales, self.spec)
+        t1 = time.perf_counter()
+        pooled = pool_windows(maps, image.shape[:2], self.settings.scales, boxes,
+                              self.backbone.feature_stride, self.backbone.feature_offset,
+                              self.settings.levels)
+        t2 = time.perf_counter()
+        return pooled, {"conv": t1 - t0, "pool": t2 - t1}
+
+    @torch.no_grad()
+    def pooled_rcnn(self, image: np.ndarray, boxes: Tensor) -> tuple[Tensor, dict]:
+        """Pool5 of each window the R-CNN way (warp, conv net per window)."""
+        t0 = time.perf_counter()
+        x = to_tensor(image, self.spec.mean, self.spec.input_scale)
+        pooled = rcnn_pool(self.backbone, x, boxes, self.settings.levels)
+        return pooled, {"conv": time.perf_counter() - t0, "pool": 0.0}
+
+    # ------------------------------------------------------------------ scoring
+    @torch.no_grad()
+    def score_pooled(self, pooled: Tensor, score: str | None = None,
+                     svm_layer: str | None = None) -> Tensor:
+        """Class scores ``(R, K)`` of pooled windows."""
+        score = score or self.settings.score
+        if score == "softmax":
+            return torch.softmax(self.head(pooled), 1)[:, 1:]
+        layer = svm_layer or self.settings.svm_layer
+        if layer not in self.svms:
+            raise ValueError(f"no SVMs trained on {layer!r}; have {sorted(self.svms)}")
+        w, b, s = self.svms[layer]
+        return (self.head.features(pooled, layer) * s) @ w + b
+
+    @torch.no_grad()
+    def postprocess(self, pooled: Tensor, boxes: Tensor, scores: Tensor,
+                    image_size: tuple[int, int], bbox_reg: bool | None = None) -> Detections:
+        """Regress (optionally), clip, per-class NMS, keep the ``max_dets`` best."""
+        st = self.settings
+        bbox_reg = st.bbox_reg if bbox_reg is None else bbox_reg
+        r, k = scores.shape
+        if bbox_reg and self.regressor is not None and r:
+            cand = self.regressor.predict(pooled, boxes)  # (R, K, 4)
+        else:
+            cand = boxes.float()[:, None].expand(r, k, 4)
+        cand = clip_boxes(cand.reshape(-1, 4), image_size)  # (R*K, 4)
+        flat_scores = scores.reshape(-1)
+        labels = torch.arange(k).repeat(r)
+        ok = torch.isfinite(flat_scores)
+        cand, flat_scores, labels = cand[ok], flat_scores[ok], labels[ok]
+        keep = batched_nms(cand, flat_scores, labels, st.nms_iou)[: st.max_dets]
+        return Detections(cand[keep], flat_scores[keep], labels[keep])
+
+    @torch.no_grad()
+    def detect(self, image: np.ndarray, boxes: Tensor | np.ndarray,
+               mode: str = "spp") -> Detections:
+        """Detections for an RGB ``(H, W, 3)`` uint8 image and its proposal windows."""
+        boxes = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4)
+        if mode not in ("spp", "rcnn"):
+            raise ValueError(f"mode must be spp or rcnn, got {mode!r}")
+        pooled, timings = (self.pooled_spp if mode == "spp" else self.pooled_rcnn)(image, boxes)
+        t0 = time.perf_counter()
+        scores = self.score_pooled(pooled)
+        t1 = time.perf_counter()
+        det = self.postprocess(pooled, boxes, scores, image.shape[:2])
+        timings.update(fc=t1 - t0, nms=time.perf_counter() - t1)
+        det.timings = timings
+        return det
+
+    # ------------------------------------------------------------------ files
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        scales = {}
+        for layer, (w, b, s) in self.svms.items():
+            tensors[f"svm.{layer}.weight"] = w
+            tensors[f"svm.{layer}.bias"] = b
+            scales[layer] = s
+        if self.regressor is not None:
+            tensors.update(self.regressor.state())
+        meta = {"format": FORMAT, "classes": self.classes, "backbone": asdict(self.spec),
+                "settings": asdict(self.settings), "svm_feat_scale": scales,
+                "head": {"in_dim": self.head.in_dim, "fc_dim": self.head.fc_dim}}
+        save_checkpoint(directory / "detector.safetensors", tensors, meta)
+        (directory / "detector.json").write_text(json.dumps(meta, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, backbone: nn.Module | None = None) -> SPPDetector:
+        directory = Path(directory)
+        path = directory / "detector.safetensors"
+        if not path.is_file():
+            raise CheckpointError(f"{directory} is not a detector directory (no "
+                                  "detector.safetensors); train one with `sppnet train-det`")
+        tensors, meta = load_checkpoint(path)
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not an sppnet detector (format "
+                                  f"{meta.get('format')!r}, expected {FORMAT!r})")
+        spec = BackboneSpec(**meta["backbone"])
+        settings = InferenceSettings(**{k: tuple(v) if isinstance(v, list) else v
+                                        for k, v in meta["settings"].items()})
+        head = DetectionHead(meta["head"]["in_dim"], len(meta["classes"]), meta["head"]["fc_dim"])
+        head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+        svms = {layer: (tensors[f"svm.{layer}.weight"], tensors[f"svm.{layer}.bias"], s)
+                for layer, s in meta["svm_feat_scale"].items()}
+        reg = BoxRegressor.from_state(tensors) if "bbox.weight" in tensors else None
+        return cls(backbone if backbone is not None else load_backbone(spec), spec, head,
+                   meta["classes"], settings, svms, reg)

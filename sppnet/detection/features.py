@@ -1,0 +1,218 @@
+"""Stage 2: conv features once per image (and scale), windows pooled from them.
+
+Shapes: R windows, S scales, C channels, D = C * sum(n*n) pooled dims.
+
+The conv maps are what is cached — not pooled vectors (2000 x 12,800 floats per image would be
+~100 MB; the maps are a few MB). Windows are pooled on the fly with the fast window pooling
+(:func:`sppnet.ops.spp_roi_pool`). Multi-scale (paper section 4.2): each window is pooled at the
+one scale where its area is closest to 224^2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..data.decode import decode_image
+from ..data.transforms import resize_to, to_tensor
+from ..ops import spp_output_dim, spp_roi_pool
+
+__all__ = ["BackboneSpec", "load_backbone", "backbone_fingerprint", "scaled_sizes",
+           "select_scales", "compute_maps", "pool_windows", "ConvMapCache", "flip_boxes",
+           "SINGLE_SCALE", "FIVE_SCALES", "TARGET_AREA"]
+
+log = logging.getLogger(__name__)
+
+SINGLE_SCALE = (688,)  # paper section 4.2: shorter side 688 for 1-scale detection
+FIVE_SCALES = (480, 576, 688, 864, 1200)  # paper section 4.2: the 5-scale set
+TARGET_AREA = 224 * 224  # a window is pooled at the scale where its area is closest to this
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Which conv trunk computes the maps."""
+
+    model: str = "mobilenet_v2"  # "mobilenet_v2" or a train-cls checkpoint (.safetensors)
+    weights: str | None = None  # TFLite file for mobilenet_v2
+    feature_stride: int = 16  # mobilenet_v2: 16 or 32
+    mean: float = 128.0  # input normalisation (x - mean) * input_scale
+    input_scale: float = 1.0 / 128
+
+
+def load_backbone(spec: BackboneSpec) -> nn.Module:
+    """The trunk (eval mode). Anything with ``forward_features``, ``feature_stride``,
+    ``feature_offset`` and ``feature_channels`` works."""
+    from ..models import get_model
+
+    if spec.model == "mobilenet_v2":
+        return get_model("mobilenet_v2", weights=spec.weights,
+                         feature_stride=spec.feature_stride).eval()
+    from ..classification.train import load_model
+
+    model, _ = load_model(spec.model)
+    return model.eval()
+
+
+def backbone_fingerprint(spec: BackboneSpec) -> str:
+    """Identifies the maps a backbone computes: the spec plus the weight file's bytes."""
+    h = hashlib.sha1(json.dumps(asdict(spec), sort_keys=True).encode())
+    for f in (spec.weights, spec.model if spec.model != "mobilenet_v2" else None):
+        if f and Path(f).is_file():
+            st = Path(f).stat()
+            h.update(f"{Path(f).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def scaled_sizes(image_size: tuple[int, int], scales: Sequence[int]) -> list[tuple[int, int]]:
+    """``(H, W)`` of the image resized so its shorter side is each ``s`` (aspect kept)."""
+    h, w = image_size
+    out = []
+    for s in scales:
+        f = s / min(h, w)
+        out.append((max(1, round(h * f)), max(1, round(w * f))))
+    return out
+
+
+def select_scales(boxes: Tensor, image_size: tuple[int, int], scales: Sequence[int],
+                  target_area: float = TARGET_AREA) -> Tensor:
+    """Index of the scale at which each window's area is closest to ``target_area``.
+
+    Args:
+        boxes (Tensor[R, 4]): windows in original-image pixels.
+    Returns:
+        LongTensor[R].
+    """
+    sizes = scaled_sizes(image_size, scales)
+    h, w = image_size
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).double()  # (R,)
+    factors = torch.tensor([(sh / h) * (sw / w) for sh, sw in sizes], dtype=torch.float64)
+    return (area[:, None] * factors[None, :] - target_area).abs().argmin(1)  # (R,)
+
+
+def flip_boxes(boxes: Tensor | np.ndarray, width: int):
+    """Mirror ``xyxy`` windows of an image of width ``width``."""
+    out = boxes.clone() if isinstance(boxes, Tensor) else boxes.copy()
+    out[:, 0] = width - boxes[:, 2]
+    out[:, 2] = width - boxes[:, 0]
+    return out
+
+
+@torch.no_grad()
+def compute_maps(backbone: nn.Module, image: np.ndarray, scales: Sequence[int],
+                 spec: BackboneSpec, flip: bool = False) -> list[Tensor]:
+    """Conv maps ``(C, H', W')`` of the image at each scale (shorter side ``s``)."""
+    if flip:
+        image = np.ascontiguousarray(image[:, ::-1])
+    maps = []
+    for size in scaled_sizes(image.shape[:2], scales):
+        x = to_tensor(resize_to(image, size), spec.mean, spec.input_scale)[None]
+        x = x.contiguous(memory_format=torch.channels_last)
+        maps.append(backbone.forward_features(x)[0].contiguous())
+    return maps
+
+
+def pool_windows(maps: Sequence[Tensor], image_size: tuple[int, int], scales: Sequence[int],
+                 boxes: Tensor, stride: float, offset: float,
+                 levels: Sequence[int] = (6, 3, 2, 1), scale_index: Tensor | None = None,
+                 mode: str = "max") -> Tensor:
+    """Pool each window from the map of its scale.
+
+    Args:
+        maps: one ``(C, H', W')`` map per scale, in ``scales`` order.
+        image_size: ``(H, W)`` of the original image the boxes refer to.
+        boxes (Tensor[R, 4]): windows in original-image pixels.
+        scale_index (LongTensor[R]): scale per window; by default :func:`select_scales`.
+    Returns:
+        Tensor[R, D] with ``D = C * sum(n*n)``.
+    """
+    if len(maps) != len(scales):
+        raise ValueError(f"got {len(maps)} maps for {len(scales)} scales")
+    boxes = boxes.to(torch.float32)
+    if scale_index is None:
+        scale_index = select_scales(boxes, image_size, scales)
+    c = maps[0].shape[0]
+    out = torch.empty(len(boxes), spp_output_dim(c, levels), dtype=maps[0].dtype)
+    h, w = image_size
+    for k, (sh, sw) in enumerate(scaled_sizes(image_size, scales)):
+        idx = (scale_index == k).nonzero().flatten()
+        if idx.numel() == 0:
+            continue
+        b = boxes[idx] * torch.tensor([sw / w, sh / h, sw / w, sh / h])  # (r, 4) at scale k
+        rois = torch.cat([torch.zeros(len(idx), 1), b], 1)
+        out[idx] = spp_roi_pool(maps[k][None], rois, levels, stride, offset, mode)
+    return out
+
+
+class ConvMapCache:
+    """Conv maps per (image, scale, flip) in ``DIR/<key>.safetensors``.
+
+    The key hashes the backbone fingerprint, the image bytes, the scale and the flip. Entries are
+    written atomically; one that fails to load or has the wrong shape is recomputed. Maps are
+    stored as ``dtype`` (float16 by default: half the disk, relative rounding 5e-4; the pooled
+    features are then exactly the max-pool of the stored maps)."""
+
+    def __init__(self, directory: str | Path, backbone: nn.Module, spec: BackboneSpec,
+                 dtype: torch.dtype = torch.float16) -> None:
+        self.dir = Path(directory)
+        self.backbone = backbone
+        self.spec = spec
+        self.dtype = dtype
+        self.fingerprint = backbone_fingerprint(spec)
+        self._digests: dict[str, str] = {}
+
+    def _digest(self, image_path: Path) -> str:
+        key = str(image_path)
+        if key not in self._digests:
+            from .proposals import _file_digest
+
+            self._digests[key] = _file_digest(image_path)
+        return self._digests[key]
+
+    def key(self, image_path: Path, scale: int, flip: bool) -> str:
+        raw = f"{self.fingerprint}|{self._digest(image_path)}|{scale}|{int(flip)}|{self.dtype}"
+        return hashlib.sha1(raw.encode()).hexdigest()
+
+    def _load(self, path: Path) -> Tensor | None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            return None
+        try:
+            t = load_file(str(path))["map"]
+            if t.dim() != 3 or t.dtype != self.dtype:
+                raise ValueError(f"map has shape {tuple(t.shape)} and dtype {t.dtype}")
+            return t
+        except (OSError, ValueError, KeyError, SafetensorError, RuntimeError) as e:
+            log.warning("conv-map cache entry %s is corrupt (%s); recomputing", path, e)
+            return None
+
+    def get(self, image_path: str | Path, scales: Sequence[int], flip: bool = False,
+            image: np.ndarray | None = None) -> list[Tensor]:
+        """Maps at every scale (float32), from the cache or computed and stored."""
+        from safetensors.torch import save_file
+
+        image_path = Path(image_path)
+        keys = [self.key(image_path, s, flip) for s in scales]
+        maps = [self._load(self.dir / f"{k}.safetensors") for k in keys]
+        todo = [i for i, m in enumerate(maps) if m is None]
+        if todo:
+            img = image if image is not None else decode_image(image_path)
+            fresh = compute_maps(self.backbone, img, [scales[i] for i in todo], self.spec, flip)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for i, m in zip(todo, fresh):
+                m = m.to(self.dtype).contiguous()
+                tmp = self.dir / f".{keys[i]}.{os.getpid()}.tmp"
+                save_file({"map": m}, str(tmp))
+                os.replace(tmp, self.dir / f"{keys[i]}.safetensors")
+                maps[i] = m
+        return [m.float() for m in maps]

@@ -1,0 +1,181 @@
+"""Stage 3: fine-tune fc6, fc7 and a new (K+1)-way fc8 on pooled windows (SPP section 4.1).
+
+Shapes: B windows per mini-batch, D pooled dims, F fc width, K classes (+1 background).
+
+Mini-batches: ``ft_images`` images (each flipped with probability 1/2 when ``flip``), ``ft_batch``
+windows in all, 25% foreground (IoU >= 0.5 with a ground truth, label = its class) and the rest
+background (IoU in [0.1, 0.5), label 0). The conv trunk is fixed: windows are pooled from the
+cached conv maps, so only the fc layers train (SPP-net's fine-tuning does exactly this).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..utils.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    save_checkpoint,
+)
+from .config import DetConfig
+from .targets import WindowSet
+
+__all__ = ["DetectionHead", "sample_windows", "finetune"]
+
+log = logging.getLogger(__name__)
+LOG_EVERY = 50  # iterations per logged point
+CKPT_EVERY = 500  # iterations per resumable checkpoint
+
+
+class DetectionHead(nn.Module):
+    """fc6 -> fc7 -> fc8 over pooled window features ``(B, D)``; fc8 has ``K + 1`` outputs
+    (index 0 = background)."""
+
+    def __init__(self, in_dim: int, num_classes: int, fc_dim: int = 1024,
+                 dropout: float = 0.5) -> None:
+        super().__init__()
+        self.fc6 = nn.Linear(in_dim, fc_dim)
+        self.fc7 = nn.Linear(fc_dim, fc_dim)
+        self.fc8 = nn.Linear(fc_dim, num_classes + 1)
+        self.dropout = nn.Dropout(dropout)
+        self.in_dim, self.num_classes, self.fc_dim = in_dim, num_classes, fc_dim
+        for fc in (self.fc6, self.fc7):
+            nn.init.kaiming_normal_(fc.weight, nonlinearity="relu")
+            nn.init.zeros_(fc.bias)
+        nn.init.normal_(self.fc8.weight, std=0.01)
+        nn.init.zeros_(self.fc8.bias)
+
+    def features(self, pooled: Tensor, layer: str = "fc7") -> Tensor:
+        """``pool5`` (the input itself), ``fc6`` or ``fc7`` activations (after ReLU)."""
+        if layer == "pool5":
+            return pooled
+        h = torch.relu(self.fc6(pooled))
+        if layer == "fc6":
+            return h
+        if layer != "fc7":
+            raise ValueError(f"layer must be pool5, fc6 or fc7, got {layer!r}")
+        return torch.relu(self.fc7(self.dropout(h)))
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        """``(B, D) -> (B, K + 1)`` logits."""
+        return self.fc8(self.dropout(self.features(pooled, "fc7")))
+
+    def init_from(self, model: nn.Module) -> bool:
+        """Copy fc6/fc7 from a classification net whose pooled size and fc width match."""
+        fc6, fc7 = getattr(model, "fc6", None), getattr(model, "fc7", None)
+        if (fc6 is None or fc7 is None or fc6.weight.shape != self.fc6.weight.shape
+                or fc7.weight.shape != self.fc7.weight.shape):
+            return False
+        with torch.no_grad():
+            for dst, src in ((self.fc6, fc6), (self.fc7, fc7)):
+                dst.weight.copy_(src.weight)
+                dst.bias.copy_(src.bias)
+        return True
+
+
+def sample_windows(ws: WindowSet, n: int, fg_fraction: float, fg_iou: float, bg_lo: float,
+                   bg_hi: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, labels)`` of one image's share of a mini-batch (labels: 0 = background,
+    ``k + 1`` = class k). Background falls back to IoU < ``bg_hi`` when [lo, hi) is empty."""
+    fg = np.nonzero(ws.max_iou >= fg_iou)[0]
+    bg = np.nonzero((ws.max_iou >= bg_lo) & (ws.max_iou < bg_hi))[0]
+    if len(bg) == 0:
+        bg = np.nonzero(ws.max_iou < bg_hi)[0]
+    n_fg = min(len(fg), int(round(n * fg_fraction)))
+    n_bg = min(len(bg), n - n_fg)
+    fg = rng.choice(fg, n_fg, replace=False) if n_fg else fg[:0]
+    bg = rng.choice(bg, n_bg, replace=False) if n_bg else bg[:0]
+    idx = np.concatenate([fg, bg])
+    labels = np.concatenate([ws.gt_label[fg] + 1, np.zeros(len(bg), np.int64)])
+    return idx, labels
+
+
+def _lr(cfg: DetConfig, it: int) -> float:
+    return cfg.ft_lr * (0.1 if it >= cfg.ft_lr_step else 1.0)
+
+
+def finetune(head: DetectionHead, windows: Sequence[WindowSet], widths: Sequence[int],
+             pool: Callable[[int, bool, np.ndarray], Tensor], cfg: DetConfig, out_dir: Path,
+             progress: bool = True) -> DetectionHead:
+    """Train ``head`` for ``cfg.ft_iters`` SGD iterations; resumable.
+
+    Args:
+        windows: labelled windows per training image.
+        widths: image widths (to flip boxes).
+        pool: ``pool(image_index, flipped, boxes (B, 4)) -> (B, D)`` pooled features.
+        out_dir: holds ``finetune_last.safetensors`` (every :data:`CKPT_EVERY` iterations),
+            ``finetune_metrics.jsonl`` and the final ``head.safetensors``.
+    """
+    from tqdm import tqdm
+
+    opt = torch.optim.SGD(head.parameters(), lr=cfg.ft_lr, momentum=cfg.ft_momentum,
+                          weight_decay=cfg.ft_weight_decay)
+    ckpt = out_dir / "finetune_last.safetensors"
+    metrics_path = out_dir / "finetune_metrics.jsonl"
+    start = 0
+    if ckpt.is_file():
+        try:
+            tensors, meta = load_checkpoint(ckpt)
+            head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+            optimizer_from_flat(opt, tensors, meta["optimizer"])
+            start = int(meta["iteration"])
+            log.info("resuming fine-tuning from iteration %d (%s)", start, ckpt)
+        except (CheckpointError, KeyError, RuntimeError) as e:
+            log.warning("cannot resume from %s (%s); fine-tuning from the start", ckpt, e)
+            start = 0
+    if start == 0 and metrics_path.exists():
+        metrics_path.unlink()
+    usable = [i for i, w in enumerate(windows) if len(w.boxes)]
+    per_image = math.ceil(cfg.ft_batch / cfg.ft_images)
+    head.train()
+    bar = tqdm(range(start, cfg.ft_iters), desc="fine-tune fc", disable=not progress,
+               initial=start, total=cfg.ft_iters)
+    run_loss = run_acc = run_n = 0.0
+    for it in bar:
+        rng = np.random.default_rng((cfg.seed, it))  # deterministic per iteration: resumable
+        for g in opt.param_groups:
+            g["lr"] = _lr(cfg, it)
+        feats, labels = [], []
+        for i in rng.choice(usable, min(cfg.ft_images, len(usable)), replace=False):
+            flip = bool(cfg.flip and rng.random() < 0.5)
+            ws = windows[i].flipped(widths[i]) if flip else windows[i]
+            idx, lab = sample_windows(ws, per_image, cfg.fg_fraction, cfg.fg_iou,
+                                      cfg.bg_iou_lo, cfg.bg_iou_hi, rng)
+            if len(idx):
+                feats.append(pool(int(i), flip, ws.boxes[idx]))
+                labels.append(torch.from_numpy(lab))
+        x = torch.cat(feats)  # (B, D)
+        y = torch.cat(labels)  # (B,)
+        logits = head(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run_loss += loss.item() * len(y)
+        run_acc += float((logits.argmax(1) == y).sum())
+        run_n += len(y)
+        if (it + 1) % LOG_EVERY == 0 or it + 1 == cfg.ft_iters:
+            rec = {"iteration": it + 1, "loss": run_loss / run_n, "accuracy": run_acc / run_n,
+                   "lr": _lr(cfg, it)}
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}")
+            run_loss = run_acc = run_n = 0.0
+        if (it + 1) % CKPT_EVERY == 0 and it + 1 < cfg.ft_iters:
+            t, m = optimizer_to_flat(opt)
+            save_checkpoint(ckpt, {**{f"head.{k}": v for k, v in head.state_dict().items()}, **t},
+                            {"iteration": it + 1, "optimizer": m})
+    bar.close()
+    head.eval()
+    return head

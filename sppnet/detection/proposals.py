@@ -1,0 +1,284 @@
+"""Stage 1: region proposals — Selective Search (fast mode), cached on disk per image.
+
+Shapes: R windows per image, boxes ``(R, 4)`` float32 ``xyxy`` in the pixels of the original
+image (continuous coordinates).
+
+Selective Search is OpenCV contrib's ``ximgproc.segmentation`` (opencv-contrib-python-headless);
+no model file is needed. OpenCV crashes (or returns nothing) on very elongated images, so an image
+with aspect ratio above :data:`MAX_ASPECT` is padded with its mean colour to that aspect first and
+the windows are mapped back and clipped. Large images are shrunk to :data:`SS_MAX_SIDE` for
+speed (R-CNN ran Selective Search on VOC-sized ~500 px images) and the windows scaled back.
+
+OpenCV randomises Selective Search's ranking of the windows (the set is fixed; the order is not,
+and Python cannot seed it), so with more than ``max_proposals`` windows the kept ones vary
+between calls. The cache makes them fixed for a run: compute once, reuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.decode import decode_image
+from ..utils.distributed import shard
+
+__all__ = ["ProposalConfig", "selective_search", "ProposalCache", "compute_proposals",
+           "jitter_boxes", "load_proposal_file"]
+
+log = logging.getLogger(__name__)
+
+MAX_ASPECT = 2.0  # OpenCV's Selective Search fails above ~2.4 (data README); pad to this
+SS_MAX_SIDE = 500  # longer side Selective Search runs at (R-CNN: VOC images, ~500 px)
+MAX_PROPOSALS = 2000  # per image (paper: ~2000 windows)
+MIN_SIZE = 4.0  # pixels (original image) below which a window is dropped
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    method: str = "selective_search_fast"  # or selective_search_quality
+    max_side: int = SS_MAX_SIDE  # run Selective Search at this longer side
+    max_proposals: int = MAX_PROPOSALS
+    max_aspect: float = MAX_ASPECT
+    min_size: float = MIN_SIZE
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def _dedupe(boxes: np.ndarray) -> np.ndarray:
+    """Drop repeated boxes, keeping the first occurrence (Selective Search's order)."""
+    _, first = np.unique(boxes, axis=0, return_index=True)
+    return boxes[np.sort(first)]
+
+
+def selective_search(image: np.ndarray, cfg: ProposalConfig = ProposalConfig()) -> np.ndarray:
+    """Selective Search windows of an RGB ``(H, W, 3)`` uint8 image -> ``(R, 4)`` float32 xyxy."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = min(1.0, cfg.max_side / max(h, w))
+    img = image
+    if scale < 1.0:
+        img = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                         interpolation=cv2.INTER_AREA)
+    sh, sw = img.shape[:2]
+    # pad an elongated image (bottom/right) with its mean colour up to cfg.max_aspect
+    ph = max(0, int(np.ceil(sw / cfg.max_aspect)) - sh)
+    pw = max(0, int(np.ceil(sh / cfg.max_aspect)) - sw)
+    if ph or pw:
+        mean = img.reshape(-1, 3).mean(0)
+        padded = np.empty((sh + ph, sw + pw, 3), np.uint8)
+        padded[:] = mean.astype(np.uint8)
+        padded[:sh, :sw] = img
+        img = padded
+    ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    ss.setBaseImage(np.ascontiguousarray(img[:, :, ::-1]))  # OpenCV wants BGR
+    if cfg.method == "selective_search_fast":
+        ss.switchToSelectiveSearchFast()
+    elif cfg.method == "selective_search_quality":
+        ss.switchToSelectiveSearchQuality()
+    else:
+        raise ValueError(f"method must be selective_search_fast or selective_search_quality, "
+                         f"got {cfg.method!r}")
+    rects = np.asarray(ss.process(), np.float64).reshape(-1, 4)  # (x, y, w, h) in img pixels
+    boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], 1)
+    boxes = np.minimum(boxes, [sw, sh, sw, sh])  # drop the padding
+    boxes = boxes / np.array([sw / w, sh / h, sw / w, sh / h])
+    boxes = np.clip(boxes, 0, [w, h, w, h])
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= cfg.min_size) & (
+        (boxes[:, 3] - boxes[:, 1]) >= cfg.min_size)
+    boxes = _dedupe(boxes[keep].astype(np.float32))
+    return boxes[: cfg.max_proposals]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ProposalCache:
+    """``DIR/<sha1(image bytes + config)>.npz`` with the boxes and the image size they are for.
+
+    Entries are written atomically (temp file + rename); an entry that does not load, or whose
+    stored key disagrees, counts as missing and is rebuilt."""
+
+    def __init__(self, directory: str | Path, cfg: ProposalConfig) -> None:
+        self.dir = Path(directory)
+        self.cfg = cfg
+
+    def key(self, image_path: Path) -> str:
+        return hashlib.sha1((_file_digest(image_path) + self.cfg.key()).encode()).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.dir / f"{key}.npz"
+
+    def load(self, key: str) -> np.ndarray | None:
+        p = self.path(key)
+        if not p.is_file():
+            return None
+        try:
+            with np.load(p) as z:
+                if str(z["key"]) != key:
+                    raise ValueError("key mismatch")
+                boxes = z["boxes"].astype(np.float32)
+            if boxes.ndim != 2 or boxes.shape[1] != 4:
+                raise ValueError(f"boxes have shape {boxes.shape}")
+            return boxes
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+            log.warning("proposal cache entry %s is corrupt (%s); recomputing", p, e)
+            return None
+
+    def save(self, key: str, boxes: np.ndarray) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{key}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, boxes=boxes.astype(np.float32), key=np.array(key))
+        os.replace(tmp, self.path(key))
+
+
+def _work(args: tuple[str, str, ProposalConfig]) -> tuple[str, np.ndarray | None, str]:
+    path, cache_dir, cfg = args
+    import cv2
+
+    cv2.setNumThreads(1)
+    cache = ProposalCache(cache_dir, cfg)
+    key = cache.key(Path(path))
+    boxes = cache.load(key)
+    if boxes is None:
+        try:
+            boxes = selective_search(decode_image(path), cfg)
+        except Exception as e:  # a bad image must not take the other workers down
+            return path, None, f"{type(e).__name__}: {e}"
+        cache.save(key, boxes)
+    return path, boxes, ""
+
+
+def compute_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
+                      cfg: ProposalConfig = ProposalConfig(), workers: int | None = None,
+                      progress: bool = True, rank: int = 0,
+                      world_size: int = 1) -> dict[str, np.ndarray]:
+    """Selective Search windows for every image, from the cache or computed in worker processes.
+
+    With ``world_size > 1`` this process computes only its shard (``rank::world_size``) and
+    returns those; the cache folder is shared, so a later single-process call finds them all.
+    Images that fail to decode are left out with a warning naming them. A worker that dies
+    (OpenCV can crash on odd images) is replaced; an image that kills a worker twice is left out.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
+
+    paths = [str(p) for p in shard(list(image_paths), rank, world_size)]
+    workers = workers if workers is not None else min(len(paths), os.cpu_count() or 1)
+    out: dict[str, np.ndarray] = {}
+    bar = tqdm(total=len(paths), desc="proposals", disable=not progress, unit="img")
+
+    def record(path: str, boxes: np.ndarray | None, err: str) -> None:
+        if boxes is None:
+            log.warning("no proposals for %s: %s", path, err)
+        else:
+            out[path] = boxes
+        bar.update(1)
+
+    try:
+        cache = ProposalCache(cache_dir, cfg)
+        missing = []
+        for p in paths:  # cached entries load here, without starting workers
+            boxes = cache.load(cache.key(Path(p)))
+            if boxes is None:
+                missing.append(p)
+            else:
+                record(p, boxes, "")
+        paths = missing
+        if workers <= 1:
+            for p in paths:
+                record(*_work((p, str(cache_dir), cfg)))
+            return out
+        todo, crashes = list(paths), {p: 0 for p in paths}
+        while todo:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(_work, (p, str(cache_dir), cfg)): p for p in todo}
+                todo = []
+                for fut in as_completed(futures):
+                    p = futures[fut]
+                    try:
+                        record(*fut.result())
+                    except BrokenProcessPool:
+                        crashes[p] += 1
+                        if crashes[p] >= 2:
+                            record(p, None, "Selective Search crashed its worker twice")
+                        else:
+                            todo.append(p)
+        return out
+    finally:
+        bar.close()
+
+
+def jitter_boxes(gt: np.ndarray, image_size: tuple[int, int], n: int,
+                 rng: np.random.Generator, scale: float = 0.3) -> np.ndarray:
+    """``n`` windows around the ground-truth boxes ``(G, 4)`` (centre and size jittered by up
+    to ``scale`` of the box size) plus ``n // 4`` random windows — cheap proposals for tests."""
+    h, w = image_size
+    out = [gt.astype(np.float64)]
+    if len(gt):
+        src = gt[rng.integers(0, len(gt), n)].astype(np.float64)
+        cw, ch = src[:, 2] - src[:, 0], src[:, 3] - src[:, 1]
+        cx, cy = src[:, 0] + cw / 2, src[:, 1] + ch / 2
+        cx += rng.uniform(-scale, scale, n) * cw
+        cy += rng.uniform(-scale, scale, n) * ch
+        cw *= np.exp(rng.uniform(-scale, scale, n))
+        ch *= np.exp(rng.uniform(-scale, scale, n))
+        out.append(np.stack([cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2], 1))
+    m = n // 4 + 1
+    xy = rng.uniform(0, 1, (m, 2)) * [w, h]
+    wh = rng.uniform(0.05, 1, (m, 2)) * [w, h]
+    out.append(np.concatenate([xy, xy + wh], 1))
+    boxes = np.clip(np.concatenate(out), 0, [w, h, w, h])
+    keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+    return boxes[keep].astype(np.float32)
+
+
+def load_proposal_file(path: str | Path, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Precomputed windows: a folder of ``<image_id>.npz`` (key ``boxes``, xyxy pixels), or one
+    ``.npz`` with one array per image id. Returns ``{image_id: (R, 4) float32}``."""
+    path = Path(path)
+    out: dict[str, np.ndarray] = {}
+    if path.is_dir():
+        for i in image_ids:
+            f = path / f"{i}.npz"
+            if not f.is_file():
+                raise FileNotFoundError(f"--proposals {path}: no {f.name} for image {i!r}")
+            with np.load(f) as z:
+                out[i] = _check_boxes(z["boxes"] if "boxes" in z else z[z.files[0]], f)
+        return out
+    if not path.is_file():
+        raise FileNotFoundError(f"--proposals {path} does not exist")
+    with np.load(path) as z:
+        missing = [i for i in image_ids if i not in z.files]
+        if missing:
+            raise KeyError(f"--proposals {path} has no boxes for {len(missing)} image(s): "
+                           f"{missing[:5]}")
+        for i in image_ids:
+            out[i] = _check_boxes(z[i], path)
+    return out
+
+
+def _check_boxes(boxes: np.ndarray, source: Path) -> np.ndarray:
+    boxes = np.asarray(boxes, np.float32)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{source}: proposals must have shape (R, 4) xyxy, got {boxes.shape}")
+    if not np.isfinite(boxes).all() or (boxes[:, 2:] < boxes[:, :2]).any():
+        raise ValueError(f"{source}: proposals hold non-finite boxes or boxes with x2 < x1")
+    return boxes

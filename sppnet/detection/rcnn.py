@@ -1,0 +1,68 @@
+"""The R-CNN way (baseline): warp every window to the net's input size and run the conv net on it.
+
+Shapes: R windows, D pooled dims.
+
+Each window is enlarged so that, once warped to ``input_size`` x ``input_size``, it carries
+``context_pad`` pixels of image context on every side (R-CNN section 2.1, "p = 16"); pixels outside
+the image are the mean (zero after normalisation). The warped crop's conv map is pooled with the
+same pyramid as SPP mode, so the same fc layers, SVMs and regressors apply to both modes and
+accuracy and time compare on one model (the paper's Table 10).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops import spp_pool
+
+__all__ = ["warp_windows", "rcnn_pool", "CONTEXT_PAD", "RCNN_INPUT"]
+
+CONTEXT_PAD = 16  # R-CNN: 16 pixels of warped context around each window
+RCNN_INPUT = 224  # warped size (ZF-5's 224x224 input)
+
+
+def warp_windows(image: Tensor, boxes: Tensor, input_size: int = RCNN_INPUT,
+                 context_pad: int = CONTEXT_PAD) -> Tensor:
+    """Crops of the normalised image ``(3, H, W)`` warped to ``(R, 3, S, S)`` with context.
+
+    Bilinear sampling (``grid_sample``, zeros outside the image) of the context-enlarged window.
+    """
+    r = len(boxes)
+    if r == 0:
+        return image.new_zeros(0, 3, input_size, input_size)
+    b = boxes.to(torch.float32)
+    scale = input_size / (input_size - 2 * context_pad)  # enlarge so the pad is `context_pad`
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    hw, hh = (b[:, 2] - b[:, 0]) / 2 * scale, (b[:, 3] - b[:, 1]) / 2 * scale
+    h, w = image.shape[-2:]
+    # sample centres of the S output pixels, in image pixels, then normalised to [-1, 1]
+    t = (torch.arange(input_size, dtype=torch.float32) + 0.5) / input_size * 2 - 1  # (S,)
+    xs = cx[:, None] + t[None] * hw[:, None]  # (R, S)
+    ys = cy[:, None] + t[None] * hh[:, None]
+    gx = xs / w * 2 - 1
+    gy = ys / h * 2 - 1
+    grid = torch.stack([gx[:, None, :].expand(r, input_size, input_size),
+                        gy[:, :, None].expand(r, input_size, input_size)], -1)  # (R, S, S, 2)
+    return F.grid_sample(image[None].expand(r, -1, -1, -1), grid, mode="bilinear",
+                         padding_mode="zeros", align_corners=False)
+
+
+@torch.no_grad()
+def rcnn_pool(backbone: nn.Module, image: Tensor, boxes: Tensor, levels: Sequence[int],
+              input_size: int = RCNN_INPUT, context_pad: int = CONTEXT_PAD,
+              batch_size: int = 32) -> Tensor:
+    """Pooled features ``(R, D)`` of every window, the conv net run once per window."""
+    out = []
+    for i in range(0, len(boxes), batch_size):
+        crops = warp_windows(image, boxes[i:i + batch_size], input_size, context_pad)
+        crops = crops.contiguous(memory_format=torch.channels_last)
+        out.append(spp_pool(backbone.forward_features(crops), levels))
+    if not out:
+        c = backbone.feature_channels
+        return torch.zeros(0, c * int(np.sum([n * n for n in levels])))
+    return torch.cat(out)

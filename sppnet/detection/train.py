@@ -1,0 +1,264 @@
+"""The training pipeline, stage by stage; each stage's output is a file, so a rerun resumes.
+
+data -> proposals (cache) -> conv maps (cache) -> fine-tune fc -> SVMs -> box regression ->
+``model/`` -> (optional) evaluation on ``test_data``.
+
+Shapes: N images, R windows per image, D pool5 dims, K classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.voc import VOCDataset, load_voc
+from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..utils.distributed import env_rank, shard
+from .bbox_reg import BoxRegressor
+from .config import DetConfig
+from .detector import InferenceSettings, SPPDetector
+from .features import BackboneSpec, ConvMapCache, load_backbone, pool_windows
+from .finetune import DetectionHead, finetune
+from .proposals import ProposalConfig, compute_proposals, load_proposal_file
+from .svm import feature_scale, mine_hard_negatives
+from .targets import WindowSet, label_windows
+
+__all__ = ["train_detector", "load_dataset", "get_proposals", "backbone_spec", "Stages"]
+
+log = logging.getLogger(__name__)
+STAGES = ("cache", "finetune", "svm", "bbox", "eval")
+SCALE_SAMPLE_IMAGES = 20  # images whose windows set the feature scale (R-CNN: a sample)
+
+
+def backbone_spec(cfg: DetConfig) -> BackboneSpec:
+    return BackboneSpec(model=cfg.backbone, weights=cfg.weights or None,
+                        feature_stride=cfg.feature_stride)
+
+
+def load_dataset(root: str, split: str, classes: tuple) -> VOCDataset:
+    ds = load_voc(root, split or None, classes or None)
+    for f, why in ds.skipped.items():
+        log.warning("left out %s: %s", f, why)
+    return ds
+
+
+def get_proposals(ds: VOCDataset, cfg: DetConfig, cache_dir: Path, progress: bool,
+                  rank: int = 0, world_size: int = 1) -> dict[str, np.ndarray]:
+    """``{image_id: (R, 4)}`` from ``cfg.proposals`` or Selective Search (cached)."""
+    ids = [a.image_id for a in ds]
+    if cfg.proposals:
+        return load_proposal_file(cfg.proposals, ids)
+    pcfg = ProposalConfig(max_side=cfg.ss_max_side, max_proposals=cfg.max_proposals)
+    by_path = compute_proposals([a.image_path for a in ds], cache_dir / "proposals", pcfg,
+                                cfg.workers, progress, rank, world_size)
+    return {a.image_id: by_path[str(a.image_path)] for a in ds if str(a.image_path) in by_path}
+
+
+@dataclass
+class Stages:
+    """What a training run has: the dataset, windows, backbone and map cache."""
+
+    cfg: DetConfig
+    ds: VOCDataset
+    windows: list[WindowSet]
+    backbone: torch.nn.Module
+    spec: BackboneSpec
+    cache: ConvMapCache
+
+    def maps(self, i: int, flip: bool = False) -> list[torch.Tensor]:
+        a = self.ds[i]
+        return self.cache.get(a.image_path, self.cfg.scales, flip)
+
+    def pool(self, i: int, flip: bool, boxes: np.ndarray) -> torch.Tensor:
+        a = self.ds[i]
+        return pool_windows(self.maps(i, flip), a.image_size, self.cfg.scales,
+                            torch.from_numpy(np.asarray(boxes, np.float32)),
+                            self.backbone.feature_stride, self.backbone.feature_offset,
+                            self.cfg.levels)
+
+
+def _config_hash(cfg: DetConfig) -> str:
+    keys = {k: v for k, v in cfg.to_json().items()
+            if k not in ("output_dir", "cache_dir", "workers", "test_data", "test_split",
+                         "score", "draw_thresh", "max_dets", "nms_iou")}
+    return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _check_run_dir(out: Path, cfg: DetConfig, force: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = out / "config.json"
+    h = _config_hash(cfg)
+    if stamp.is_file() and not force:
+        old = json.loads(stamp.read_text()).get("config_hash")
+        if old != h:
+            raise ValueError(f"{out} holds a run with a different configuration (hash {old}, "
+                             f"now {h}); use another --output-dir, or --force to start over")
+    stamp.write_text(json.dumps({"config_hash": h, **cfg.to_json()}, indent=2))
+
+
+def prepare(cfg: DetConfig, progress: bool = True, rank: int = 0,
+            world_size: int = 1) -> Stages:
+    """Data, proposals and conv maps (the cache stage; sharded by rank under torchrun)."""
+    from tqdm import tqdm
+
+    cache_dir = Path(cfg.cache_dir or Path(cfg.output_dir) / "cache")
+    ds = load_dataset(cfg.data, cfg.split, cfg.classes)
+    if cfg.max_images:
+        ds = ds.subset([a.image_id for a in ds][: cfg.max_images])
+    props = get_proposals(ds, cfg, cache_dir, progress, rank, world_size)
+    if world_size == 1:
+        dropped = [a.image_id for a in ds if a.image_id not in props]
+        if dropped:
+            log.warning("no proposals for %d image(s), left out: %s", len(dropped), dropped[:5])
+            ds = ds.subset([a.image_id for a in ds if a.image_id in props])
+    spec = backbone_spec(cfg)
+    backbone = load_backbone(spec)
+    cache = ConvMapCache(cache_dir / "maps", backbone, spec, getattr(torch, cfg.cache_dtype))
+    mine = shard(list(range(len(ds))), rank, world_size)
+    with torch.inference_mode():
+        for i in tqdm(mine, desc="conv maps", disable=not progress, unit="img"):
+            a = ds[i]
+            for flip in ((False, True) if cfg.flip else (False,)):
+                cache.get(a.image_path, cfg.scales, flip)
+    windows = [label_windows(a, props.get(a.image_id, np.zeros((0, 4))), len(ds.classes))
+               for a in ds]
+    return Stages(cfg, ds, windows, backbone, spec, cache)
+
+
+def _fc_features(st: Stages, head: DetectionHead, layer: str):
+    @torch.no_grad()
+    def features(i: int, rows: np.ndarray | None) -> np.ndarray:
+        boxes = st.windows[i].boxes if rows is None else st.windows[i].boxes[rows]
+        return head.features(st.pool(i, False, boxes), layer).numpy()
+
+    return features
+
+
+def train_svms(st: Stages, head: DetectionHead, layer: str, progress: bool):
+    rng = np.random.default_rng(st.cfg.seed)
+    feats = _fc_features(st, head, layer)
+    sample = rng.choice(len(st.ds), min(SCALE_SAMPLE_IMAGES, len(st.ds)), replace=False)
+    sample_rows = []
+    for i in sample:
+        n = len(st.windows[i].boxes)
+        if n:
+            sample_rows.append(feats(int(i), rng.choice(n, min(n, 200), replace=False)))
+    scale = feature_scale(sample_rows, st.cfg.feat_norm_mean)
+    models = mine_hard_negatives(st.windows, lambda i, rows: feats(i, rows) * scale,
+                                 len(st.ds.classes), st.cfg, progress)
+    w = torch.from_numpy(np.stack([m.w for m in models], 1))  # (F, K)
+    b = torch.tensor([m.b for m in models], dtype=torch.float32)  # (K,)
+    return w, b, scale
+
+
+def train_bbox(st: Stages, progress: bool) -> BoxRegressor:
+    from tqdm import tqdm
+
+    cfg = st.cfg
+    rng = np.random.default_rng(cfg.seed + 1)
+    per_class_cap = max(1, cfg.bbox_max_per_class // max(1, len(st.ds)))
+    samples, scale_rows = [], []
+    for i, ws in enumerate(tqdm(st.windows, desc="box regression", disable=not progress)):
+        a = st.ds[i]
+        gt_keep = a.boxes[~a.difficult]
+        rows = []
+        for k in range(len(st.ds.classes)):
+            cand = np.nonzero((ws.gt_label == k) & (ws.max_iou >= cfg.bbox_iou))[0]
+            if len(cand) > 4 * per_class_cap:
+                cand = rng.choice(cand, 4 * per_class_cap, replace=False)
+            rows.append(cand)
+        rows = np.concatenate(rows)
+        if len(rows) == 0:
+            continue
+        pooled = st.pool(i, False, ws.boxes[rows]).numpy()
+        samples.append((pooled, ws.boxes[rows], gt_keep[ws.gt_index[rows]], ws.gt_label[rows]))
+        scale_rows.append(pooled[: 50])
+    if not samples:
+        raise ValueError("no windows overlap a ground truth enough to train box regression")
+    scale = feature_scale(scale_rows, cfg.feat_norm_mean)
+    return BoxRegressor.fit(samples, len(st.ds.classes), scale, cfg.bbox_lambda)
+
+
+def _head_path(out: Path) -> Path:
+    return out / "head.safetensors"
+
+
+def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True,
+                   force: bool = False) -> Path:
+    """Run the pipeline; returns ``<output_dir>/model``. Completed stages are loaded, not rerun.
+
+    Under ``torchrun`` with ``stages=("cache",)`` each rank fills its share of the proposal and
+    conv-map caches."""
+    cfg.validate()
+    if not cfg.data:
+        raise ValueError("data is required: a VOC-format folder")
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {STAGES}")
+    out = Path(cfg.output_dir)
+    rank, world = env_rank()
+    if world > 1:
+        if tuple(stages) != ("cache",):
+            raise ValueError("under torchrun only --stages cache runs (it shards the caches); "
+                             "train on one process afterwards")
+        prepare(cfg, progress and rank == 0, rank, world)
+        return out / "cache"
+    _check_run_dir(out, cfg, force)
+    torch.manual_seed(cfg.seed)
+    st = prepare(cfg, progress)
+    if stages == ("cache",):
+        return out / "cache"
+    pooled_dim = st.pool(0, False, st.windows[0].boxes[:1]).shape[1]
+    fc6 = getattr(st.backbone, "fc6", None)  # a train-cls net brings its own fc6/fc7
+    fc_dim = fc6.out_features if fc6 is not None else cfg.fc_dim
+    head = DetectionHead(pooled_dim, len(st.ds.classes), fc_dim, cfg.dropout)
+    if fc6 is not None and head.init_from(st.backbone):
+        log.info("fc6/fc7 start from %s", cfg.backbone)
+    hp = _head_path(out)
+    if hp.is_file():
+        tensors, _ = load_checkpoint(hp)
+        head.load_state_dict({k[5:]: v for k, v in tensors.items()})
+    elif "finetune" in stages:
+        finetune(head, st.windows, [a.image_size[1] for a in st.ds], st.pool, cfg, out, progress)
+        save_checkpoint(hp, {f"head.{k}": v for k, v in head.state_dict().items()},
+                        {"iterations": cfg.ft_iters})
+    else:
+        raise CheckpointError(f"{hp} does not exist; run the finetune stage first")
+    head.eval()
+    svms = {}
+    for layer in cfg.svm_layers:
+        p = out / f"svm_{layer}.safetensors"
+        if p.is_file():
+            t, meta = load_checkpoint(p)
+            svms[layer] = (t["weight"], t["bias"], float(meta["feat_scale"]))
+        elif "svm" in stages:
+            w, b, s = train_svms(st, head, layer, progress)
+            save_checkpoint(p, {"weight": w, "bias": b}, {"feat_scale": s})
+            svms[layer] = (w, b, s)
+    reg = None
+    if cfg.bbox_reg:
+        p = out / "bbox_reg.safetensors"
+        if p.is_file():
+            reg = BoxRegressor.from_state(load_checkpoint(p)[0])
+        elif "bbox" in stages:
+            reg = train_bbox(st, progress)
+            save_checkpoint(p, reg.state(), {"lambda": cfg.bbox_lambda})
+    settings = InferenceSettings(scales=tuple(cfg.scales), levels=tuple(cfg.levels),
+                                 score=cfg.score if svms or cfg.score == "softmax" else "softmax",
+                                 svm_layer=cfg.svm_layers[-1], bbox_reg=reg is not None,
+                                 nms_iou=cfg.nms_iou, max_dets=cfg.max_dets)
+    det = SPPDetector(st.backbone, st.spec, head, st.ds.classes, settings, svms, reg)
+    model_dir = det.save(out / "model")
+    if "eval" in stages and cfg.test_data:
+        from .evaluate import evaluate_detector
+
+        test = load_dataset(cfg.test_data, cfg.test_split, tuple(st.ds.classes))
+        props = get_proposals(test, cfg, Path(cfg.cache_dir or out / "cache"), progress)
+        evaluate_detector(det, test, props, out / "eval", progress=progress)
+    return model_dir

@@ -1,0 +1,147 @@
+"""train-det -> detect -> eval-voc end to end on a few real photos, resume, bad input."""
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from sppnet.cli.main import main as cli
+from sppnet.data.voc import load_voc
+from sppnet.detection import DetConfig, SPPDetector, jitter_boxes, train_detector
+from sppnet.models import get_model
+from sppnet.utils.checkpoint import save_checkpoint
+from tests.shared_data import need
+
+
+@pytest.fixture(scope="module")
+def fruit_small(tmp_path_factory):
+    """8 training and 3 test photos of the shared fruit set, one image without objects, and
+    ground-truth-jittered proposals for all of them."""
+    src = need("fruit")
+    root = tmp_path_factory.mktemp("fruit_small")
+    rng = np.random.default_rng(0)
+    for part, stems in (("train", ["apple_1", "banana_1", "orange_1", "apple_2", "banana_2",
+                                   "orange_2", "apple_3", "mixed_1"]),
+                        ("test", ["apple_77", "banana_77", "orange_77"])):
+        (root / part).mkdir()
+        for stem in stems:
+            if not (src / part / f"{stem}.xml").is_file():
+                continue
+            for ext in (".jpg", ".xml"):
+                shutil.copy(src / part / f"{stem}{ext}", root / part / f"{stem}{ext}")
+    # an image with no objects (its XML lists none)
+    shutil.copy(src / "train" / "apple_1.jpg", root / "train" / "empty_1.jpg")
+    (root / "train" / "empty_1.xml").write_text(
+        "<annotation><filename>empty_1.jpg</filename><size><width>0</width>"
+        "<height>0</height></size></annotation>")
+    props = {}
+    for part in ("train", "test"):
+        ds = load_voc(root / part, classes=["apple", "banana", "orange"])
+        for a in ds:
+            props[a.image_id] = jitter_boxes(a.boxes, a.image_size, 60, rng)
+    np.savez(root / "proposals.npz", **props)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_zf5(tmp_path_factory):
+    """A (random) quarter-width ZF-5 SPP classifier checkpoint, as `sppnet train-cls` writes."""
+    torch.manual_seed(0)
+    kw = {"width_mult": 0.25, "fc_dim": 64}
+    model = get_model("zf5_spp", num_classes=3, **kw)
+    path = tmp_path_factory.mktemp("zf5") / "best.safetensors"
+    save_checkpoint(path, {f"model.{k}": v for k, v in model.state_dict().items()},
+                    {"arch": "zf5_spp", "num_classes": 3, "model_kwargs": kw})
+    return path
+
+
+def _cfg(root, backbone, out, **kw):
+    return DetConfig(data=str(root / "train"), test_data=str(root / "test"),
+                     output_dir=str(out), backbone=backbone,
+                     proposals=str(root / "proposals.npz"), scales=(224,), ft_iters=12,
+                     ft_lr_step=8, ft_batch=32, svm_layers=("pool5", "fc7"), svm_retrain_limit=50,
+                     classes=("apple", "banana", "orange"), **kw)
+
+
+def test_train_detect_evaluate_resume(fruit_small, tiny_zf5, tmp_path, monkeypatch, caplog):
+    out = tmp_path / "run"
+    cfg = _cfg(fruit_small, str(tiny_zf5), out)
+    model_dir = train_detector(cfg, progress=False)
+    for f in ("head.safetensors", "svm_pool5.safetensors", "svm_fc7.safetensors",
+              "bbox_reg.safetensors", "config.json", "finetune_metrics.jsonl"):
+        assert (out / f).is_file(), f
+    res = json.loads((out / "eval" / "results.json").read_text())
+    assert set(res["variants"]) == {"pool5-svm", "pool5-svm+bbox", "fc7-svm", "fc7-svm+bbox",
+                                    "softmax", "softmax+bbox"}
+    for v in res["variants"].values():
+        assert 0.0 <= v["mAP"] <= 1.0
+    assert res["seconds_per_image_median"]["total"] > 0
+    assert (out / "eval" / "pr_curves.png").is_file()
+    assert (out / "eval" / "detections_grid.png").is_file()
+    assert len(list((out / "eval" / "devkit").glob("comp4_det_test_*.txt"))) == 3
+
+    # a rerun loads every stage instead of recomputing it
+    import sppnet.detection.train as train_mod
+
+    def boom(*a, **k):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(train_mod, "finetune", boom)
+    monkeypatch.setattr(train_mod, "train_svms", boom)
+    monkeypatch.setattr(train_mod, "train_bbox", boom)
+    train_detector(cfg, stages=("cache", "finetune", "svm", "bbox"), progress=False)
+    monkeypatch.undo()
+    # a different configuration in the same folder is refused, naming the way out
+    with pytest.raises(ValueError, match="different configuration"):
+        train_detector(_cfg(fruit_small, str(tiny_zf5), out, seed=5), progress=False)
+
+    det = SPPDetector.load(model_dir)
+    assert det.classes == ["apple", "banana", "orange"]
+    # detect CLI on the test folder plus a corrupt image: the corrupt one is reported, the rest
+    # are written
+    imgs = tmp_path / "imgs"
+    shutil.copytree(fruit_small / "test", imgs)
+    (imgs / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    props = dict(np.load(fruit_small / "proposals.npz"))
+    props["broken"] = np.zeros((0, 4), np.float32)
+    np.savez(tmp_path / "props.npz", **props)
+    det_out = tmp_path / "det"
+    with caplog.at_level(logging.WARNING):
+        assert cli(["detect", str(imgs), "--model", str(model_dir), "--output-dir",
+                    str(det_out), "--proposals", str(tmp_path / "props.npz"),
+                    "--no-progress"]) == 0
+    dets = json.loads((det_out / "detections.json").read_text())
+    assert set(dets) == {p.stem for p in (fruit_small / "test").glob("*.jpg")}
+    for d in dets.values():
+        assert len(d["boxes"]) == len(d["scores"]) == len(d["labels"]) <= 100
+    assert "broken" in (det_out / "failed.json").read_text()
+    assert len(list((det_out / "images").glob("*.png"))) == len(dets)
+    # eval-voc on the JSON agrees with the training run's own evaluation of the same variant
+    ev_out = tmp_path / "ev"
+    assert cli(["eval-voc", "--annotations", str(fruit_small / "test"), "--detections",
+                str(det_out / "detections.json"), "--output-dir", str(ev_out),
+                "--classes", "apple,banana,orange"]) == 0
+    got = json.loads((ev_out / "results.json").read_text())["mAP"]
+    assert got == pytest.approx(res["variants"][res["main"]]["mAP"], abs=1e-6)
+    # two detectors combined, and the R-CNN way on the same windows
+    assert cli(["detect", str(fruit_small / "test"), "--model", str(model_dir), "--model",
+                str(model_dir), "--output-dir", str(tmp_path / "comb"), "--proposals",
+                str(fruit_small / "proposals.npz"), "--no-progress"]) == 0
+    comb = json.loads((tmp_path / "comb" / "detections.json").read_text())
+    for k in comb:  # the union of a detector with itself keeps the same boxes
+        np.testing.assert_allclose(comb[k]["scores"], dets[k]["scores"], rtol=1e-6)
+    assert cli(["detect", str(fruit_small / "test" / "apple_77.jpg"), "--model",
+                str(model_dir), "--output-dir", str(tmp_path / "rcnn"), "--mode", "rcnn",
+                "--proposals", str(fruit_small / "proposals.npz"), "--no-progress"]) == 0
+
+
+def test_wrong_model_dir_and_missing_data_are_clear(tmp_path):
+    with pytest.raises(Exception, match="not a detector directory"):
+        SPPDetector.load(tmp_path)
+    with pytest.raises(ValueError, match="data is required"):
+        train_detector(DetConfig(output_dir=str(tmp_path / "x")), progress=False)
+    with pytest.raises(ValueError, match="svm_layers"):
+        train_detector(DetConfig(data="x", svm_layers=("fc9",)), progress=False)
