@@ -145,3 +145,37 @@ def test_wrong_model_dir_and_missing_data_are_clear(tmp_path):
         train_detector(DetConfig(output_dir=str(tmp_path / "x")), progress=False)
     with pytest.raises(ValueError, match="svm_layers"):
         train_detector(DetConfig(data="x", svm_layers=("fc9",)), progress=False)
+
+
+@pytest.mark.slow
+def test_torchrun_shards_the_caches(fruit_small, tiny_zf5, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "sppnet.cli.main", "train-det", "--data", str(fruit_small / "train"),
+         "--backbone", str(tiny_zf5), "--output-dir", str(tmp_path / "run"), "--cache-dir",
+         str(cache), "--scales", "224", "--workers", "1", "--stages", "cache", "--no-progress"],
+        capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    import hashlib
+
+    # entries are keyed by image content: empty_1.jpg is a copy of apple_1.jpg
+    n = len({hashlib.sha1(a.image_path.read_bytes()).hexdigest()
+             for a in load_voc(fruit_small / "train")})
+    assert len(list((cache / "proposals").glob("*.npz"))) == n
+    assert len(list((cache / "maps").glob("*.safetensors"))) == 2 * n  # and the flips
+    # one process afterwards finds everything cached: nothing is recomputed
+    import sppnet.detection.features as feat_mod
+    import sppnet.detection.proposals as prop_mod
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a cached entry")
+
+    monkeypatch.setattr(feat_mod, "compute_maps", boom)
+    monkeypatch.setattr(prop_mod, "selective_search", boom)
+    cfg = DetConfig(data=str(fruit_small / "train"), backbone=str(tiny_zf5), scales=(224,),
+                    output_dir=str(tmp_path / "run"), cache_dir=str(cache), workers=1)
+    train_detector(cfg, stages=("cache",), progress=False)
