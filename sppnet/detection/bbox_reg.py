@@ -49,13 +49,21 @@ class BoxRegressor:
     coder: BoxCoder = BoxCoder()
 
     @torch.no_grad()
-    def predict(self, pooled: Tensor, boxes: Tensor) -> Tensor:
-        """Regressed boxes ``(R, K, 4)`` for windows ``boxes (R, 4)`` with pool5 ``(R, P)``."""
-        x = pooled.float() * self.feat_scale
-        deltas = torch.einsum("rp,kpt->rkt", x, self.weight) + self.bias  # (R, K, 4)
+    def deltas(self, pooled: Tensor) -> Tensor:
+        """``(R, P)`` pool5 -> ``(R, K, 4)`` predicted ``(dx, dy, dw, dh)``."""
+        return torch.einsum("rp,kpt->rkt", pooled.float() * self.feat_scale,
+                            self.weight) + self.bias
+
+    @torch.no_grad()
+    def decode(self, deltas: Tensor, boxes: Tensor) -> Tensor:
+        """Apply ``deltas (R, K, 4)`` to windows ``boxes (R, 4)`` -> ``(R, K, 4)``."""
         r, k = deltas.shape[:2]
         props = boxes.float()[:, None].expand(r, k, 4).reshape(-1, 4)
         return self.coder.decode(deltas.reshape(-1, 4), props).reshape(r, k, 4)
+
+    def predict(self, pooled: Tensor, boxes: Tensor) -> Tensor:
+        """Regressed boxes ``(R, K, 4)`` for windows ``boxes (R, 4)`` with pool5 ``(R, P)``."""
+        return self.decode(self.deltas(pooled), boxes)
 
     def state(self) -> dict[str, Tensor]:
         return {"bbox.weight": self.weight, "bbox.bias": self.bias,

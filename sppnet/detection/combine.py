@@ -40,12 +40,12 @@ def detect_combined(detectors: Sequence[SPPDetector], image: np.ndarray,
     boxes = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4)
     cands = []
     for d in detectors:
-        pooled, _ = (d.pooled_spp if mode == "spp" else d.pooled_rcnn)(image, boxes)
+        pooled, inverse, _ = d.pooled(image, boxes, mode)
         scores = d.score_pooled(pooled)
         saved = (d.settings.nms_iou, d.settings.max_dets)
         d.settings.nms_iou, d.settings.max_dets = 1.0, len(boxes) * scores.shape[1]
         try:
-            cands.append(d.postprocess(pooled, boxes, scores, image.shape[:2]))
+            cands.append(d.postprocess(pooled, boxes, scores, image.shape[:2], inverse=inverse))
         finally:
             d.settings.nms_iou, d.settings.max_dets = saved
     first = detectors[0].settings

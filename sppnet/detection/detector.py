@@ -22,7 +22,8 @@ from ..data.transforms import to_tensor
 from ..ops import batched_nms, clip_boxes
 from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .bbox_reg import BoxRegressor
-from .features import BackboneSpec, compute_maps, load_backbone, pool_windows
+from .features import (BackboneSpec, compute_maps, dedupe_windows, load_backbone, pool_windows,
+                       select_scales, window_cells)
 from .finetune import DetectionHead
 from .rcnn import rcnn_pool
 
@@ -76,24 +77,40 @@ class SPPDetector(nn.Module):
 
     # ------------------------------------------------------------------ features
     @torch.no_grad()
-    def pooled_spp(self, image: np.ndarray, boxes: Tensor) -> tuple[Tensor, dict]:
-        """Pool5 of each window from conv maps computed once per scale."""
+    def pooled_spp(self, image: np.ndarray, boxes: Tensor,
+                   dedupe: bool = True) -> tuple[Tensor, Tensor | None, dict]:
+        """Pool5 of the windows from conv maps computed once per scale: ``(pooled (U, D),
+        inverse (R,) or None, seconds)``. With ``dedupe`` windows that project onto the same
+        map cells are pooled once and ``pooled[inverse]`` is the per-window matrix."""
         t0 = time.perf_counter()
         maps = compute_maps(self.backbone, image, self.settings.scales, self.spec)
         t1 = time.perf_counter()
-        pooled = pool_windows(maps, image.shape[:2], self.settings.scales, boxes,
-                              self.backbone.feature_stride, self.backbone.feature_offset,
-                              self.settings.levels)
+        args = (image.shape[:2], self.settings.scales)
+        geo = (self.backbone.feature_stride, self.backbone.feature_offset)
+        inverse = None
+        scale_index = select_scales(boxes, *args)
+        if dedupe and len(boxes):
+            first, inverse = dedupe_windows(window_cells(maps, *args, boxes, *geo, scale_index))
+            boxes, scale_index = boxes[first], scale_index[first]
+        pooled = pool_windows(maps, *args, boxes, *geo, self.settings.levels, scale_index)
         t2 = time.perf_counter()
-        return pooled, {"conv": t1 - t0, "pool": t2 - t1}
+        return pooled, inverse, {"conv": t1 - t0, "pool": t2 - t1, "unique": len(pooled)}
 
     @torch.no_grad()
-    def pooled_rcnn(self, image: np.ndarray, boxes: Tensor) -> tuple[Tensor, dict]:
+    def pooled_rcnn(self, image: np.ndarray, boxes: Tensor) -> tuple[Tensor, None, dict]:
         """Pool5 of each window the R-CNN way (warp, conv net per window)."""
         t0 = time.perf_counter()
         x = to_tensor(image, self.spec.mean, self.spec.input_scale)
         pooled = rcnn_pool(self.backbone, x, boxes, self.settings.levels)
-        return pooled, {"conv": time.perf_counter() - t0, "pool": 0.0}
+        return pooled, None, {"conv": time.perf_counter() - t0, "pool": 0.0}
+
+    def pooled(self, image: np.ndarray, boxes: Tensor,
+               mode: str = "spp") -> tuple[Tensor, Tensor | None, dict]:
+        if mode == "spp":
+            return self.pooled_spp(image, boxes)
+        if mode == "rcnn":
+            return self.pooled_rcnn(image, boxes)
+        raise ValueError(f"mode must be spp or rcnn, got {mode!r}")
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
@@ -111,13 +128,19 @@ class SPPDetector(nn.Module):
 
     @torch.no_grad()
     def postprocess(self, pooled: Tensor, boxes: Tensor, scores: Tensor,
-                    image_size: tuple[int, int], bbox_reg: bool | None = None) -> Detections:
-        """Regress (optionally), clip, per-class NMS, keep the ``max_dets`` best."""
+                    image_size: tuple[int, int], bbox_reg: bool | None = None,
+                    inverse: Tensor | None = None) -> Detections:
+        """Regress (optionally), clip, per-class NMS, keep the ``max_dets`` best.
+
+        ``pooled`` and ``scores`` are per distinct window when ``inverse`` (R,) is given."""
         st = self.settings
         bbox_reg = st.bbox_reg if bbox_reg is None else bbox_reg
+        if inverse is not None:
+            scores = scores[inverse]
         r, k = scores.shape
         if bbox_reg and self.regressor is not None and r:
-            cand = self.regressor.predict(pooled, boxes)  # (R, K, 4)
+            deltas = self.regressor.deltas(pooled)  # (U, K, 4)
+            cand = self.regressor.decode(deltas if inverse is None else deltas[inverse], boxes)
         else:
             cand = boxes.float()[:, None].expand(r, k, 4)
         cand = clip_boxes(cand.reshape(-1, 4), image_size)  # (R*K, 4)
@@ -133,13 +156,11 @@ class SPPDetector(nn.Module):
                mode: str = "spp") -> Detections:
         """Detections for an RGB ``(H, W, 3)`` uint8 image and its proposal windows."""
         boxes = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4)
-        if mode not in ("spp", "rcnn"):
-            raise ValueError(f"mode must be spp or rcnn, got {mode!r}")
-        pooled, timings = (self.pooled_spp if mode == "spp" else self.pooled_rcnn)(image, boxes)
+        pooled, inverse, timings = self.pooled(image, boxes, mode)
         t0 = time.perf_counter()
         scores = self.score_pooled(pooled)
         t1 = time.perf_counter()
-        det = self.postprocess(pooled, boxes, scores, image.shape[:2])
+        det = self.postprocess(pooled, boxes, scores, image.shape[:2], inverse=inverse)
         timings.update(fc=t1 - t0, nms=time.perf_counter() - t1)
         det.timings = timings
         return det

@@ -69,13 +69,13 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
     for a in tqdm(anns, desc=f"detect ({mode})", disable=not progress, unit="img"):
         image = decode_image(a.image_path)
         boxes = torch.from_numpy(proposals[a.image_id]).float()
-        pooled, t = (det.pooled_spp if mode == "spp" else det.pooled_rcnn)(image, boxes)
+        pooled, inverse, t = det.pooled(image, boxes, mode)
         t["windows"] = len(boxes)
         for name, score, layer, reg in variants:
             t0 = time.perf_counter()
             scores = det.score_pooled(pooled, score, layer)
             t1 = time.perf_counter()
-            d = det.postprocess(pooled, boxes, scores, a.image_size, reg)
+            d = det.postprocess(pooled, boxes, scores, a.image_size, reg, inverse)
             if name == main:
                 t.update(fc=t1 - t0, nms=time.perf_counter() - t1)
                 keep_dets[a.image_id] = d

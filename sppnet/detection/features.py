@@ -28,7 +28,7 @@ from ..ops import spp_output_dim, spp_roi_pool
 
 __all__ = ["BackboneSpec", "load_backbone", "backbone_fingerprint", "scaled_sizes",
            "select_scales", "compute_maps", "pool_windows", "ConvMapCache", "flip_boxes",
-           "SINGLE_SCALE", "FIVE_SCALES", "TARGET_AREA"]
+           "window_cells", "dedupe_windows", "SINGLE_SCALE", "FIVE_SCALES", "TARGET_AREA"]
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,36 @@ def pool_windows(maps: Sequence[Tensor], image_size: tuple[int, int], scales: Se
         rois = torch.cat([torch.zeros(len(idx), 1), b], 1)
         out[idx] = spp_roi_pool(maps[k][None], rois, levels, stride, offset, mode)
     return out
+
+
+def window_cells(maps: Sequence[Tensor], image_size: tuple[int, int], scales: Sequence[int],
+                 boxes: Tensor, stride: float, offset: float,
+                 scale_index: Tensor | None = None) -> Tensor:
+    """``(R, 5)`` rows ``(scale, x0, y0, x1, y1)``: the map cells each window is pooled from."""
+    from ..ops import project_boxes
+
+    boxes = boxes.to(torch.float32)
+    if scale_index is None:
+        scale_index = select_scales(boxes, image_size, scales)
+    out = torch.zeros(len(boxes), 5, dtype=torch.long)
+    out[:, 0] = scale_index
+    h, w = image_size
+    for k, (sh, sw) in enumerate(scaled_sizes(image_size, scales)):
+        idx = (scale_index == k).nonzero().flatten()
+        if idx.numel():
+            b = boxes[idx] * torch.tensor([sw / w, sh / h, sw / w, sh / h])
+            out[idx, 1:] = project_boxes(b, stride, maps[k].shape[-2:], offset)
+    return out
+
+
+def dedupe_windows(cells: Tensor) -> tuple[Tensor, Tensor]:
+    """Windows that pool the same cells of the same map give the same features: ``(first
+    (U,), inverse (R,))`` with ``cells[first][inverse] == cells`` (the released SPP code and
+    Fast R-CNN both pool and score each distinct projection once)."""
+    uniq, inverse = torch.unique(cells, dim=0, return_inverse=True)
+    first = torch.full((len(uniq),), len(cells), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(cells)), reduce="amin")
+    return first, inverse
 
 
 class ConvMapCache:

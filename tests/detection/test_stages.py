@@ -279,3 +279,32 @@ def test_combination_is_nms_on_the_union():
     c = combine_detections([a, b], 0.3)
     np.testing.assert_allclose(c.scores.numpy(), [0.95, 0.2])  # a's box is suppressed by b's
     assert combine_detections([a, b], 0.3, max_dets=1).boxes.shape == (1, 4)
+
+
+def test_deduplicated_windows_give_the_same_detections():
+    from sppnet.detection.detector import InferenceSettings, SPPDetector
+    from sppnet.detection.finetune import DetectionHead
+
+    torch.manual_seed(0)
+    trunk = _TinyTrunk().eval()
+    levels = (3, 2, 1)
+    head = DetectionHead(6 * 14, 2, 16).eval()
+    det = SPPDetector(trunk, BackboneSpec(model="tiny"), head, ["a", "b"],
+                      InferenceSettings(scales=(60, 90), levels=levels),
+                      {"fc7": (torch.randn(16, 2), torch.randn(2), 1.0)},
+                      BoxRegressor(torch.randn(2, 6 * 14, 4) * 0.01, torch.zeros(2, 4), 1.0))
+    img = _photo()
+    rng = np.random.default_rng(0)
+    boxes = jitter_boxes(np.array([[30, 20, 90, 70], [100, 60, 150, 110]], np.float32),
+                         img.shape[:2], 300, rng)
+    boxes = torch.from_numpy(np.concatenate([boxes, boxes[:50] + 0.5]))  # near-duplicates
+    pooled_u, inverse, t = det.pooled_spp(img, boxes)
+    assert t["unique"] < len(boxes) and inverse.shape == (len(boxes),)
+    pooled, none, _ = det.pooled_spp(img, boxes, dedupe=False)
+    assert none is None
+    torch.testing.assert_close(pooled_u[inverse], pooled, rtol=0, atol=0)
+    d1 = det.detect(img, boxes)
+    d2 = det.postprocess(pooled, boxes, det.score_pooled(pooled), img.shape[:2])
+    torch.testing.assert_close(d1.boxes, d2.boxes)
+    torch.testing.assert_close(d1.scores, d2.scores)
+    assert torch.equal(d1.labels, d2.labels)
