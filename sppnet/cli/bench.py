@@ -26,7 +26,49 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     tr.add_argument("--repeats", type=int, default=5, help="timed steps per case (median)")
     tr.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     tr.set_defaults(func=main_train)
+    det = sub.add_parser("detect", help="the paper's Table 10: SPP-net vs the R-CNN way on the "
+                                        "same windows")
+    det.add_argument("--images", type=Path, default=None,
+                     help="image folder (default ../shared/data/voc100/JPEGImages if present)")
+    det.add_argument("--n-images", type=int, default=4, help="timed images (plus 1 warm-up)")
+    det.add_argument("--model", default="zf5_spp", help="SPP model, random weights (zf5_spp)")
+    det.add_argument("--width-mult", type=float, default=1.0)
+    det.add_argument("--proposals", type=int, default=2000, help="windows per image")
+    det.add_argument("--rcnn-windows", type=int, default=32,
+                     help="windows the R-CNN conv time is measured on (then extrapolated)")
+    det.add_argument("--svd-ranks", default="1024,512", help="fc6,fc7 ranks for the SVD timing")
+    det.add_argument("--memory-images", type=int, default=3,
+                     help="1200-px images for the peak-memory probe (0: skip)")
+    det.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    det.add_argument("--no-progress", action="store_true")
+    det.set_defaults(func=main_detect)
     return parser
+
+
+def _default_images() -> Path:
+    here = Path.cwd() / ".." / "shared" / "data" / "voc100" / "JPEGImages"
+    if here.is_dir():
+        return here
+    raise FileNotFoundError("no --images given and ../shared/data/voc100/JPEGImages is not "
+                            "here; pass --images FOLDER (any folder of photos)")
+
+
+def main_detect(args: argparse.Namespace) -> int:
+    from ..bench.detect import format_detect_report, run_detect_benchmark
+    from ..data.voc import IMAGE_EXTS
+
+    folder = args.images or _default_images()
+    images = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_EXTS)
+    r6, r7 = (int(v) for v in args.svd_ranks.split(","))
+    result = run_detect_benchmark(images, args.model, args.width_mult, args.n_images,
+                                  args.proposals, args.rcnn_windows, (r6, r7),
+                                  memory_images=args.memory_images,
+                                  progress=not args.no_progress)
+    print(format_detect_report(result))
+    _write_json(result, args.json)
+    ok = all(result[k]["pooled_equal"] and result[k]["dedupe_equal"]
+             for k in ("1scale", "5scale"))
+    return 0 if ok else 1
 
 
 def _write_json(result: dict, path: Path | None) -> None:

@@ -25,6 +25,8 @@ COMMANDS = {
                                         "maps, multi-view) of a trained classifier"),
     "train-det": ("sppnet.cli.train_det", "train an SPP-net detector on a VOC-format folder"),
     "detect": ("sppnet.cli.detect", "run a trained detector on images"),
+    "eval-det": ("sppnet.cli.eval_det", "evaluate a trained detector on a labelled folder "
+                                        "(SPP or R-CNN mode, any scales)"),
     "eval-voc": ("sppnet.cli.eval_voc", "VOC mAP of detections against VOC XML"),
 }
 

@@ -22,8 +22,15 @@ from ..data.transforms import to_tensor
 from ..ops import batched_nms, clip_boxes
 from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .bbox_reg import BoxRegressor
-from .features import (BackboneSpec, compute_maps, dedupe_windows, load_backbone, pool_windows,
-                       select_scales, window_cells)
+from .features import (
+    BackboneSpec,
+    compute_maps,
+    dedupe_windows,
+    load_backbone,
+    pool_windows,
+    select_scales,
+    window_cells,
+)
 from .finetune import DetectionHead
 from .rcnn import rcnn_pool
 
@@ -41,6 +48,7 @@ class InferenceSettings:
     bbox_reg: bool = True
     nms_iou: float = 0.3
     max_dets: int = 100
+    fc: str = "fp32"  # fc6/fc7 at scoring time: fp32, int8 or svd:R6,R7 (approximations)
 
 
 @dataclass
@@ -74,6 +82,16 @@ class SPPDetector(nn.Module):
         self.settings = settings
         self.svms = dict(svms or {})  # layer -> (W (F, K), b (K,), feature scale)
         self.regressor = regressor
+        self._fast: tuple[str, DetectionHead] | None = None
+
+    def scoring_head(self) -> DetectionHead:
+        """The head scoring uses: as trained, or compressed per ``settings.fc``."""
+        fc = self.settings.fc
+        if fc == "fp32":
+            return self.head
+        if self._fast is None or self._fast[0] != fc:
+            self._fast = (fc, self.head.compressed(fc))
+        return self._fast[1]
 
     # ------------------------------------------------------------------ features
     @torch.no_grad()
@@ -118,13 +136,14 @@ class SPPDetector(nn.Module):
                      svm_layer: str | None = None) -> Tensor:
         """Class scores ``(R, K)`` of pooled windows."""
         score = score or self.settings.score
+        head = self.scoring_head()
         if score == "softmax":
-            return torch.softmax(self.head(pooled), 1)[:, 1:]
+            return torch.softmax(head(pooled), 1)[:, 1:]
         layer = svm_layer or self.settings.svm_layer
         if layer not in self.svms:
             raise ValueError(f"no SVMs trained on {layer!r}; have {sorted(self.svms)}")
         w, b, s = self.svms[layer]
-        return (self.head.features(pooled, layer) * s) @ w + b
+        return (head.features(pooled, layer) * s) @ w + b
 
     @torch.no_grad()
     def postprocess(self, pooled: Tensor, boxes: Tensor, scores: Tensor,

@@ -71,6 +71,27 @@ class DetectionHead(nn.Module):
         """``(B, D) -> (B, K + 1)`` logits."""
         return self.fc8(self.dropout(self.features(pooled, "fc7")))
 
+    def compressed(self, fc: str) -> DetectionHead:
+        """A copy with fc6/fc7 made cheaper: ``fp32`` (as is), ``int8`` or ``svd:R6,R7``
+        (truncated SVD to ranks R6 and R7); see :mod:`sppnet.nn.compress`."""
+        import copy
+
+        from ..nn.compress import compress_linear
+
+        method, _, ranks = fc.partition(":")
+        head = copy.deepcopy(self).eval()
+        if method == "svd":
+            try:
+                r6, r7 = (int(r) for r in ranks.split(","))
+            except ValueError:
+                raise ValueError(f"fc must look like svd:R6,R7 (e.g. svd:512,256), got {fc!r}")
+            head.fc6 = compress_linear(self.fc6, "svd", r6)
+            head.fc7 = compress_linear(self.fc7, "svd", r7)
+        else:
+            head.fc6 = compress_linear(self.fc6, method)
+            head.fc7 = compress_linear(self.fc7, method)
+        return head
+
     def init_from(self, model: nn.Module) -> bool:
         """Copy fc6/fc7 from a classification net whose pooled size and fc width match."""
         fc6, fc7 = getattr(model, "fc6", None), getattr(model, "fc7", None)

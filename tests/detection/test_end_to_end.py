@@ -133,6 +133,20 @@ def test_train_detect_evaluate_resume(fruit_small, tiny_zf5, tmp_path, monkeypat
     comb = json.loads((tmp_path / "comb" / "detections.json").read_text())
     for k in comb:  # the union of a detector with itself keeps the same boxes
         np.testing.assert_allclose(comb[k]["scores"], dets[k]["scores"], rtol=1e-6)
+    # eval-det: the R-CNN way, other scales, int8 fc — all from the same trained detector
+    assert cli(["eval-det", "--model", str(model_dir), "--data", str(fruit_small / "test"),
+                "--output-dir", str(tmp_path / "ed"), "--mode", "rcnn", "--fc", "int8",
+                "--proposals", str(fruit_small / "proposals.npz"), "--no-progress"]) == 0
+    ed = json.loads((tmp_path / "ed" / "results.json").read_text())
+    assert ed["mode"] == "rcnn" and set(ed["variants"]) == set(res["variants"])
+    assert cli(["eval-det", "--model", str(model_dir), "--data", str(fruit_small / "test"),
+                "--output-dir", str(tmp_path / "ed5"), "--scales", "160,224,320",
+                "--proposals", str(fruit_small / "proposals.npz"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "ed5" / "results.json").read_text())["scales"] == [160, 224,
+                                                                                       320]
+    with pytest.raises(ValueError, match="svd:R6,R7"):
+        cli(["eval-det", "--model", str(model_dir), "--data", str(fruit_small / "test"),
+             "--output-dir", str(tmp_path / "bad"), "--fc", "svd:12"])
     assert cli(["detect", str(fruit_small / "test" / "apple_77.jpg"), "--model",
                 str(model_dir), "--output-dir", str(tmp_path / "rcnn"), "--mode", "rcnn",
                 "--proposals", str(fruit_small / "proposals.npz"), "--no-progress"]) == 0
