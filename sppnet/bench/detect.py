@@ -139,7 +139,7 @@ def memory_probe(model_name: str, width_mult: float, n_images: int, side: int = 
     spec = BackboneSpec(model=model_name)
     rng = np.random.default_rng(0)
     peaks = []
-    for i in range(n_images):
+    for _ in range(n_images):
         img = rng.integers(0, 255, (side, side * 4 // 3, 3), dtype=np.uint8)
         xy = rng.uniform(0, side * 0.8, (windows, 2))
         wh = rng.uniform(16, side * 0.5, (windows, 2))
@@ -175,8 +175,8 @@ def run_detect_benchmark(images: Sequence[Path], model_name: str = "zf5_spp",
         raise ValueError(f"need at least 2 images (1 warm-up), got {len(paths)}")
     for i, p in enumerate(tqdm(paths, desc="bench detect", disable=not progress, unit="img")):
         image = decode_image(p)
-        props, t_prop = _timed(lambda: selective_search(
-            image, ProposalConfig(max_proposals=max_proposals)))
+        props, t_prop = _timed(lambda im=image: selective_search(
+            im, ProposalConfig(max_proposals=max_proposals)))
         boxes = torch.from_numpy(props)
         rec: dict = {"image": str(p), "image_size": list(image.shape[:2]),
                      "proposals": t_prop, "windows": len(boxes)}
