@@ -84,7 +84,8 @@ class DetectionHead(nn.Module):
             try:
                 r6, r7 = (int(r) for r in ranks.split(","))
             except ValueError:
-                raise ValueError(f"fc must look like svd:R6,R7 (e.g. svd:512,256), got {fc!r}") from None
+                raise ValueError(f"fc must look like svd:R6,R7 (e.g. svd:512,256), "
+                                 f"got {fc!r}") from None
             head.fc6 = compress_linear(self.fc6, "svd", r6)
             head.fc7 = compress_linear(self.fc7, "svd", r7)
         else:
