@@ -28,6 +28,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                    help="spp: conv once per image (default); rcnn: conv per warped window")
     p.add_argument("--scales", help="override the detector's scales, e.g. 480,576,688,864,1200")
     p.add_argument("--score", choices=("svm", "softmax"), help="override the scoring")
+    p.add_argument("--fc", help="fc6/fc7 at test time: fp32 (default), int8 or svd:R6,R7")
     p.add_argument("--thresh", type=float, default=None,
                    help="draw detections scoring above this (default 0 for SVMs, 0.5 softmax)")
     p.add_argument("--workers", type=int, default=2, help="proposal worker processes")
@@ -54,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
     from ..data.decode import ImageDecodeError, decode_image
     from ..detection.combine import detect_combined
     from ..detection.detector import SPPDetector
-    from ..detection.proposals import ProposalConfig, compute_proposals, load_proposal_file
+    from ..detection.proposals import ProposalConfig, iter_proposals, load_proposal_file
     from ..detection.visualize import draw_detections
     from ..evaluation.voc import write_devkit_results
 
@@ -65,23 +66,27 @@ def main(args: argparse.Namespace) -> int:
             det.settings.scales = tuple(int(s) for s in args.scales.split(","))
         if args.score:
             det.settings.score = args.score
+        if args.fc:
+            det.settings.fc = args.fc
     det = detectors[0]
     paths = _images(args.images)
     out = args.output_dir
     (out / "images").mkdir(parents=True, exist_ok=True)
-    ids = [p.stem for p in paths]
     if args.proposals:
-        props = load_proposal_file(args.proposals, ids)
-    else:
-        by_path = compute_proposals(paths, out / "cache" / "proposals", ProposalConfig(),
-                                    args.workers, not args.no_progress)
-        props = {p.stem: by_path[str(p)] for p in paths if str(p) in by_path}
+        given = load_proposal_file(args.proposals, [p.stem for p in paths])
+        stream = ((str(p), given[p.stem], "") for p in paths)
+    else:  # Selective Search in worker processes, overlapped with the network below
+        stream = iter_proposals(paths, out / "cache" / "proposals", ProposalConfig(),
+                                args.workers)
     thresh = args.thresh if args.thresh is not None else (
         0.5 if det.settings.score == "softmax" else 0.0)
     results, devkit, failed = {}, [], {}
-    for p in tqdm(paths, desc=f"detect ({args.mode})", disable=args.no_progress, unit="img"):
-        if p.stem not in props:
-            failed[str(p)] = "no proposals"
+    for path, boxes, err in tqdm(stream, total=len(paths), desc=f"detect ({args.mode})",
+                                 disable=args.no_progress, unit="img"):
+        p = Path(path)
+        if boxes is None:
+            logging.warning("no proposals for %s: %s", p, err)
+            failed[str(p)] = f"no proposals: {err}"
             continue
         try:
             image = decode_image(p)
@@ -90,9 +95,9 @@ def main(args: argparse.Namespace) -> int:
             failed[str(p)] = str(e)
             continue
         if len(detectors) > 1:
-            d = detect_combined(detectors, image, props[p.stem], args.mode)
+            d = detect_combined(detectors, image, boxes, args.mode)
         else:
-            d = det.detect(image, props[p.stem], args.mode)
+            d = det.detect(image, boxes, args.mode)
         results[p.stem] = {**d.to_json(det.classes), "image": str(p),
                            "seconds": {k: round(v, 4) for k, v in d.timings.items()}}
         devkit.append((p.stem, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy()))

@@ -31,6 +31,7 @@ from ..data.decode import decode_image
 from ..utils.distributed import shard
 
 __all__ = ["ProposalConfig", "selective_search", "ProposalCache", "compute_proposals",
+           "iter_proposals",
            "jitter_boxes", "load_proposal_file"]
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,27 @@ def compute_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
         return out
     finally:
         bar.close()
+
+
+def iter_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
+                   cfg: ProposalConfig = ProposalConfig(), workers: int = 2):
+    """Yield ``(path, boxes or None, error)`` in input order while worker processes compute the
+    next images' windows — so the caller's network runs while Selective Search works ahead."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    paths = [str(p) for p in image_paths]
+    if workers <= 0:
+        for p in paths:
+            yield _work((p, str(cache_dir), cfg))
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_work, (p, str(cache_dir), cfg)) for p in paths]
+        for p, fut in zip(paths, futures):
+            try:
+                yield fut.result()
+            except Exception as e:  # a crashed worker: report the image, keep going
+                yield p, None, f"{type(e).__name__}: {e}"
 
 
 def jitter_boxes(gt: np.ndarray, image_size: tuple[int, int], n: int,

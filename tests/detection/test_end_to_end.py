@@ -193,3 +193,14 @@ def test_torchrun_shards_the_caches(fruit_small, tiny_zf5, tmp_path, monkeypatch
     cfg = DetConfig(data=str(fruit_small / "train"), backbone=str(tiny_zf5), scales=(224,),
                     output_dir=str(tmp_path / "run"), cache_dir=str(cache), workers=1)
     train_detector(cfg, stages=("cache",), progress=False)
+
+
+def test_detect_with_selective_search_overlapped(fruit_small, tiny_zf5, tmp_path):
+    """No --proposals: Selective Search runs in worker processes ahead of the network."""
+    cfg = _cfg(fruit_small, str(tiny_zf5), tmp_path / "run", bbox_reg=False)
+    model_dir = train_detector(cfg, stages=("cache", "finetune", "svm"), progress=False)
+    out = tmp_path / "det"
+    assert cli(["detect", str(fruit_small / "test"), "--model", str(model_dir), "--output-dir",
+                str(out), "--workers", "2", "--fc", "int8", "--no-progress"]) == 0
+    dets = json.loads((out / "detections.json").read_text())
+    assert len(dets) == 3 and len(list((out / "cache" / "proposals").glob("*.npz"))) == 3
