@@ -190,7 +190,8 @@ def load_voc(root: str | Path, split: str | None = None,
 
     Args:
         root: the folder (any of the layouts in the module docstring).
-        split: an ``ImageSets/Main/<split>.txt`` id list (devkit layout only).
+        split: an id list: ``ImageSets/Main/<split>.txt``, or the path of any ``.txt`` file
+            of image ids (one per line) — for folders without ImageSets.
         classes: class names in label order; by default the sorted names found in the data.
             Objects of other classes are ignored.
 
@@ -202,7 +203,9 @@ def load_voc(root: str | Path, split: str | None = None,
         raise FileNotFoundError(f"VOC folder {root} does not exist")
     xmls, image_dirs = _layout(root)
     if split is not None:
-        list_file = root / "ImageSets" / "Main" / f"{split}.txt"
+        given = Path(split)
+        list_file = given if given.suffix == ".txt" and given.is_file() else (
+            root / "ImageSets" / "Main" / f"{split}.txt")
         if not list_file.is_file():
             raise FileNotFoundError(f"split {split!r}: {list_file} does not exist")
         wanted = [ln.split()[0] for ln in list_file.read_text().splitlines() if ln.strip()]

@@ -125,3 +125,11 @@ def test_an_unreadable_image_is_skipped(tmp_path):
     assert [a.image_id for a in ds] == ["a"]
     assert "b.xml" in next(iter(ds.skipped))
     shutil.rmtree(tmp_path)
+
+
+def test_split_from_any_id_file(tmp_path):
+    _write(tmp_path, "a", (30, 30), [("dog", (1, 1, 10, 10), 0)])
+    _write(tmp_path, "b", (30, 30), [("dog", (1, 1, 10, 10), 0)])
+    ids = tmp_path / "mine.txt"
+    ids.write_text("b\n")
+    assert [a.image_id for a in load_voc(tmp_path, str(ids))] == ["b"]
