@@ -200,4 +200,33 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet], widths: Sequence
                             {"iteration": it + 1, "optimizer": m})
     bar.close()
     head.eval()
+    plot_finetune_curves(metrics_path, out_dir / "finetune_curves.png")
     return head
+
+
+def plot_finetune_curves(metrics_path: Path, png: Path) -> None:
+    """Loss and window accuracy over iterations, from ``finetune_metrics.jsonl``."""
+    if not metrics_path.is_file():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
+    if not recs:
+        return
+    it = [r["iteration"] for r in recs]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
+    a.plot(it, [r["loss"] for r in recs])
+    a.set_xlabel("iteration")
+    a.set_ylabel("cross-entropy (K+1 classes)")
+    b.plot(it, [r["accuracy"] for r in recs])
+    b.set_xlabel("iteration")
+    b.set_ylabel("window accuracy (train batches)")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.suptitle("fc fine-tuning on pooled windows")
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
