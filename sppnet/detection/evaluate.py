@@ -66,7 +66,10 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
     timings: list[dict] = []
     pictures = []
     anns = [a for a in ds if a.image_id in proposals][:max_images]
-    for a in tqdm(anns, desc=f"detect ({mode})", disable=not progress, unit="img"):
+    drawn = set(np.linspace(0, len(anns) - 1, min(N_PICTURES, len(anns))).round().astype(int)
+                .tolist()) if anns else set()
+    for n, a in enumerate(tqdm(anns, desc=f"detect ({mode})", disable=not progress,
+                               unit="img")):
         image = decode_image(a.image_path)
         boxes = torch.from_numpy(proposals[a.image_id]).float()
         pooled, inverse, t = det.pooled(image, boxes, mode)
@@ -79,7 +82,7 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
             if name == main:
                 t.update(fc=t1 - t0, nms=time.perf_counter() - t1)
                 keep_dets[a.image_id] = d
-                if len(pictures) < N_PICTURES:
+                if n in drawn:  # spread over the set
                     pic = draw_detections(image, d.boxes.numpy(), d.scores.numpy(),
                                           d.labels.numpy(), det.classes,
                                           _draw_thresh(score), a.boxes)
