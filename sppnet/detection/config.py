@@ -62,6 +62,7 @@ class DetConfig:
     svm_bias_mult: float = 10.0  # R-CNN: bias_mult = 10 (liblinear -B)
     svm_pos_weight: float = 2.0  # R-CNN: pos_loss_weight = 2 (liblinear -w1)
     svm_neg_iou: float = 0.3  # R-CNN: negatives have IoU < 0.3 with every gt of the class
+    svm_neg_nms: float = 0.7  # SPP: a negative overlapping another negative by > 0.7 is removed
     svm_hard_thresh: float = -1.0001  # R-CNN: a negative is hard if its score > -1.0001
     svm_evict_thresh: float = -1.2  # R-CNN: cached negatives scoring < -1.2 are evicted
     svm_retrain_limit: int = 2000  # R-CNN: retrain after 2000 new hard negatives

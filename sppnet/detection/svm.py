@@ -6,7 +6,8 @@ Positives are the ground-truth boxes of the class; negatives are windows whose I
 ground truth of the class is below ``svm_neg_iou`` (0.3). Features are scaled so their mean L2
 norm is ``feat_norm_mean`` (20). Mining, per class: until the first training, every negative of
 each image is added; after it, a negative is added when it scores above ``svm_hard_thresh``
-(-1.0001). Once more than ``svm_retrain_limit`` (2000) negatives were added the SVM is retrained
+(-1.0001). A negative that overlaps another (kept) negative by more than ``svm_neg_nms``
+(0.7) is removed first (SPP section 4.1). Once more than ``svm_retrain_limit`` (2000) negatives were added the SVM is retrained
 and cached negatives scoring below ``svm_evict_thresh`` (-1.2) are evicted. A final retraining
 follows the pass. The solver is liblinear's L1-loss dual SVM (R-CNN: ``-s 3``) with bias
 multiplier ``svm_bias_mult`` (``-B 10``) and positive weight ``svm_pos_weight`` (``-w1 2``).
@@ -27,6 +28,21 @@ __all__ = ["ClassSVM", "train_svm", "mine_hard_negatives", "feature_scale"]
 
 log = logging.getLogger(__name__)
 SVM_MAX_ITER = 10_000  # liblinear iterations per training
+
+
+def _distinct(boxes: np.ndarray, overlap: float) -> np.ndarray:
+    """Windows left after removing those overlapping an earlier kept window by > ``overlap``."""
+    import torch
+
+    from ..ops import nms
+
+    keep = np.zeros(len(boxes), bool)
+    if overlap >= 1.0 or len(boxes) == 0:
+        keep[:] = True
+        return keep
+    b = torch.from_numpy(np.asarray(boxes, np.float32))
+    keep[nms(b, -torch.arange(len(b), dtype=torch.float32), overlap).numpy()] = True
+    return keep
 
 
 def feature_scale(samples: Iterable[np.ndarray], target: float) -> float:
@@ -135,11 +151,12 @@ def mine_hard_negatives(windows: Sequence[WindowSet],
     for i, ws in enumerate(tqdm(windows, desc="SVM hard negatives", disable=not progress)):
         if len(ws.boxes) == 0:
             continue
+        distinct = _distinct(ws.boxes, cfg.svm_neg_nms)  # (R,) bool
         x = features(i, None)  # (R, F)
         for k, m in enumerate(models):
             if len(pos_x[k]) == 0:
                 continue
-            neg = ws.class_iou[:, k] < cfg.svm_neg_iou  # (R,)
+            neg = (ws.class_iou[:, k] < cfg.svm_neg_iou) & distinct  # (R,)
             if m.trained:
                 neg &= m.scores(x) > cfg.svm_hard_thresh
             idx = np.nonzero(neg)[0]

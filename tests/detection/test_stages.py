@@ -217,7 +217,7 @@ def test_hard_negative_mining_separates_and_keeps_hard_negatives():
         x[: ws.n_gt + 1] += centres[lab]  # gt and its copy look like the class
         windows.append(ws)
         feats.append(x)
-    cfg = DetConfig(svm_C=0.1, svm_retrain_limit=200)
+    cfg = DetConfig(svm_C=0.1, svm_retrain_limit=200, svm_neg_nms=1.0)  # no overlap pruning
     models = mine_hard_negatives(windows, lambda i, rows: feats[i] if rows is None
                                  else feats[i][rows], k, cfg, progress=False)
     for c, m in enumerate(models):
@@ -228,6 +228,15 @@ def test_hard_negative_mining_separates_and_keeps_hard_negatives():
         assert (m.scores(neg) < 0).mean() > 0.9
         # the cache holds only negatives that still score >= the eviction threshold or newer
         assert len(m.negatives()) < sum(len(f) for f in feats)
+
+
+def test_overlapping_negatives_are_pruned():
+    from sppnet.detection.svm import _distinct
+
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 11], [50, 50, 60, 60], [0, 0, 10, 10.5]],
+                     np.float32)
+    np.testing.assert_array_equal(_distinct(boxes, 0.7), [True, False, True, False])
+    assert _distinct(boxes, 1.0).all()
 
 
 # ------------------------------------------------------------------------ box regression
