@@ -6,11 +6,12 @@ Positives are the ground-truth boxes of the class; negatives are windows whose I
 ground truth of the class is below ``svm_neg_iou`` (0.3). Features are scaled so their mean L2
 norm is ``feat_norm_mean`` (20). Mining, per class: until the first training, every negative of
 each image is added; after it, a negative is added when it scores above ``svm_hard_thresh``
-(-1.0001). A negative that overlaps another (kept) negative by more than ``svm_neg_nms``
-(0.7) is removed first (SPP section 4.1). Once more than ``svm_retrain_limit`` (2000) negatives
-were added the SVM is retrained and cached negatives scoring below ``svm_evict_thresh`` (-1.2) are evicted. A final retraining
-follows the pass. The solver is liblinear's L1-loss dual SVM (R-CNN: ``-s 3``) with bias
-multiplier ``svm_bias_mult`` (``-B 10``) and positive weight ``svm_pos_weight`` (``-w1 2``).
+(-1.0001). A negative that overlaps another (kept) negative by more than ``svm_neg_nms`` (0.7)
+is removed first (SPP section 4.1). Once more than ``svm_retrain_limit`` (2000) negatives were
+added the SVM is retrained and cached negatives scoring below ``svm_evict_thresh`` (-1.2) are
+evicted. A final retraining follows the pass. The solver is liblinear's L1-loss dual SVM
+(R-CNN: ``-s 3``) with bias multiplier ``svm_bias_mult`` (``-B 10``) and positive weight
+``svm_pos_weight`` (``-w1 2``).
 """
 
 from __future__ import annotations
