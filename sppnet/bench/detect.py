@@ -52,11 +52,11 @@ __all__ = ["run_detect_benchmark", "format_detect_report", "memory_probe"]
 LEVELS = (6, 3, 2, 1)
 
 
-def _model(name: str, width_mult: float):
+def _model(name: str, width_mult: float, fc_dim: int = 4096):
     from ..models import get_model
 
     torch.manual_seed(0)
-    return get_model(name, num_classes=21, width_mult=width_mult).eval()
+    return get_model(name, num_classes=21, width_mult=width_mult, fc_dim=fc_dim).eval()
 
 
 def _timed(fn):
@@ -119,6 +119,14 @@ def _one_image(model, spec, image, boxes, scales, fast_fc, svd_fc, rng, check) -
     }
 
 
+def _conv_nchw(model, spec, image):
+    from ..data.transforms import resize_to, to_tensor
+
+    size = scaled_sizes(image.shape[:2], SINGLE_SCALE)[0]
+    return model.forward_features(to_tensor(resize_to(image, size), spec.mean,
+                                            spec.input_scale)[None].contiguous())
+
+
 @torch.no_grad()
 def _rcnn(model, spec, image, boxes, n_sub: int) -> tuple[float, int]:
     from ..data.transforms import to_tensor
@@ -129,13 +137,13 @@ def _rcnn(model, spec, image, boxes, n_sub: int) -> tuple[float, int]:
     return t / len(sub) * len(boxes), len(sub)
 
 
-def memory_probe(model_name: str, width_mult: float, n_images: int, side: int = 1200,
+def memory_probe(model_name: str, width_mult: float, fc_dim: int, n_images: int, side: int = 1200,
                  windows: int = 2000) -> list[float]:
     """Peak RSS (MiB) after each of ``n_images`` detections on a ``side``-px image at 5 scales
     (run in a fresh process by :func:`run_detect_benchmark`)."""
     from ..detection.features import pool_windows as pw
 
-    model = _model(model_name, width_mult)
+    model = _model(model_name, width_mult, fc_dim)
     spec = BackboneSpec(model=model_name)
     rng = np.random.default_rng(0)
     peaks = []
@@ -155,7 +163,7 @@ def memory_probe(model_name: str, width_mult: float, n_images: int, side: int = 
 
 
 def run_detect_benchmark(images: Sequence[Path], model_name: str = "zf5_spp",
-                         width_mult: float = 1.0, n_images: int = 4,
+                         width_mult: float = 1.0, n_images: int = 4, fc_dim: int = 4096,
                          max_proposals: int = 2000, rcnn_windows: int = 32,
                          svd_ranks: tuple[int, int] = (1024, 512), check_windows: int = 64,
                          memory_images: int = 3, progress: bool = True) -> dict:
@@ -163,11 +171,12 @@ def run_detect_benchmark(images: Sequence[Path], model_name: str = "zf5_spp",
 
     from ..nn.compress import int8_linear, svd_linear
 
-    model = _model(model_name, width_mult).to(memory_format=torch.channels_last)
+    plain = _model(model_name, width_mult, fc_dim)  # NCHW weights and input: the "before"
+    model = _model(model_name, width_mult, fc_dim).to(memory_format=torch.channels_last)
     spec = BackboneSpec(model=model_name)
     fast_fc = (int8_linear(model.fc6), int8_linear(model.fc7))
-    svd_fc = (svd_linear(model.fc6, min(svd_ranks[0], model.fc6.out_features)),
-              svd_linear(model.fc7, min(svd_ranks[1], model.fc7.out_features)))
+    svd_fc = (svd_linear(model.fc6, min(svd_ranks[0], fc_dim)),
+              svd_linear(model.fc7, min(svd_ranks[1], fc_dim)))
     rng = np.random.default_rng(0)
     per_image: list[dict] = []
     paths = list(images)[: n_images + 1]
@@ -185,14 +194,19 @@ def run_detect_benchmark(images: Sequence[Path], model_name: str = "zf5_spp",
                                   check_windows if i > 0 else 0)
         rec["rcnn_conv"], rec["rcnn_measured_windows"] = _rcnn(model, spec, image, boxes,
                                                                rcnn_windows)
+        # the trunk with contiguous (NCHW) weights and input, for the before/after figure
+        with torch.no_grad():
+            _, rec["conv_1scale_nchw"] = _timed(lambda im=image: _conv_nchw(plain, spec, im))
         if i > 0:  # the first image warms up
             per_image.append(rec)
-    result = {"model": model_name, "width_mult": width_mult, "images": len(per_image),
+    result = {"model": model_name, "width_mult": width_mult, "fc_dim": fc_dim,
+              "images": len(per_image),
               "env": environment(), "svd_ranks": list(svd_ranks),
               "rcnn_measured_windows": rcnn_windows, "per_image": per_image}
     med = lambda xs: float(median(xs))  # noqa: E731
     rcnn_conv = med([r["rcnn_conv"] for r in per_image])
     result["proposals_s"] = med([r["proposals"] for r in per_image])
+    result["conv_1scale_nchw"] = med([r["conv_1scale_nchw"] for r in per_image])
     result["windows_mean"] = float(np.mean([r["windows"] for r in per_image]))
     for key in ("1scale", "5scale"):
         rows = [r[key] for r in per_image]
@@ -215,7 +229,8 @@ def run_detect_benchmark(images: Sequence[Path], model_name: str = "zf5_spp",
         }
     if memory_images:
         code = ("import json,sys; from sppnet.bench.detect import memory_probe; "
-                f"print(json.dumps(memory_probe({model_name!r}, {width_mult}, {memory_images})))")
+                f"print(json.dumps(memory_probe({model_name!r}, {width_mult}, {fc_dim}, "
+                f"{memory_images})))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              timeout=1200)
         if out.returncode == 0:
@@ -228,7 +243,8 @@ def run_detect_benchmark(images: Sequence[Path], model_name: str = "zf5_spp",
 
 def format_detect_report(r: dict) -> str:
     e = r["env"]
-    lines = [f"sppnet bench detect — {r['model']} (width {r['width_mult']}, random weights), "
+    lines = [f"sppnet bench detect — {r['model']} (width {r['width_mult']}, fc {r['fc_dim']}, "
+             "random weights), "
              f"torch {e['torch']}, {e['threads']} threads, cpu, float32",
              f"{r['images']} images (median; 1 warm-up not counted), "
              f"{r['windows_mean']:.0f} Selective Search windows per image; "
@@ -241,7 +257,9 @@ def format_detect_report(r: dict) -> str:
     def row(name, ka, fmt="{:.3f}"):
         lines.append(f"{name:<34}{fmt.format(a[ka]):>15}{fmt.format(b[ka]):>15}")
 
-    row("SPP conv", "conv")
+    lines.append(f"{'SPP conv, NCHW trunk (before)':<34}{r['conv_1scale_nchw']:>15.3f}"
+                 f"{'':>15}")
+    row("SPP conv (channels-last trunk)", "conv")
     row("SPP pool (all windows)", "pool")
     row("SPP fc (all windows, fp32)", "fc")
     row("SPP total", "total")

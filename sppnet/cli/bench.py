@@ -33,6 +33,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     det.add_argument("--n-images", type=int, default=4, help="timed images (plus 1 warm-up)")
     det.add_argument("--model", default="zf5_spp", help="SPP model, random weights (zf5_spp)")
     det.add_argument("--width-mult", type=float, default=1.0)
+    det.add_argument("--fc-dim", type=int, default=4096, help="fc6/fc7 width (paper: 4096)")
     det.add_argument("--proposals", type=int, default=2000, help="windows per image")
     det.add_argument("--rcnn-windows", type=int, default=32,
                      help="windows the R-CNN conv time is measured on (then extrapolated)")
@@ -61,7 +62,7 @@ def main_detect(args: argparse.Namespace) -> int:
     images = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_EXTS)
     r6, r7 = (int(v) for v in args.svd_ranks.split(","))
     result = run_detect_benchmark(images, args.model, args.width_mult, args.n_images,
-                                  args.proposals, args.rcnn_windows, (r6, r7),
+                                  args.fc_dim, args.proposals, args.rcnn_windows, (r6, r7),
                                   memory_images=args.memory_images,
                                   progress=not args.no_progress)
     print(format_detect_report(result))

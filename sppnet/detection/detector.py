@@ -75,7 +75,9 @@ class SPPDetector(nn.Module):
                  svms: dict[str, tuple[Tensor, Tensor, float]] | None = None,
                  regressor: BoxRegressor | None = None) -> None:
         super().__init__()
-        self.backbone = backbone.eval()
+        # channels-last weights to match compute_maps' channels-last input (bench detect
+        # measures the difference)
+        self.backbone = backbone.eval().to(memory_format=torch.channels_last)
         self.spec = spec
         self.head = head.eval()
         self.classes = list(classes)

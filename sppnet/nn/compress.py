@@ -26,7 +26,7 @@ def svd_linear(linear: nn.Linear, rank: int) -> nn.Sequential:
     if not 1 <= rank <= min(in_f, out_f):
         raise ValueError(f"rank must be in [1, {min(in_f, out_f)}] for a {in_f}->{out_f} layer, "
                          f"got {rank}")
-    u, s, vh = torch.linalg.svd(linear.weight.double(), full_matrices=False)
+    u, s, vh = torch.linalg.svd(linear.weight.float(), full_matrices=False)
     first = nn.Linear(in_f, rank, bias=False)
     second = nn.Linear(rank, out_f, bias=linear.bias is not None)
     first.weight.copy_((s[:rank, None] * vh[:rank]).float())  # (r, in)

@@ -17,7 +17,8 @@ def test_bench_detect_small(tmp_path, capsys):
         Image.fromarray(img).save(tmp_path / f"p{i}.jpg")
     out = tmp_path / "b.json"
     assert main(["bench", "detect", "--images", str(tmp_path), "--n-images", "1",
-                 "--width-mult", "0.125", "--proposals", "200", "--rcnn-windows", "4",
+                 "--width-mult", "0.125", "--fc-dim", "128",
+                 "--svd-ranks", "32,16", "--proposals", "200", "--rcnn-windows", "4",
                  "--memory-images", "0", "--no-progress", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "speedup conv" in text and "R-CNN total" in text
