@@ -152,3 +152,14 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"config {path} must hold a JSON object")
     return data
+
+
+def config_from_args(cfg: Any, args: Any, flags: dict[str, str]) -> Any:
+    """``cfg`` updated from ``--config FILE``, then the CLI flags set (``flags``: attribute of
+    ``args`` -> config field), then ``--set key=value`` overrides, in that order."""
+    if getattr(args, "config", None):
+        cfg = apply_overrides(cfg, load_config(args.config))
+    given = {field: getattr(args, flag) for flag, field in flags.items()
+             if getattr(args, flag, None) is not None}
+    cfg = apply_overrides(cfg, given)
+    return apply_overrides(cfg, parse_set(getattr(args, "set", []) or []))

@@ -54,17 +54,10 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..classification.config import TrainConfig, apply_overrides, load_config, parse_set
+    from ..classification.config import TrainConfig, apply_overrides, config_from_args
 
-    cfg = TrainConfig()
-    if args.config:
-        cfg = apply_overrides(cfg, load_config(args.config))
-    flags = {field: getattr(args, flag) for flag, field in FLAGS.items()
-             if getattr(args, flag, None) is not None}
-    cfg = apply_overrides(cfg, flags)
-    if args.no_progress:
-        cfg = apply_overrides(cfg, {"progress": False})
-    return apply_overrides(cfg, parse_set(args.set))
+    cfg = config_from_args(TrainConfig(), args, FLAGS)
+    return apply_overrides(cfg, {"progress": False}) if args.no_progress else cfg
 
 
 def main(args: argparse.Namespace) -> int:

@@ -51,15 +51,10 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..classification.config import apply_overrides, load_config, parse_set
+    from ..classification.config import config_from_args
     from ..detection.config import DetConfig
 
-    cfg = DetConfig()
-    if args.config:
-        cfg = apply_overrides(cfg, load_config(args.config))
-    flags = {f: getattr(args, k) for k, f in FLAGS.items() if getattr(args, k, None) is not None}
-    cfg = apply_overrides(cfg, flags)
-    return apply_overrides(cfg, parse_set(args.set))
+    return config_from_args(DetConfig(), args, FLAGS)
 
 
 def main(args: argparse.Namespace) -> int:

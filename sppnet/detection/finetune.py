@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models.spp_nets import fc_activations
 from ..utils.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -58,14 +59,7 @@ class DetectionHead(nn.Module):
 
     def features(self, pooled: Tensor, layer: str = "fc7") -> Tensor:
         """``pool5`` (the input itself), ``fc6`` or ``fc7`` activations (after ReLU)."""
-        if layer == "pool5":
-            return pooled
-        h = torch.relu(self.fc6(pooled))
-        if layer == "fc6":
-            return h
-        if layer != "fc7":
-            raise ValueError(f"layer must be pool5, fc6 or fc7, got {layer!r}")
-        return torch.relu(self.fc7(self.dropout(h)))
+        return fc_activations(self, pooled, layer)
 
     def forward(self, pooled: Tensor) -> Tensor:
         """``(B, D) -> (B, K + 1)`` logits."""

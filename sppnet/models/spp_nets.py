@@ -108,6 +108,19 @@ def _scaled(channels: int, width_mult: float) -> int:
     return max(8, int(round(channels * width_mult)))
 
 
+def fc_activations(head: nn.Module, pooled: Tensor, layer: str = "fc7") -> Tensor:
+    """``pool5`` (the input), ``fc6`` or ``fc7`` activations (after ReLU) of ``head``'s
+    ``fc6``/``fc7``/``dropout`` (shared by :class:`SPPNet` and the detection head)."""
+    if layer == "pool5":
+        return pooled
+    h = torch.relu(head.fc6(pooled))
+    if layer == "fc6":
+        return h
+    if layer != "fc7":
+        raise ValueError(f"layer must be pool5, fc6 or fc7, got {layer!r}")
+    return torch.relu(head.fc7(head.dropout(h)))
+
+
 class SPPNet(nn.Module):
     """A Table-1 net: conv trunk, then SPP (or the baseline pool5), fc6, fc7, fc8.
 
@@ -215,12 +228,9 @@ class SPPNet(nn.Module):
 
     def fc_features(self, pooled: Tensor, layer: str = "fc7") -> Tensor:
         """fc6 or fc7 activations (after ReLU, before dropout) of pooled vectors."""
-        h = torch.relu(self.fc6(pooled))
-        if layer == "fc6":
-            return h
-        if layer != "fc7":
+        if layer not in ("fc6", "fc7"):
             raise ValueError(f"layer must be 'fc6' or 'fc7', got {layer!r}")
-        return torch.relu(self.fc7(self.dropout(h)))
+        return fc_activations(self, pooled, layer)
 
     def classify_pooled(self, pooled: Tensor) -> Tensor:
         """Pooled vectors -> class scores (fc6 -> fc7 -> fc8)."""
