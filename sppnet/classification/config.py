@@ -105,7 +105,7 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
     if value is None:
         return None
     default = getattr(cls(), name)
-    if name in _TUPLES or isinstance(default, tuple):
+    if (cls is TrainConfig and name in _TUPLES) or isinstance(default, tuple):
         if isinstance(value, str):
             value = [v for v in value.replace(" ", "").split(",") if v]
         out = []

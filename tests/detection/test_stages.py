@@ -317,3 +317,16 @@ def test_deduplicated_windows_give_the_same_detections():
     torch.testing.assert_close(d1.boxes, d2.boxes)
     torch.testing.assert_close(d1.scores, d2.scores)
     assert torch.equal(d1.labels, d2.labels)
+
+
+def test_cli_config_keeps_strings_and_tuples_apart():
+    import argparse
+
+    from sppnet.cli.train_det import get_args_parser, resolve_config
+
+    args = get_args_parser(argparse.ArgumentParser()).parse_args(
+        ["--data", "d", "--split", "ids/train.txt", "--scales", "480,688", "--svm-layers",
+         "pool5,fc7", "--set", "bbox_lambda=4000"])
+    cfg = resolve_config(args)
+    assert cfg.split == "ids/train.txt" and cfg.scales == (480, 688)
+    assert cfg.svm_layers == ("pool5", "fc7") and cfg.bbox_lambda == 4000.0
