@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["draw_detections", "image_grid"]
 
@@ -24,6 +24,11 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
     if f < 1.0:
         img = img.resize((round(img.width * f), round(img.height * f)), Image.BILINEAR)
     draw = ImageDraw.Draw(img)
+    fs = max(11, round(max(img.size) / 32))  # legible after the grid's thumbnail
+    try:
+        font = ImageFont.load_default(size=fs)
+    except TypeError:  # Pillow < 10.1 has one fixed-size default font
+        font, fs = ImageFont.load_default(), 11
     if gt_boxes is not None:
         for b in np.asarray(gt_boxes).reshape(-1, 4) * f:
             draw.rectangle([float(v) for v in b], outline=(255, 255, 255), width=1)
@@ -35,9 +40,10 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
         color = PALETTE[int(labels[j]) % len(PALETTE)]
         draw.rectangle(b, outline=color, width=3)
         text = f"{classes[int(labels[j])]} {scores[j]:.2f}"
-        tw = draw.textlength(text)
-        draw.rectangle([b[0], max(0, b[1] - 12), b[0] + tw + 4, max(12, b[1])], fill=color)
-        draw.text((b[0] + 2, max(0, b[1] - 12)), text, fill=(0, 0, 0))
+        tw = draw.textlength(text, font=font)
+        top = max(0.0, b[1] - fs - 2)
+        draw.rectangle([b[0], top, b[0] + tw + 4, top + fs + 2], fill=color)
+        draw.text((b[0] + 2, top), text, fill=(0, 0, 0), font=font)
     return img
 
 
