@@ -94,7 +94,10 @@ def _check_run_dir(out: Path, cfg: DetConfig, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stamp = out / "config.json"
     h = _config_hash(cfg)
-    if stamp.is_file() and not force:
+    trained = any((out / f).exists() for f in ("head.safetensors", "finetune_last.safetensors",
+                                                  "bbox_reg.safetensors", "model"))
+    trained = trained or any(out.glob("svm_*.safetensors"))
+    if stamp.is_file() and trained and not force:  # outputs of another config: do not mix
         old = json.loads(stamp.read_text()).get("config_hash")
         if old != h:
             raise ValueError(f"{out} holds a run with a different configuration (hash {old}, "
