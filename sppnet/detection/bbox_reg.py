@@ -76,8 +76,11 @@ class BoxRegressor:
 
     @classmethod
     def fit(cls, samples: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-            num_classes: int, feat_scale: float, lam: float) -> BoxRegressor:
-        """Fit from per-image ``(pool5 (n, P), boxes (n, 4), gt boxes (n, 4), labels (n,))``."""
+            num_classes: int, feat_scale: float, lam: float,
+            max_per_class: int | None = None, seed: int = 0) -> BoxRegressor:
+        """Fit from per-image ``(pool5 (n, P), boxes (n, 4), gt boxes (n, 4), labels (n,))``;
+        at most ``max_per_class`` windows per class (a seeded random subset) bound the memory
+        of the dual solve."""
         coder = BoxCoder()
         p = samples[0][0].shape[1]
         weight = torch.zeros(num_classes, p, 4)
@@ -87,9 +90,12 @@ class BoxRegressor:
         gts = torch.from_numpy(np.concatenate([s[2] for s in samples])).float()
         labels = np.concatenate([s[3] for s in samples])
         targets = coder.encode(gts, boxes).numpy()  # (n, 4)
+        rng = np.random.default_rng(seed)
         for k in range(num_classes):
-            rows = labels == k
-            if rows.sum() < 2:
+            rows = np.nonzero(labels == k)[0]
+            if max_per_class is not None and len(rows) > max_per_class:
+                rows = np.sort(rng.choice(rows, max_per_class, replace=False))
+            if len(rows) < 2:
                 continue  # identity regression (zero deltas)
             w, b = fit_ridge(x[rows], targets[rows], lam)
             weight[k] = torch.from_numpy(w)

@@ -185,7 +185,8 @@ def train_bbox(st: Stages, progress: bool) -> BoxRegressor:
     if not samples:
         raise ValueError("no windows overlap a ground truth enough to train box regression")
     scale = feature_scale(scale_rows, cfg.feat_norm_mean)
-    return BoxRegressor.fit(samples, len(st.ds.classes), scale, cfg.bbox_lambda)
+    return BoxRegressor.fit(samples, len(st.ds.classes), scale, cfg.bbox_lambda,
+                            cfg.bbox_max_per_class, cfg.seed)
 
 
 def _head_path(out: Path) -> Path:
