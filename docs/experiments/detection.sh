@@ -35,8 +35,15 @@ sppnet train-det --data $F/train --test-data $F/test \
   --backbone runs/caltech/zf5_spp_single_s0/best.safetensors \
   --output-dir runs/det/fruit_zf5 --cache-dir runs/det/cache_fruit "${COMMON[@]}"
 
-# the R-CNN way on the same detectors and windows (a conv pass per warped window)
-sppnet eval-det --model runs/det/fruit_mnv2/model --data $F/test --mode rcnn \
-  --cache-dir runs/det/cache_fruit --output-dir runs/det/fruit_mnv2/eval_rcnn --no-progress
+# the R-CNN way on the same detectors and windows (a conv pass per warped window). MobileNetV2
+# per window is slow on 2 cores (~20 s per image), so it runs on the first 20 test images, with
+# the SPP way on the same 20 for a paired comparison.
 sppnet eval-det --model runs/det/fruit_zf5/model --data $F/test --mode rcnn \
   --cache-dir runs/det/cache_fruit --output-dir runs/det/fruit_zf5/eval_rcnn --no-progress
+sppnet eval-det --model runs/det/fruit_mnv2/model --data $F/test --max-images 20 \
+  --cache-dir runs/det/cache_fruit --output-dir runs/det/fruit_mnv2/eval_first20 --no-progress
+sppnet eval-det --model runs/det/fruit_mnv2/model --data $F/test --mode rcnn --max-images 20 \
+  --cache-dir runs/det/cache_fruit --output-dir runs/det/fruit_mnv2/eval_rcnn_first20 --no-progress
+
+# SPP-net against the R-CNN way, full ZF-5 (random weights), the paper's Table 10 on this machine
+sppnet bench detect --n-images 4 --json docs/figures/bench_detect.json
