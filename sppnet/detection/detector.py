@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.transforms import to_tensor
-from ..ops import batched_nms, clip_boxes
+from ..ops import batched_nms, clip_boxes, spp_output_dim
 from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .bbox_reg import BoxRegressor
 from .features import (
@@ -85,6 +85,7 @@ class SPPDetector(nn.Module):
         self.svms = dict(svms or {})  # layer -> (W (F, K), b (K,), feature scale)
         self.regressor = regressor
         self._fast: tuple[str, DetectionHead] | None = None
+        self._pool_buffer: Tensor | None = None  # reused pooled-window output (detect)
 
     def scoring_head(self) -> DetectionHead:
         """The head scoring uses: as trained, or compressed per ``settings.fc``."""
@@ -97,11 +98,13 @@ class SPPDetector(nn.Module):
 
     # ------------------------------------------------------------------ features
     @torch.no_grad()
-    def pooled_spp(self, image: np.ndarray, boxes: Tensor,
-                   dedupe: bool = True) -> tuple[Tensor, Tensor | None, dict]:
+    def pooled_spp(self, image: np.ndarray, boxes: Tensor, dedupe: bool = True,
+                   reuse_buffer: bool = False) -> tuple[Tensor, Tensor | None, dict]:
         """Pool5 of the windows from conv maps computed once per scale: ``(pooled (U, D),
         inverse (R,) or None, seconds)``. With ``dedupe`` windows that project onto the same
-        map cells are pooled once and ``pooled[inverse]`` is the per-window matrix."""
+        map cells are pooled once and ``pooled[inverse]`` is the per-window matrix. With
+        ``reuse_buffer`` the result is a view of a buffer the next call overwrites (no fresh
+        100 MB allocation per image); :meth:`detect` uses it."""
         t0 = time.perf_counter()
         maps = compute_maps(self.backbone, image, self.settings.scales, self.spec)
         t1 = time.perf_counter()
@@ -112,9 +115,19 @@ class SPPDetector(nn.Module):
         if dedupe and len(boxes):
             first, inverse = dedupe_windows(window_cells(maps, *args, boxes, *geo, scale_index))
             boxes, scale_index = boxes[first], scale_index[first]
-        pooled = pool_windows(maps, *args, boxes, *geo, self.settings.levels, scale_index)
+        out = self._buffer(len(boxes), maps[0]) if reuse_buffer else None
+        pooled = pool_windows(maps, *args, boxes, *geo, self.settings.levels, scale_index,
+                              out=out)
         t2 = time.perf_counter()
         return pooled, inverse, {"conv": t1 - t0, "pool": t2 - t1, "unique": len(pooled)}
+
+    def _buffer(self, rows: int, like: Tensor) -> Tensor:
+        dim = spp_output_dim(like.shape[0], self.settings.levels)
+        buf = self._pool_buffer
+        if buf is None or buf.shape[1] != dim or buf.shape[0] < rows or buf.dtype != like.dtype:
+            buf = torch.empty(max(rows, 2048), dim, dtype=like.dtype)
+            self._pool_buffer = buf
+        return buf[:rows]
 
     @torch.no_grad()
     def pooled_rcnn(self, image: np.ndarray, boxes: Tensor) -> tuple[Tensor, None, dict]:
@@ -124,10 +137,10 @@ class SPPDetector(nn.Module):
         pooled = rcnn_pool(self.backbone, x, boxes, self.settings.levels)
         return pooled, None, {"conv": time.perf_counter() - t0, "pool": 0.0}
 
-    def pooled(self, image: np.ndarray, boxes: Tensor,
-               mode: str = "spp") -> tuple[Tensor, Tensor | None, dict]:
+    def pooled(self, image: np.ndarray, boxes: Tensor, mode: str = "spp",
+               reuse_buffer: bool = False) -> tuple[Tensor, Tensor | None, dict]:
         if mode == "spp":
-            return self.pooled_spp(image, boxes)
+            return self.pooled_spp(image, boxes, reuse_buffer=reuse_buffer)
         if mode == "rcnn":
             return self.pooled_rcnn(image, boxes)
         raise ValueError(f"mode must be spp or rcnn, got {mode!r}")
@@ -177,7 +190,7 @@ class SPPDetector(nn.Module):
                mode: str = "spp") -> Detections:
         """Detections for an RGB ``(H, W, 3)`` uint8 image and its proposal windows."""
         boxes = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4)
-        pooled, inverse, timings = self.pooled(image, boxes, mode)
+        pooled, inverse, timings = self.pooled(image, boxes, mode, reuse_buffer=True)
         t0 = time.perf_counter()
         scores = self.score_pooled(pooled)
         t1 = time.perf_counter()

@@ -123,7 +123,7 @@ def compute_maps(backbone: nn.Module, image: np.ndarray, scales: Sequence[int],
 def pool_windows(maps: Sequence[Tensor], image_size: tuple[int, int], scales: Sequence[int],
                  boxes: Tensor, stride: float, offset: float,
                  levels: Sequence[int] = (6, 3, 2, 1), scale_index: Tensor | None = None,
-                 mode: str = "max") -> Tensor:
+                 mode: str = "max", out: Tensor | None = None) -> Tensor:
     """Pool each window from the map of its scale.
 
     Args:
@@ -131,6 +131,8 @@ def pool_windows(maps: Sequence[Tensor], image_size: tuple[int, int], scales: Se
         image_size: ``(H, W)`` of the original image the boxes refer to.
         boxes (Tensor[R, 4]): windows in original-image pixels.
         scale_index (LongTensor[R]): scale per window; by default :func:`select_scales`.
+        out: a contiguous ``(R, D)`` tensor to write into (saves a large fresh allocation;
+            when every window uses one scale the pooling writes there directly).
     Returns:
         Tensor[R, D] with ``D = C * sum(n*n)``.
     """
@@ -140,14 +142,22 @@ def pool_windows(maps: Sequence[Tensor], image_size: tuple[int, int], scales: Se
     if scale_index is None:
         scale_index = select_scales(boxes, image_size, scales)
     c = maps[0].shape[0]
-    out = torch.empty(len(boxes), spp_output_dim(c, levels), dtype=maps[0].dtype)
+    dim = spp_output_dim(c, levels)
+    if out is None:
+        out = torch.empty(len(boxes), dim, dtype=maps[0].dtype)
+    elif out.shape != (len(boxes), dim) or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous ({len(boxes)}, {dim}) tensor, got "
+                         f"{tuple(out.shape)}")
     h, w = image_size
+    used = torch.unique(scale_index).tolist()
     for k, (sh, sw) in enumerate(scaled_sizes(image_size, scales)):
-        idx = (scale_index == k).nonzero().flatten()
-        if idx.numel() == 0:
+        if k not in used:
             continue
+        idx = (scale_index == k).nonzero().flatten()
         b = boxes[idx] * torch.tensor([sw / w, sh / h, sw / w, sh / h])  # (r, 4) at scale k
         rois = torch.cat([torch.zeros(len(idx), 1), b], 1)
+        if len(used) == 1:  # every window at this scale: pool straight into `out`
+            return spp_roi_pool(maps[k][None], rois, levels, stride, offset, mode, out=out)
         out[idx] = spp_roi_pool(maps[k][None], rois, levels, stride, offset, mode)
     return out
 

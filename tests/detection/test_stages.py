@@ -330,3 +330,16 @@ def test_cli_config_keeps_strings_and_tuples_apart():
     cfg = resolve_config(args)
     assert cfg.split == "ids/train.txt" and cfg.scales == (480, 688)
     assert cfg.svm_layers == ("pool5", "fc7") and cfg.bbox_lambda == 4000.0
+
+
+def test_pool_windows_into_a_given_buffer():
+    torch.manual_seed(0)
+    maps = [torch.randn(4, 10, 12)]
+    boxes = torch.tensor([[0, 0, 50, 40], [10, 10, 30, 30.0]])
+    ref = pool_windows(maps, (160, 190), (160,), boxes, 16, 7.5, (2, 1))
+    buf = torch.full((2, 20), float("nan"))
+    got = pool_windows(maps, (160, 190), (160,), boxes, 16, 7.5, (2, 1), out=buf)
+    assert got.data_ptr() == buf.data_ptr()
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="out must be"):
+        pool_windows(maps, (160, 190), (160,), boxes, 16, 7.5, (2, 1), out=torch.empty(3, 20))
