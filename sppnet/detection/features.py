@@ -212,9 +212,9 @@ class ConvMapCache:
     def _digest(self, image_path: Path) -> str:
         key = str(image_path)
         if key not in self._digests:
-            from .proposals import _file_digest
+            from .proposals import file_digest
 
-            self._digests[key] = _file_digest(image_path)
+            self._digests[key] = file_digest(image_path)
         return self._digests[key]
 
     def key(self, image_path: Path, scale: int, flip: bool) -> str:

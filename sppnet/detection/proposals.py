@@ -31,8 +31,7 @@ from ..data.decode import decode_image
 from ..utils.distributed import shard
 
 __all__ = ["ProposalConfig", "selective_search", "ProposalCache", "compute_proposals",
-           "iter_proposals",
-           "jitter_boxes", "load_proposal_file"]
+           "file_digest", "iter_proposals", "jitter_boxes", "load_proposal_file"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ def selective_search(image: np.ndarray, cfg: ProposalConfig = ProposalConfig()) 
     return boxes[: cfg.max_proposals]
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     h = hashlib.sha1()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -119,7 +118,7 @@ class ProposalCache:
         self.cfg = cfg
 
     def key(self, image_path: Path) -> str:
-        return hashlib.sha1((_file_digest(image_path) + self.cfg.key()).encode()).hexdigest()
+        return hashlib.sha1((file_digest(image_path) + self.cfg.key()).encode()).hexdigest()
 
     def path(self, key: str) -> Path:
         return self.dir / f"{key}.npz"
