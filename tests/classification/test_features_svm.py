@@ -9,7 +9,7 @@ import pytest
 
 from sppnet.classification import features as feat_mod
 from sppnet.classification.features import FeatureSpec, extract_features, representation
-from sppnet.classification.svm_protocol import caltech_splits, run_protocol
+from sppnet.classification.svm_protocol import _svm, caltech_splits, row_space, run_protocol
 from sppnet.cli.main import main
 from sppnet.data.folder import ClassFolder
 
@@ -40,6 +40,29 @@ def test_protocol_separable_features():
     assert res["mean_accuracy"] > 0.95 and len(res["per_split"]) == 3
     assert all(s["C"] in (0.1, 1.0) and s["test"] == 60 for s in res["per_split"])
     assert np.asarray(res["confusion"]).sum() == 180
+
+
+def test_row_space_solves_the_same_svm_problem():
+    """More dimensions than samples: the SVM trained on row-space coordinates scores every
+    point exactly as the SVM trained on the raw features (the dimension drops from d to n)."""
+    rng = np.random.default_rng(0)
+    n, d, k = 60, 400, 4
+    centres = rng.normal(size=(k, d))
+    y = rng.integers(0, k, n + 30)
+    x = (centres[y] * 0.3 + rng.normal(size=(n + 30, d))).astype(np.float32)
+    z_tr, z_te = row_space(x[:n], x[n:])
+    assert z_tr.shape == (n, n) and z_te.shape == (30, n)
+    # Gram matrices (the geometry the SVM sees) are preserved
+    np.testing.assert_allclose(z_tr @ z_te.T, x[:n].astype(np.float64) @ x[n:].T, rtol=1e-6,
+                               atol=1e-6)
+    for c in (0.1, 10.0):
+        raw = _svm(c).set_params(tol=1e-8, max_iter=100000).fit(x[:n], y[:n])
+        red = _svm(c).set_params(tol=1e-8, max_iter=100000).fit(z_tr, y[:n])
+        np.testing.assert_allclose(red.decision_function(z_te), raw.decision_function(x[n:]),
+                                   rtol=1e-4, atol=1e-4)
+    # fewer dimensions than samples: inputs come back unchanged
+    small = x[:, :20]
+    assert row_space(small, small[:3])[0] is small
 
 
 def test_representation_l2_normalises_chosen_levels():
