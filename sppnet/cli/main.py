@@ -16,6 +16,8 @@ from .. import __version__  # noqa: E402
 
 # name -> (module, one-line help)
 COMMANDS = {
+    "demo": ("sppnet.cli.demo", "the paper's headline results in ~10 minutes on a CPU, with an "
+                                "HTML report (no data or weights needed)"),
     "bench": ("sppnet.cli.bench", "speed benchmarks against references, measured in one run"),
     "train-cls": ("sppnet.cli.train_cls", "train an SPP-net classifier on a folder of photos"),
     "features": ("sppnet.cli.features", "extract and cache full-image SPP features"),

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["Annotation", "VOCDataset", "AnnotationError", "parse_voc_xml", "load_voc",
-           "read_image_size"]
+__all__ = ["Annotation", "VOCDataset", "AnnotationError", "parse_voc_xml", "write_voc_xml",
+           "load_voc", "read_image_size"]
 
 log = logging.getLogger(__name__)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
@@ -135,6 +135,37 @@ def parse_voc_xml(xml_path: Path) -> dict:
         objects.append((name, coords, diff not in (None, "0")))
     return {"filename": _text(root, "filename", xml_path, required=False), "size": (h, w),
             "objects": objects}
+
+
+def write_voc_xml(xml_path: str | Path, filename: str, image_size: tuple[int, int],
+                  boxes: np.ndarray, names: Sequence[str],
+                  difficult: Sequence[bool] | None = None) -> Path:
+    """Write one VOC annotation file (the inverse of :func:`parse_voc_xml` + load).
+
+    ``boxes (R, 4)`` are continuous 0-based ``xyxy`` on whole pixels; they are written as VOC's
+    1-based inclusive ``(x1 + 1, y1 + 1, x2, y2)``. ``image_size`` is ``(H, W)``."""
+    from xml.sax.saxutils import escape
+
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(names) != len(boxes):
+        raise ValueError(f"names has {len(names)} entries for {len(boxes)} boxes")
+    difficult = [False] * len(boxes) if difficult is None else list(difficult)
+    h, w = image_size
+    objs = []
+    for (x1, y1, x2, y2), name, diff in zip(boxes, names, difficult):
+        objs.append(
+            f"  <object>\n    <name>{escape(name)}</name>\n    <pose>Unspecified</pose>\n"
+            f"    <truncated>0</truncated>\n    <difficult>{int(diff)}</difficult>\n"
+            f"    <bndbox><xmin>{round(x1) + 1}</xmin><ymin>{round(y1) + 1}</ymin>"
+            f"<xmax>{round(x2)}</xmax><ymax>{round(y2)}</ymax></bndbox>\n  </object>\n")
+    text = (f"<annotation>\n  <filename>{escape(filename)}</filename>\n"
+            f"  <size><width>{w}</width><height>{h}</height><depth>3</depth></size>\n"
+            + "".join(objs) + "</annotation>\n")
+    xml_path = Path(xml_path)
+    tmp = xml_path.with_suffix(".xml.tmp")
+    tmp.write_text(text)
+    tmp.replace(xml_path)
+    return xml_path
 
 
 def _find_image(xml_path: Path, filename: str | None, image_dirs: Sequence[Path]) -> Path:

@@ -16,9 +16,10 @@ PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
 
 def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                     labels: np.ndarray, classes: Sequence[str], thresh: float = 0.0,
-                    gt_boxes: np.ndarray | None = None, max_side: int = 640) -> Image.Image:
-    """The image with detections scoring above ``thresh`` (coloured per class, ``name score``)
-    and, optionally, ground truth (thin white)."""
+                    gt_boxes: np.ndarray | None = None, max_side: int = 640,
+                    show_scores: bool = True) -> Image.Image:
+    """The image with detections scoring above ``thresh`` (coloured per class, ``name score``,
+    or ``name`` alone without ``show_scores``) and, optionally, ground truth (thin white)."""
     img = Image.fromarray(image)
     f = min(1.0, max_side / max(img.size))
     if f < 1.0:
@@ -39,7 +40,7 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
         b = [float(v) * f for v in boxes[j]]
         color = PALETTE[int(labels[j]) % len(PALETTE)]
         draw.rectangle(b, outline=color, width=3)
-        text = f"{classes[int(labels[j])]} {scores[j]:.2f}"
+        text = classes[int(labels[j])] + (f" {scores[j]:.2f}" if show_scores else "")
         tw = draw.textlength(text, font=font)
         top = max(0.0, b[1] - fs - 2)
         draw.rectangle([b[0], top, b[0] + tw + 4, top + fs + 2], fill=color)
