@@ -211,7 +211,7 @@ def train_classifier(crops: Path, out: Path, p: DemoPlan, seed: int = 0,
     cfg = TrainConfig(data=str(crops), output_dir=str(out), model="zf5_spp", width_mult=0.25,
                       fc_dim=512, sizes=CLS_SIZES, resize=CLS_RESIZE, crop_mode="random",
                       split=(0.85, None), seed=seed, epochs=p.cls_epochs, batch_size=64,
-                      lr=0.01, lr_patience=2, progress=progress)
+                      lr=0.02, lr_patience=4, progress=progress)
     res_path = out / "results.json"
     want = json.loads(json.dumps(cfg.to_json()))  # tuples -> lists, as on disk
     if res_path.is_file() and (out / "config.json").is_file() and \

@@ -76,7 +76,6 @@ class DetConfig:
     score: str = "svm"  # svm (paper) or softmax (the fine-tuned fc8)
     nms_iou: float = 0.3  # SPP/R-CNN: per-class NMS at IoU 0.3
     max_dets: int = 100  # detections kept per image
-    draw_thresh: float = 0.0  # PNGs draw detections scoring above this
 
     def validate(self) -> None:
         if not self.scales or any(int(s) < 32 for s in self.scales):

@@ -21,7 +21,7 @@ from ..evaluation.voc import VOCEvaluator, plot_pr_curves, to_devkit, write_devk
 from .detector import SPPDetector
 from .visualize import draw_detections, image_grid
 
-__all__ = ["variants_of", "evaluate_detector"]
+__all__ = ["variants_of", "evaluate_detector", "draw_threshold"]
 
 N_PICTURES = 6  # detection PNGs written per evaluation
 
@@ -52,7 +52,7 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
                       variants: Sequence[tuple] | None = None) -> dict:
     """Detect on every image of ``ds`` and write ``results.json`` (mAP per variant, per-class AP,
     seconds per image by stage), ``detections.json``, devkit result files, ``pr_curves.png`` and
-    detection PNGs to ``out_dir``."""
+    detection PNGs to ``out_dir`` (boxes scoring above :func:`draw_threshold`)."""
     from tqdm import tqdm
 
     out = Path(out_dir)
@@ -68,8 +68,7 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
     anns = [a for a in ds if a.image_id in proposals][:max_images]
     drawn = set(np.linspace(0, len(anns) - 1, min(N_PICTURES, len(anns))).round().astype(int)
                 .tolist()) if anns else set()
-    for n, a in enumerate(tqdm(anns, desc=f"detect ({mode})", disable=not progress,
-                               unit="img")):
+    for a in tqdm(anns, desc=f"detect ({mode})", disable=not progress, unit="img"):
         image = decode_image(a.image_path)
         boxes = torch.from_numpy(proposals[a.image_id]).float()
         pooled, inverse, t = det.pooled(image, boxes, mode, reuse_buffer=True)
@@ -86,15 +85,16 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
             if name == main:
                 t.update(fc=t_fc, nms=time.perf_counter() - t1)
                 keep_dets[a.image_id] = d
-                if n in drawn:  # spread over the set
-                    pic = draw_detections(image, d.boxes.numpy(), d.scores.numpy(),
-                                          d.labels.numpy(), det.classes,
-                                          _draw_thresh(score), a.boxes)
-                    pic.save(out / "images" / f"{a.image_id}.png")
-                    pictures.append(pic)
             evals[name].process(a.image_id, to_devkit(a.boxes), a.labels, a.difficult,
                                 to_devkit(d.boxes.numpy()), d.scores.numpy(), d.labels.numpy())
         timings.append(t)
+    thresh = draw_threshold(keep_dets.values(), sum(len(a.boxes) for a in anns))
+    for n in sorted(drawn):  # pictures spread over the set, drawn at one operating point
+        a, d = anns[n], keep_dets[anns[n].image_id]
+        pic = draw_detections(decode_image(a.image_path), d.boxes.numpy(), d.scores.numpy(),
+                              d.labels.numpy(), det.classes, thresh, a.boxes)
+        pic.save(out / "images" / f"{a.image_id}.png")
+        pictures.append(pic)
     image_grid(pictures, out / "detections_grid.png")
     plot_pr_curves(evals[main].class_results(), out / "pr_curves.png",
                    f"{main} ({mode}), VOC07 AP")
@@ -118,5 +118,11 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
     return results
 
 
-def _draw_thresh(score: str) -> float:
-    return 0.5 if score == "softmax" else 0.0
+def draw_threshold(dets, n_objects: int) -> float:
+    """The score above which pictures draw detections: the ``n_objects``-th best score over the
+    set (as many boxes drawn as there are objects), so pictures look alike whether the scores
+    are SVM margins or probabilities, well calibrated or not."""
+    scores = np.sort(np.concatenate([d.scores.numpy() for d in dets] or [np.zeros(0)]))[::-1]
+    if not len(scores) or n_objects <= 0:
+        return float("inf")
+    return float(scores[min(n_objects, len(scores)) - 1]) - 1e-6

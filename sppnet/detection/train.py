@@ -86,7 +86,7 @@ class Stages:
 def _config_hash(cfg: DetConfig) -> str:
     keys = {k: v for k, v in cfg.to_json().items()
             if k not in ("output_dir", "cache_dir", "workers", "test_data", "test_split",
-                         "score", "draw_thresh", "max_dets", "nms_iou")}
+                         "score", "max_dets", "nms_iou")}
     return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -12,6 +12,7 @@ from sppnet.detection.bbox_reg import BoxRegressor, fit_ridge
 from sppnet.detection.combine import combine_detections
 from sppnet.detection.config import DetConfig
 from sppnet.detection.detector import Detections
+from sppnet.detection.evaluate import draw_threshold
 from sppnet.detection.features import (
     BackboneSpec,
     ConvMapCache,
@@ -343,3 +344,17 @@ def test_pool_windows_into_a_given_buffer():
     torch.testing.assert_close(got, ref, rtol=0, atol=0)
     with pytest.raises(ValueError, match="out must be"):
         pool_windows(maps, (160, 190), (160,), boxes, 16, 7.5, (2, 1), out=torch.empty(3, 20))
+
+
+def test_draw_threshold_draws_as_many_boxes_as_objects():
+    def dets(scores):
+        s = torch.tensor(scores)
+        return Detections(torch.zeros(len(s), 4), s, torch.zeros(len(s), dtype=torch.long))
+
+    sets = [dets([-0.9, -1.0, -0.95]), dets([-0.8]), dets([])]  # uncalibrated SVM margins
+    t = draw_threshold(sets, 2)
+    assert sum(int((d.scores > t).sum()) for d in sets) == 2
+    t = draw_threshold(sets, 10)  # more objects than detections: draw them all
+    assert sum(int((d.scores > t).sum()) for d in sets) == 4
+    assert draw_threshold([dets([])], 3) == float("inf")
+    assert draw_threshold(sets, 0) == float("inf")
