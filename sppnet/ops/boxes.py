@@ -13,6 +13,11 @@ from torch import Tensor
 
 from ._checks import check_boxes, check_image_size
 
+try:
+    from . import _box_kernels
+except ImportError:  # pragma: no cover - exercised only without numba
+    _box_kernels = None
+
 __all__ = ["box_area", "box_iou", "clip_boxes", "nms", "batched_nms", "remove_small_boxes"]
 
 
@@ -92,7 +97,14 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     b = boxes.detach().to("cpu", torch.float64).numpy()
     order = np.argsort(-scores.detach().to("cpu", torch.float64).numpy(), kind="stable")
-    b = b[order]
+    b = np.ascontiguousarray(b[order])
+    keep = _box_kernels.nms_sorted(b, thr) if _box_kernels is not None else _nms_sorted_numpy(
+        b, thr)
+    return torch.as_tensor(order[keep], dtype=torch.long, device=boxes.device)
+
+
+def _nms_sorted_numpy(b: np.ndarray, thr: float) -> np.ndarray:
+    """Kept rows of ``b (R, 4)`` in visiting order; the path without numba."""
     x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     area = (x2 - x1) * (y2 - y1)
     alive = np.ones(len(b), dtype=bool)
@@ -110,7 +122,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         union = area[i] + area[rest] - inter
         iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
         alive[rest[iou > thr]] = False
-    return torch.as_tensor(order[keep], dtype=torch.long, device=boxes.device)
+    return np.asarray(keep, dtype=np.int64)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:

@@ -23,6 +23,7 @@ def test_bench_ops_small_writes_json(tmp_path, capsys):
         wf["loop_s"] / wf["fast_s"])
     assert data["env"]["torch"] and data["env"]["threads"] >= 1
     assert data["image_forward_backward"]["equal_forward"] is True
+    assert data["nms"]["equal"] is True and data["nms"]["kept_per_class"] >= 1
 
 
 def test_console_script_is_installed():

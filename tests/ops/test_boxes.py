@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -54,6 +55,22 @@ def test_nms_random_with_ties(n, thr, seed):
     boxes = random_boxes(n, seed, size=20.0).round()  # coarse grid: many equal IoUs
     scores = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(seed)).float()
     assert nms(boxes, scores, thr).tolist() == ref_nms(boxes, scores, thr)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 80), st.floats(0, 1), st.integers(0, 10_000))
+def test_compiled_and_numpy_nms_agree(n, thr, seed):
+    """Both paths (numba kernel, NumPy fallback) keep the same boxes, ties and empty boxes
+    included."""
+    from sppnet.ops import boxes as box_ops
+
+    if box_ops._box_kernels is None:
+        pytest.skip("numba is not installed")
+    b = random_boxes(n, seed, size=20.0).round().double().numpy()
+    b[: n // 5, 2] = b[: n // 5, 0]  # some zero-width boxes
+    b = np.ascontiguousarray(b)
+    np.testing.assert_array_equal(box_ops._box_kernels.nms_sorted(b, thr),
+                                  box_ops._nms_sorted_numpy(b, thr))
 
 
 def test_nms_threshold_is_strictly_greater():
