@@ -105,7 +105,7 @@ def write_report(results: dict, out: Path) -> Path:
     t = results["timing"]
     sec = t["seconds_per_image"]
     cls = results["classifier"]
-    cls_top1 = cls["test"]["top1"] * 100 if cls.get("test") else float("nan")
+    cls_top1 = cls["val"]["top1"] * 100 if cls.get("val") else float("nan")
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         "<title>sppnet demo report</title>", f"<style>{STYLE}</style></head><body>",

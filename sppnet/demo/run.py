@@ -301,7 +301,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "variants_mAP": {k: v["mAP"] for k, v in det_results["variants"].items()},
         "speedup": timing["speedup_total"],
         "timing": timing,
-        "classifier": {"test": cls_results.get("best_val"),
+        "classifier": {"val": cls_results.get("best_val"),  # held-out crops
                        "epochs": cls_results.get("epochs_run"),
                        "sizes": list(CLS_SIZES)},
         "data": {"source": data["source"], "classes": list(train_ds.classes),

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._buffers import pooled_empty
 from ._checks import (
     check_boxes,
     check_feature_map,
@@ -132,7 +133,9 @@ def spp_pool_cells(
         backend: ``"auto"`` (numba on CPU when available, else torch), ``"numba"`` or ``"torch"``.
         out (Tensor[R, D], optional): write the result here instead of a new tensor (a reused
             buffer saves the page faults of a fresh ~100 MB allocation). Like torch's ``out=``
-            arguments, not differentiable.
+            arguments, not differentiable. Without it, large CPU outputs come from a pool of
+            the memory of earlier outputs that are no longer referenced (``sppnet.ops``
+            ``_buffers``; ``SPPNET_BUFFER_CACHE_MB``, default 512, 0 = off).
 
     Returns:
         Tensor[R, C * sum(n*n)], equal to ``spp_pool`` of each crop. Gradients flow to features.
@@ -330,8 +333,8 @@ def _numba_forward(features: Tensor, bidx: Tensor, cells: Tensor, levels: tuple[
     b = bidx.detach().to(torch.int64).contiguous().numpy()
     c = cells.detach().contiguous().numpy()
     kdtype = _kernel_dtype(features.dtype)
-    target = out if out is not None and out.dtype == kdtype else torch.empty(
-        (c.shape[0], spp_output_dim(n_ch, levels)), dtype=kdtype)
+    target = out if out is not None and out.dtype == kdtype else pooled_empty(
+        (c.shape[0], spp_output_dim(n_ch, levels)), kdtype)
     _set_threads()
     if mode == "max":
         _kernels.window_pool_max_fwd(feat, b, c, *_numba_plan(levels, n_ch), target.numpy())
