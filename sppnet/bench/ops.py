@@ -70,6 +70,14 @@ def run_ops_benchmark(windows: int = 2000, channels: int = 256,
         t_loop = median_time(lambda: loop_window_pool(feats_nchw, cells), loop_repeats)
         t_loop_cl = median_time(lambda: loop_window_pool(feats, cells), loop_repeats)
         t_fast = median_time(lambda: spp_roi_pool(feats, rois), repeats)
+        # the same with the output pool off: every call maps and zero-faults a fresh output
+        from ..ops import _buffers
+
+        limit = _buffers.set_cache_limit(0)
+        try:
+            t_fresh = median_time(lambda: spp_roi_pool(feats, rois), repeats)
+        finally:
+            _buffers.set_cache_limit(limit)
         buf = torch.empty(windows, dim)
         t_buf = median_time(lambda: spp_roi_pool(feats, rois, out=buf), repeats)
         equal_buf = torch.equal(buf, ref)
@@ -79,8 +87,9 @@ def run_ops_benchmark(windows: int = 2000, channels: int = 256,
         "case": f"{channels}x{map_size[0]}x{map_size[1]} map, {windows} windows, image "
                 f"{image_size[0]}x{image_size[1]}, stride 16",
         "loop_s": t_loop, "loop_channels_last_s": t_loop_cl, "fast_s": t_fast,
-        "fast_reused_out_s": t_buf, "torch_backend_s": t_torch,
+        "fast_reused_out_s": t_buf, "fast_pool_off_s": t_fresh, "torch_backend_s": t_torch,
         "ratio": t_loop / t_fast, "ratio_reused_out": t_loop / t_buf,
+        "ratio_pool_off": t_loop / t_fresh,
         "ratio_vs_channels_last_loop": t_loop_cl / t_fast,
         "ratio_torch_backend": t_loop / t_torch,
         "windows_per_s": windows / t_fast,
@@ -176,11 +185,13 @@ def format_report(r: dict) -> str:
         f"  loop, adaptive_max_pool2d per window+level (NCHW map)  {wf['loop_s'] * ms:8.1f} ms",
         f"  loop, same on a channels_last map                       "
         f"{wf['loop_channels_last_s'] * ms:8.1f} ms",
-        f"  spp_roi_pool                                            {wf['fast_s'] * ms:8.1f} ms"
+        f"  spp_roi_pool (output memory recycled from earlier calls) {wf['fast_s'] * ms:8.1f} ms"
         f"  ratio {wf['ratio']:5.1f}x ({wf['ratio_vs_channels_last_loop']:.1f}x vs channels_last "
         f"loop)  {wf['windows_per_s']:,.0f} windows/s",
         f"  spp_roi_pool into a reused out= buffer                  "
         f"{wf['fast_reused_out_s'] * ms:8.1f} ms  ratio {wf['ratio_reused_out']:5.1f}x",
+        f"  spp_roi_pool, output pool off (fresh memory each call)  "
+        f"{wf['fast_pool_off_s'] * ms:8.1f} ms  ratio {wf['ratio_pool_off']:5.1f}x",
         f"  spp_roi_pool backend='torch' (pure tensor ops)          "
         f"{wf['torch_backend_s'] * ms:8.1f} ms  ratio {wf['ratio_torch_backend']:5.1f}x  "
         f"equal: {_b(wf['equal_torch_backend'])}",
