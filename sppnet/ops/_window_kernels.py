@@ -27,6 +27,14 @@ def _bin_end(i, length, n):  # pragma: no cover - compiled
     return ((i + 1) * length + n - 1) // n
 
 
+@njit(cache=True, inline="always")
+def _window(bidx, cells, r):  # pragma: no cover - compiled
+    """Image, first cell ``(x0, y0)`` and size ``(w, h)`` in cells of window ``r``."""
+    x0 = cells[r, 0]
+    y0 = cells[r, 1]
+    return bidx[r], x0, y0, cells[r, 2] - x0 + 1, cells[r, 3] - y0 + 1
+
+
 @njit(cache=True, inline="always", error_model="numpy")
 def _max_into(acc, v):  # pragma: no cover - compiled
     for c in range(acc.shape[0]):
@@ -72,11 +80,7 @@ def window_pool_max_fwd(feat, bidx, cells, ns, out_off, buf_off, derive, out):  
         buf = np.empty((total_bins, n_ch), dtype=feat.dtype)
         alias = np.empty(total_bins, dtype=np.int64)
         for r in range(t, n_windows, n_chunks):
-            b = bidx[r]
-            x0 = cells[r, 0]
-            y0 = cells[r, 1]
-            w = cells[r, 2] - x0 + 1
-            h = cells[r, 3] - y0 + 1
+            b, x0, y0, w, h = _window(bidx, cells, r)
             for li in range(n_lvl):
                 n = ns[li]
                 src = derive[li]
@@ -124,11 +128,7 @@ def window_pool_avg_fwd(feat, bidx, cells, ns, out_off, out):  # pragma: no cove
     n_ch = feat.shape[3]
     n_lvl = ns.shape[0]
     for r in prange(n_windows):
-        b = bidx[r]
-        x0 = cells[r, 0]
-        y0 = cells[r, 1]
-        w = cells[r, 2] - x0 + 1
-        h = cells[r, 3] - y0 + 1
+        b, x0, y0, w, h = _window(bidx, cells, r)
         acc = np.empty(n_ch, dtype=np.float64)
         for li in range(n_lvl):
             n = ns[li]
@@ -172,11 +172,7 @@ def window_pool_max_bwd(feat, bidx, cells, ns, out_off, buf_off, derive, grad_ou
         arg = np.empty((total_bins, c1 - c0), dtype=np.int32)  # flat y * W + x; same width
         # as float32 so that the select vectorizes
         for r in range(n_windows):
-            b = bidx[r]
-            x0 = cells[r, 0]
-            y0 = cells[r, 1]
-            w = cells[r, 2] - x0 + 1
-            h = cells[r, 3] - y0 + 1
+            b, x0, y0, w, h = _window(bidx, cells, r)
             for li in range(n_lvl):
                 n = ns[li]
                 nn = n * n
@@ -224,11 +220,7 @@ def window_pool_avg_bwd(feat, bidx, cells, ns, out_off, grad_out, chunk,
         c1 = min(n_ch, c0 + chunk)
         g = np.empty(c1 - c0, dtype=feat.dtype)
         for r in range(n_windows):
-            b = bidx[r]
-            x0 = cells[r, 0]
-            y0 = cells[r, 1]
-            w = cells[r, 2] - x0 + 1
-            h = cells[r, 3] - y0 + 1
+            b, x0, y0, w, h = _window(bidx, cells, r)
             for li in range(n_lvl):
                 n = ns[li]
                 nn = n * n
