@@ -62,7 +62,8 @@ def train_svm(pos: np.ndarray, neg: np.ndarray, cfg: DetConfig) -> tuple[np.ndar
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError(f"an SVM needs positives and negatives, got {len(pos)} and {len(neg)}")
     svm = LinearSVC(C=cfg.svm_C, loss="hinge", dual=True, class_weight={1: cfg.svm_pos_weight},
-                    intercept_scaling=cfg.svm_bias_mult, max_iter=SVM_MAX_ITER)
+                    intercept_scaling=cfg.svm_bias_mult, max_iter=SVM_MAX_ITER,
+                    random_state=cfg.seed)  # liblinear shuffles: seeded, so runs repeat
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning

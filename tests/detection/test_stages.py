@@ -231,6 +231,21 @@ def test_hard_negative_mining_separates_and_keeps_hard_negatives():
         assert len(m.negatives()) < sum(len(f) for f in feats)
 
 
+def test_svm_training_repeats_exactly():
+    """liblinear shuffles its samples; with the seeded solver two trainings are identical (a
+    rerun of a pipeline gives the same detector)."""
+    from sppnet.detection.svm import train_svm
+
+    rng = np.random.default_rng(1)
+    pos = rng.normal(1, 1, (40, 30)).astype(np.float32)
+    neg = rng.normal(-1, 1, (400, 30)).astype(np.float32)
+    cfg = DetConfig(svm_C=0.01)
+    w1, b1 = train_svm(pos, neg, cfg)
+    w2, b2 = train_svm(pos, neg, cfg)
+    np.testing.assert_array_equal(w1, w2)
+    assert b1 == b2
+
+
 def test_overlapping_negatives_are_pruned():
     from sppnet.detection.svm import _distinct
 
