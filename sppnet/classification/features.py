@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -133,7 +134,7 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
         out[name] = np.stack([r if r is not None else zero for r in values])
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
+        tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npz")  # unique per process
         np.savez(tmp, **out)
         tmp.replace(cache)
     return out

@@ -16,6 +16,7 @@ entities, no entity-expansion bombs).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,7 @@ def write_voc_xml(xml_path: str | Path, filename: str, image_size: tuple[int, in
             f"  <size><width>{w}</width><height>{h}</height><depth>3</depth></size>\n"
             + "".join(objs) + "</annotation>\n")
     xml_path = Path(xml_path)
-    tmp = xml_path.with_suffix(".xml.tmp")
+    tmp = xml_path.with_name(f".{xml_path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(xml_path)
     return xml_path
