@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFilter
+
+from ..ops import box_iou
 
 __all__ = ["CLASSES", "SyntheticImage", "background_photos", "make_image", "write_voc_folder"]
 
@@ -169,14 +172,6 @@ def _mask(label: int, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.asarray(img.resize((w, h), Image.BOX), np.float32) / 255
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:2], b[:, :2])
-    rb = np.minimum(a[2:], b[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), 1)
-    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
-
-
 def make_image(rng: np.random.Generator, photos: Sequence[np.ndarray]) -> SyntheticImage:
     """One image with 1-:data:`MAX_OBJECTS` objects; every box is the tight box of its
     mask (objects do not overlap, so nothing hides a part of another)."""
@@ -193,7 +188,8 @@ def make_image(rng: np.random.Generator, photos: Sequence[np.ndarray]) -> Synthe
                 continue
             x0, y0 = int(rng.integers(0, iw - w)), int(rng.integers(0, ih - h))
             box = np.array([x0, y0, x0 + w, y0 + h], np.float64)
-            if boxes and _iou(box, np.array(boxes)).max() > MAX_OVERLAP:
+            if boxes and float(box_iou(torch.from_numpy(box[None]),
+                                       torch.from_numpy(np.array(boxes))).max()) > MAX_OVERLAP:
                 continue
             m = _mask(label, rng, h, w)
             fill = _texture(rng, h, w)

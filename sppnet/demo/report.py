@@ -64,12 +64,7 @@ def sample_grid(ds, path: Path, n: int = 6) -> None:
         pics.append(draw_detections(decode_image(a.image_path), a.boxes,
                                     np.ones(len(a.boxes)), a.labels, ds.classes, -1.0,
                                     show_scores=False))
-    image_grid(pics, path)
-    # JPEG keeps the report small; the grid is a photo
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.convert("RGB").save(path, format="JPEG", quality=85)
+    image_grid(pics, path)  # a .jpg path: JPEG keeps the report small
 
 
 def _img(path: Path) -> str:
