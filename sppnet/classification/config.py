@@ -7,13 +7,19 @@ Resolution order: defaults -> ``--config FILE.json`` -> explicit command-line fl
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "apply_overrides", "load_config"]
+from ..utils.config import (
+    apply_overrides,
+    check_int,
+    check_int_tuple,
+    check_number,
+    config_from_args,
+    load_config,
+)
+
+__all__ = ["TrainConfig", "apply_overrides", "load_config", "config_from_args"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,30 @@ class TrainConfig:
     def validate(self) -> None:
         if not self.data:
             raise ValueError("data: give the image folder (root/<class>/<image>)")
+        check_number("width_mult", self.width_mult, 0, lo_open=True)
+        check_int("fc_dim", self.fc_dim, 1)
+        check_number("dropout", self.dropout, 0, 1, hi_open=True)
+        check_int_tuple("levels", self.levels)
+        check_int_tuple("sizes", self.sizes)
+        if self.size_range is not None:
+            check_int_tuple("size_range", self.size_range)
+            if len(self.size_range) != 2:
+                raise ValueError(f"size_range must be lo,hi, got {self.size_range}")
+        check_int("resize", self.resize, 1)
+        check_int("epochs", self.epochs, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_number("lr", self.lr, 0, lo_open=True)
+        check_number("momentum", self.momentum, 0, 1)
+        check_number("weight_decay", self.weight_decay, 0)
+        check_int("lr_patience", self.lr_patience, 0)
+        check_int("lr_drops", self.lr_drops, 0)
+        check_int("checkpoint_every", self.checkpoint_every, 0)
+        check_int("threads", self.threads, 0)
+        check_number("input_scale", self.input_scale, 0, lo_open=True)
+        for v in self.split:
+            if v is not None and (isinstance(v, (bool, str)) or v < 0):
+                raise ValueError(f"split parts must be counts, fractions or None, got {v!r} in "
+                                 f"{self.split}")
         if self.size_range is not None:
             lo, hi = self.size_range
             if not 0 < lo <= hi:
@@ -66,8 +96,6 @@ class TrainConfig:
                              f"(resize={self.resize})")
         if self.crop_mode not in ("corners", "random"):
             raise ValueError(f"crop_mode must be 'corners' or 'random', got {self.crop_mode!r}")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("batch_size and epochs must be >= 1")
         if len(self.split) < 2:
             raise ValueError(f"split needs at least train and val parts, got {self.split}")
 
@@ -86,80 +114,3 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-_TUPLES = {"levels", "sizes", "size_range", "split"}
-
-
-def _number_or_text(v: str) -> Any:
-    try:
-        return float(v) if "." in v else int(v)
-    except ValueError:
-        return v  # e.g. svm_layers=pool5,fc7 or class names
-
-
-def _coerce(cls: type, name: str, value: Any) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if name not in fields:
-        raise ValueError(f"unknown config key {name!r}; known: {', '.join(sorted(fields))}")
-    if value is None:
-        return None
-    default = getattr(cls(), name)
-    if (cls is TrainConfig and name in _TUPLES) or isinstance(default, tuple):
-        if isinstance(value, str):
-            value = [v for v in value.replace(" ", "").split(",") if v]
-        out = []
-        for v in value:
-            if isinstance(v, str):
-                v = None if v.lower() == "none" else _number_or_text(v)
-            out.append(v)
-        return tuple(out)
-    if isinstance(default, bool):
-        if isinstance(value, str):
-            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(f"{name} must be true/false, got {value!r}")
-            return value.lower() in ("1", "true", "yes")
-        return bool(value)
-    if isinstance(default, int) and not isinstance(default, bool):
-        return int(value)
-    if isinstance(default, float):
-        return float(value)
-    return value
-
-
-def apply_overrides(cfg: Any, values: dict[str, Any]) -> Any:
-    """A copy of the frozen config dataclass ``cfg`` with ``values`` (strings from ``--set`` or
-    JSON values) coerced to each field's type; unknown keys raise naming the known ones."""
-    return dataclasses.replace(cfg, **{k: _coerce(type(cfg), k, v) for k, v in values.items()})
-
-
-def parse_set(items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
-def load_config(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read config {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"config {path} must hold a JSON object")
-    return data
-
-
-def config_from_args(cfg: Any, args: Any, flags: dict[str, str]) -> Any:
-    """``cfg`` updated from ``--config FILE``, then the CLI flags set (``flags``: attribute of
-    ``args`` -> config field), then ``--set key=value`` overrides, in that order."""
-    if getattr(args, "config", None):
-        cfg = apply_overrides(cfg, load_config(args.config))
-    given = {field: getattr(args, flag) for flag, field in flags.items()
-             if getattr(args, flag, None) is not None}
-    cfg = apply_overrides(cfg, given)
-    return apply_overrides(cfg, parse_set(getattr(args, "set", []) or []))

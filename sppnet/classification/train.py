@@ -34,6 +34,15 @@ from ..utils.checkpoint import (
     save_checkpoint,
 )
 from ..utils.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from ..utils.provenance import write_results
+from ..utils.run_dir import (
+    RunFolderError,
+    check_output_dir,
+    describe_diff,
+    refuse_other_kind,
+    remove_outputs,
+    write_run_config,
+)
 from .config import TrainConfig
 
 __all__ = ["PlateauSchedule", "train", "build_model", "load_model", "make_batch", "evaluate"]
@@ -251,8 +260,42 @@ def plot_curves(metrics: list[dict[str, Any]], path: Path) -> None:
     tmp.replace(path)
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Train per ``cfg``; returns the final results (also written to ``results.json``)."""
+# what a train-cls run writes; --force deletes these before starting over
+RUN_OUTPUTS = ("last.safetensors", "best.safetensors", "metrics.jsonl", "results.json",
+               "curves.png", "dataset.json")
+# fields that may change between a run and its resume without changing what it computes
+RUNTIME_FIELDS = ("progress", "threads", "device", "output_dir", "checkpoint_every", "epochs",
+                  "cache_images", "extra")
+
+
+def _claim_output_dir(cfg: TrainConfig, resume: bool, force: bool, info: DistInfo) -> None:
+    """Refuse a folder that holds another kind of run, or another run without ``--resume``
+    or ``--force``; with ``--force`` delete the old run's outputs. Writes nothing else."""
+    out = check_output_dir(cfg.output_dir)
+    old = refuse_other_kind(out, "train-cls")
+    if resume:
+        if not (out / "last.safetensors").is_file():
+            raise CheckpointError(f"--resume: no checkpoint at {out / 'last.safetensors'}")
+        return
+    present = [n for n in RUN_OUTPUTS if (out / n).exists()]
+    if not present:
+        return
+    if not force:
+        raise RunFolderError(
+            f"{out} already holds a train-cls run ({', '.join(present[:3])}) with "
+            f"{describe_diff(old, json.loads(json.dumps(cfg.to_json())), ('progress',))}; "
+            "--resume continues it, --force starts over, or use another --output-dir")
+    if info.is_main:
+        gone = remove_outputs(out, RUN_OUTPUTS)
+        log.warning("--force: removed the earlier run's %s from %s", ", ".join(gone), out)
+    barrier(info)
+
+
+def train(cfg: TrainConfig, resume: bool = False, force: bool = False) -> dict[str, Any]:
+    """Train per ``cfg``; returns the final results (also written to ``results.json``).
+
+    ``resume`` continues the run in ``cfg.output_dir`` exactly; ``force`` deletes a finished or
+    unfinished run there first. Without either, a folder that holds a run is refused."""
     cfg.validate()
     device = _resolve_device(cfg.device)
     info = init_distributed(device)
@@ -264,6 +307,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     ckpt_last, ckpt_best = out / "last.safetensors", out / "best.safetensors"
     try:
+        _claim_output_dir(cfg, resume, force, info)
         folder = ClassFolder.scan(cfg.data)
         parts = split_per_class(folder.samples, list(cfg.split), cfg.seed)
         if not parts[0] or not parts[1]:
@@ -281,9 +325,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         sched = PlateauSchedule(cfg.lr, cfg.lr_patience, cfg.lr_drops)
         start_epoch, start_step, best_top1 = 0, 0, -1.0
         epoch_stats = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0, "skipped": 0}
-        if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
         if resume:
             if not ckpt_last.exists():
                 raise CheckpointError(f"--resume: no checkpoint at {ckpt_last}")
@@ -300,6 +341,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             if info.is_main:
                 log.info("resuming from %s at epoch %d, step %d", ckpt_last, start_epoch + 1,
                          start_step)
+        if info.is_main:  # validated (and a resume checked) before anything is written
+            write_run_config(out, "train-cls", cfg.to_json(), RUNTIME_FIELDS)
         metrics_path = out / "metrics.jsonl"
         history: list[dict[str, Any]] = []
         if info.is_main and metrics_path.exists():
@@ -422,6 +465,6 @@ def _finish(cfg: TrainConfig, splits: list[Split], info: DistInfo, device: torch
         log.warning("%d file(s) could not be decoded and were skipped: %s", len(failed),
                     ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""))
     if info.is_main:
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_results(out / "results.json", results, {"seed": cfg.seed})
     return results
 

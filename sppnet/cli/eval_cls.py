@@ -33,7 +33,9 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from ..classification.config import TrainConfig, apply_overrides
+    from ..classification.config import TrainConfig
+    from ..utils.config import apply_overrides, load_config
+    from ..utils.run_dir import run_kind
     from ..classification.train import load_model
     from ..classification.views import VIEW_MODES, ViewSettings, evaluate_views
     from ..data.decode import ImageDecodeError, decode_image
@@ -44,11 +46,15 @@ def main(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.views.split(",") if m.strip()]
     bad = [m for m in modes if m not in VIEW_MODES]
     if bad:
-        raise SystemExit(f"--views: unknown mode(s) {bad}; choose from {', '.join(VIEW_MODES)}")
+        raise ValueError(f"--views: unknown mode(s) {bad}; choose from {', '.join(VIEW_MODES)}")
     cfg_path = args.run / "config.json"
     if not cfg_path.exists():
-        raise SystemExit(f"--run {args.run}: no config.json there (is it a train-cls folder?)")
-    cfg = apply_overrides(TrainConfig(), json.loads(cfg_path.read_text()))
+        raise FileNotFoundError(f"--run {args.run}: no config.json there (is it a train-cls "
+                                "folder?)")
+    kind, _ = run_kind(args.run)
+    if kind != "train-cls":
+        raise ValueError(f"--run {args.run} holds a {kind} run, not a train-cls run")
+    cfg = apply_overrides(TrainConfig(), load_config(cfg_path))
     ckpt = Path(args.checkpoint) if args.checkpoint.endswith(".safetensors") else (
         args.run / f"{args.checkpoint}.safetensors")
     model, meta = load_model(ckpt)

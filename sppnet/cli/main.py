@@ -10,6 +10,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
+import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from .. import __version__  # noqa: E402
@@ -43,9 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a user's mistake raises (a bad value, a missing file, a folder that holds another run):
+# one line naming it and exit code 2, as argparse does for malformed flags. SPPNET_DEBUG=1 shows
+# the traceback instead.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               FileExistsError, PermissionError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as e:
+        if os.environ.get("SPPNET_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"sppnet {args.command}: error: {msg}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

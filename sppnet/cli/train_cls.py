@@ -48,13 +48,17 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                    help="override any config field (repeatable)")
     p.add_argument("--resume", action="store_true",
                    help="continue exactly from OUTPUT_DIR/last.safetensors")
+    p.add_argument("--force", action="store_true",
+                   help="start over in an OUTPUT_DIR that holds a run (deletes its checkpoints "
+                        "and metrics)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=main)
     return p
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..classification.config import TrainConfig, apply_overrides, config_from_args
+    from ..classification.config import TrainConfig
+    from ..utils.config import apply_overrides, config_from_args
 
     cfg = config_from_args(TrainConfig(), args, FLAGS)
     return apply_overrides(cfg, {"progress": False}) if args.no_progress else cfg
@@ -65,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = resolve_config(args)
-    results = train(cfg, resume=args.resume)
+    results = train(cfg, resume=args.resume, force=args.force)
     test = results.get("test")
     if test:
         print(f"test top-1 {100 * test['top1']:.2f}%  top-5 {100 * test['top5']:.2f}%  "

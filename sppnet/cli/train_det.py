@@ -44,14 +44,15 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any DetConfig field (repeatable)")
     p.add_argument("--force", action="store_true",
-                   help="reuse an output dir whose run had a different configuration")
+                   help="delete the trained stages in OUTPUT_DIR (head, SVMs, box regression, "
+                        "model, eval) and recompute all of them; the verified caches stay")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=main)
     return p
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..classification.config import config_from_args
+    from ..utils.config import config_from_args
     from ..detection.config import DetConfig
 
     return config_from_args(DetConfig(), args, FLAGS)

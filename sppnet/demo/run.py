@@ -212,12 +212,14 @@ def train_classifier(crops: Path, out: Path, p: DemoPlan, seed: int = 0,
                       fc_dim=512, sizes=CLS_SIZES, resize=CLS_RESIZE, crop_mode="random",
                       split=(0.85, None), seed=seed, epochs=p.cls_epochs, batch_size=64,
                       lr=0.02, lr_patience=4, progress=progress)
+    from ..utils.config import load_config
+
     res_path = out / "results.json"
     want = json.loads(json.dumps(cfg.to_json()))  # tuples -> lists, as on disk
     if res_path.is_file() and (out / "config.json").is_file() and \
-            json.loads((out / "config.json").read_text()) == want:
+            load_config(out / "config.json") == want:
         return out / "best.safetensors", json.loads(res_path.read_text())
-    results = train(cfg)
+    results = train(cfg, force=True)  # the demo owns this sub-folder: other settings start over
     return out / "best.safetensors", results
 
 

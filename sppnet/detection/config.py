@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ..utils.config import check_int, check_int_tuple, check_number
 from .features import SINGLE_SCALE
 
 __all__ = ["DetConfig"]
@@ -23,7 +24,7 @@ class DetConfig:
     split: str = ""  # devkit ImageSets/Main/<split>.txt of `data`; empty = every annotated image
     test_data: str = ""  # VOC-format folder evaluated after training; empty = none
     test_split: str = ""
-    classes: tuple = ()  # class names in label order; empty = sorted names found in `data`
+    classes: tuple[str, ...] = ()  # class names in label order; empty = sorted names found in `data`
     output_dir: str = "runs/det"  # config.json, stage outputs, model/, eval/
     cache_dir: str = ""  # proposals and conv maps; empty = <output_dir>/cache
     max_images: int = 0  # use only the first N training images (0 = all; for quick runs)
@@ -38,8 +39,8 @@ class DetConfig:
     ss_max_side: int = 500  # Selective Search runs at this longer side (speed)
     workers: int = 2  # proposal worker processes
     # features
-    scales: tuple = SINGLE_SCALE  # shorter sides; SPP 1-scale (688) or (480,576,688,864,1200)
-    levels: tuple = (6, 3, 2, 1)  # SPP section 4: the 4-level pyramid, 50 bins
+    scales: tuple[int, ...] = SINGLE_SCALE  # shorter sides; SPP 1-scale (688) or (480,576,688,864,1200)
+    levels: tuple[int, ...] = (6, 3, 2, 1)  # SPP section 4: the 4-level pyramid, 50 bins
     flip: bool = True  # SPP fine-tuning also uses horizontally flipped images
     cache_dtype: str = "float16"  # stored conv maps: float16 (half the disk) or float32
     # fine-tuning fc6, fc7 and a new (K+1)-way fc8 on pooled windows
@@ -57,7 +58,7 @@ class DetConfig:
     bg_iou_lo: float = 0.1  # background: IoU in [0.1, 0.5) (SPP)
     bg_iou_hi: float = 0.5
     # per-class linear SVMs with hard-negative mining (R-CNN rcnn_train.m)
-    svm_layers: tuple = ("fc7",)  # features the SVMs read: any of pool5, fc6, fc7
+    svm_layers: tuple[str, ...] = ("fc7",)  # features the SVMs read: any of pool5, fc6, fc7
     svm_C: float = 1e-3  # R-CNN: C = 10^-3
     svm_bias_mult: float = 10.0  # R-CNN: bias_mult = 10 (liblinear -B)
     svm_pos_weight: float = 2.0  # R-CNN: pos_loss_weight = 2 (liblinear -w1)
@@ -78,8 +79,27 @@ class DetConfig:
     max_dets: int = 100  # detections kept per image
 
     def validate(self) -> None:
-        if not self.scales or any(int(s) < 32 for s in self.scales):
-            raise ValueError(f"scales must be shorter sides >= 32, got {self.scales}")
+        check_int_tuple("scales", self.scales, 32)
+        check_int_tuple("levels", self.levels)
+        if len(set(self.classes)) != len(self.classes):
+            dup = sorted({c for c in self.classes if self.classes.count(c) > 1})
+            raise ValueError(f"classes must be distinct, got {dup} more than once")
+        if any(not c.strip() for c in self.classes):
+            raise ValueError(f"classes must be non-empty names, got {list(self.classes)}")
+        for name in ("max_images", "workers"):
+            check_int(name, getattr(self, name), 0)
+        for name in ("max_proposals", "ft_iters", "ft_lr_step", "ft_images", "ft_batch",
+                     "fc_dim", "svm_retrain_limit", "bbox_max_per_class", "max_dets"):
+            check_int(name, getattr(self, name), 1)
+        check_int("ss_max_side", self.ss_max_side, 16)
+        if self.feature_stride not in (16, 32):
+            raise ValueError(f"feature_stride must be 16 or 32, got {self.feature_stride}")
+        for name in ("ft_lr", "svm_C", "svm_bias_mult", "svm_pos_weight", "feat_norm_mean",
+                     "bbox_lambda"):
+            check_number(name, getattr(self, name), 0, lo_open=True)
+        for name in ("dropout", "fg_iou", "bg_iou_lo", "bg_iou_hi", "svm_neg_iou", "svm_neg_nms",
+                     "bbox_iou", "nms_iou"):
+            check_number(name, getattr(self, name), 0, 1)
         bad = [x for x in self.svm_layers if x not in ("pool5", "fc6", "fc7")]
         if bad or not self.svm_layers:
             raise ValueError(f"svm_layers must be a non-empty subset of pool5, fc6, fc7; got "

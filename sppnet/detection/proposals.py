@@ -289,7 +289,7 @@ def load_proposal_file(path: str | Path, image_ids: Sequence[str]) -> dict[str, 
     with np.load(path) as z:
         missing = [i for i in image_ids if i not in z.files]
         if missing:
-            raise KeyError(f"--proposals {path} has no boxes for {len(missing)} image(s): "
+            raise ValueError(f"--proposals {path} has no boxes for {len(missing)} image(s): "
                            f"{missing[:5]}")
         for i in image_ids:
             out[i] = _check_boxes(z[i], path)

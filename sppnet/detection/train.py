@@ -8,7 +8,6 @@ Shapes: N images, R windows per image, D pool5 dims, K classes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -20,6 +19,15 @@ import torch
 from ..data.voc import VOCDataset, load_voc
 from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..utils.distributed import env_rank, shard
+from ..utils.run_dir import (
+    RunFolderError,
+    check_output_dir,
+    config_hash,
+    describe_diff,
+    refuse_other_kind,
+    remove_outputs,
+    write_run_config,
+)
 from .bbox_reg import BoxRegressor
 from .config import DetConfig
 from .detector import InferenceSettings, SPPDetector
@@ -83,26 +91,34 @@ class Stages:
                             self.cfg.levels)
 
 
-def _config_hash(cfg: DetConfig) -> str:
-    keys = {k: v for k, v in cfg.to_json().items()
-            if k not in ("output_dir", "cache_dir", "workers", "test_data", "test_split",
-                         "score", "max_dets", "nms_iou")}
-    return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+# fields that do not change what the trained stages compute
+RUNTIME_FIELDS = ("output_dir", "cache_dir", "workers", "test_data", "test_split", "score",
+                  "max_dets", "nms_iou")
+# what the trained stages write; --force deletes them (the caches are verified and stay)
+STAGE_OUTPUTS = ("head.safetensors", "finetune_last.safetensors", "finetune_metrics.jsonl",
+                 "finetune.png", "svm_*.safetensors", "bbox_reg.safetensors", "model", "eval")
 
 
 def _check_run_dir(out: Path, cfg: DetConfig, force: bool) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = out / "config.json"
-    h = _config_hash(cfg)
-    trained = any((out / f).exists() for f in ("head.safetensors", "finetune_last.safetensors",
-                                                  "bbox_reg.safetensors", "model"))
-    trained = trained or any(out.glob("svm_*.safetensors"))
-    if stamp.is_file() and trained and not force:  # outputs of another config: do not mix
-        old = json.loads(stamp.read_text()).get("config_hash")
-        if old != h:
-            raise ValueError(f"{out} holds a run with a different configuration (hash {old}, "
-                             f"now {h}); use another --output-dir, or --force to start over")
-    stamp.write_text(json.dumps({"config_hash": h, **cfg.to_json()}, indent=2))
+    """Claim ``out`` for this run: refuse another kind of run's folder, and a folder whose
+    trained stages came from another configuration unless ``force`` — which deletes them, so
+    every stage is recomputed (the content-keyed caches are kept)."""
+    out = check_output_dir(out)
+    old = refuse_other_kind(out, "train-det")
+    new = json.loads(json.dumps(cfg.to_json()))
+    trained = [p.name for pattern in STAGE_OUTPUTS for p in sorted(out.glob(pattern))]
+    if trained:
+        same = old is not None and old.get("config_hash") == config_hash(new, RUNTIME_FIELDS)
+        if force:
+            gone = remove_outputs(out, STAGE_OUTPUTS)
+            log.warning("--force: removed %s from %s; every stage is recomputed",
+                        ", ".join(gone), out)
+        elif not same:
+            raise RunFolderError(
+                f"{out} holds a train-det run with "
+                f"{describe_diff(old, new, RUNTIME_FIELDS)}; use another "
+                "--output-dir, or --force to recompute every stage")
+    write_run_config(out, "train-det", cfg.to_json(), RUNTIME_FIELDS)
 
 
 def prepare(cfg: DetConfig, progress: bool = True, rank: int = 0,

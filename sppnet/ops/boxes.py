@@ -31,6 +31,11 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Pairwise intersection over union, ``Tensor[R, M]``; 0 where the union is empty."""
     check_boxes(boxes1, "boxes1")
     check_boxes(boxes2, "boxes2")
+    # integer boxes are accepted (as by nms); half-precision areas overflow (65504 = 256 x 256
+    # px), so the arithmetic is at least float32 and the result comes back in the input's dtype
+    out_dtype = boxes1.dtype if boxes1.is_floating_point() else torch.float32
+    work = torch.promote_types(torch.promote_types(boxes1.dtype, boxes2.dtype), torch.float32)
+    boxes1, boxes2 = boxes1.to(work), boxes2.to(work)
     area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
     area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
     lt = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])  # (R, M, 2)
@@ -38,8 +43,9 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     union = area1[:, None] + area2[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(inter.dtype).tiny),
-                       torch.zeros_like(inter))
+    iou = torch.where(union > 0, inter / union.clamp(min=torch.finfo(inter.dtype).tiny),
+                      torch.zeros_like(inter))
+    return iou.to(out_dtype)
 
 
 def clip_boxes(boxes: Tensor, image_size: Sequence[int]) -> Tensor:

@@ -109,6 +109,8 @@ def spp_pool(x: Tensor, levels: Sequence[int] = (6, 3, 2, 1), mode: str = "max")
     levels = check_levels(levels)
     check_mode(mode)
     n_batch = x.shape[0]
+    if n_batch == 0 or x.shape[1] == 0:  # STYLE 14: an empty batch is a well-shaped result
+        return x.new_zeros(n_batch, x.shape[1] * sum(n * n for n in levels)) + x.sum() * 0
     if _exporting():
         return torch.cat([_pool_level_masked(x, n, mode).reshape(n_batch, -1) for n in levels], 1)
     # adaptive pooling is ~10x faster on CPU in channels_last; the copy is cheap next to it.

@@ -16,6 +16,7 @@ from sppnet.classification import TrainConfig, train
 from sppnet.classification.train import PlateauSchedule, load_model
 from sppnet.cli.main import main
 from sppnet.utils.checkpoint import CheckpointError, load_checkpoint
+from tests.cli_util import cli_error
 
 SMALL = ["--model", "zf5_spp", "--width-mult", "0.25", "--fc-dim", "64", "--resize", "56",
          "--split", "12,2,None", "--batch-size", "6", "--threads", "1", "--seed", "3",
@@ -111,19 +112,19 @@ def test_resume_after_kill_mid_epoch_is_exact(shapes_folder, tmp_path):
     assert [json.loads(x)["epoch"] for x in lines] == [0, 1]  # no duplicate epoch lines
 
 
-def test_resume_rejects_another_architecture_or_class_count(shapes_folder, tmp_path):
+def test_resume_rejects_another_architecture_or_class_count(shapes_folder, tmp_path, capsys):
     out = tmp_path / "run"
     base = ["--data", str(shapes_folder), "--output-dir", str(out), "--sizes", "48",
             "--epochs", "1", *SMALL]
     assert main(["train-cls", *base]) == 0
-    with pytest.raises(CheckpointError, match="architecture is 'zf5_spp' but this run's is "
-                                              "'convnet5_spp'"):
-        main(["train-cls", *base, "--resume", "--model", "convnet5_spp"])
-    with pytest.raises(CheckpointError, match="model options"):
-        main(["train-cls", *base, "--resume", "--fc-dim", "32"])
+    config = (out / "config.json").read_text()
+    assert ("architecture is 'zf5_spp' but this run's is 'convnet5_spp'"
+            in cli_error(capsys, ["train-cls", *base, "--resume", "--model", "convnet5_spp"]))
+    assert "model options" in cli_error(capsys, ["train-cls", *base, "--resume", "--fc-dim", "32"])
+    # a refused resume has not touched the run's config
+    assert (out / "config.json").read_text() == config
     (out / "last.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
-        main(["train-cls", *base, "--resume"])
+    assert "not a readable safetensors file" in cli_error(capsys, ["train-cls", *base, "--resume"])
 
 
 @pytest.mark.slow

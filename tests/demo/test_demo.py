@@ -15,6 +15,7 @@ from sppnet.cli.main import main
 from sppnet.data.synthetic import write_voc_folder
 from sppnet.demo.report import PICTURES
 from sppnet.demo.run import plan
+from tests.cli_util import cli_error
 
 ARGS = ["--minutes", "0.1", "--no-progress", "--timing-images", "1"]
 
@@ -119,11 +120,11 @@ def test_demo_on_a_voc_folder(tmp_path):
     assert (out / "report.html").is_file()
 
 
-def test_demo_bad_data_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--data .*nowhere is not a folder"):
-        main(["demo", "--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o"),
-              *ARGS])
+def test_demo_bad_data_is_named(tmp_path, capsys):
+    msg = cli_error(capsys, ["demo", "--data", str(tmp_path / "nowhere"), "--output-dir",
+                             str(tmp_path / "o"), *ARGS])
+    assert re.search("--data .*nowhere is not a folder", msg)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no VOC XML files in .*empty"):
-        main(["demo", "--data", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "o"),
-              *ARGS])
+    msg = cli_error(capsys, ["demo", "--data", str(tmp_path / "empty"), "--output-dir",
+                             str(tmp_path / "o"), *ARGS])
+    assert re.search("no VOC XML files in .*empty", msg)

@@ -9,37 +9,34 @@ import pytest
 import torch
 
 from sppnet.cli.main import main as cli
+from sppnet.data.synthetic import write_voc_folder
 from sppnet.data.voc import load_voc
 from sppnet.detection import DetConfig, SPPDetector, jitter_boxes, train_detector
 from sppnet.models import get_model
 from sppnet.utils.checkpoint import save_checkpoint
-from tests.shared_data import need
+from tests.cli_util import cli_error
+
+
+CLASSES = ("circle", "cross", "star", "triangle")
 
 
 @pytest.fixture(scope="module")
-def fruit_small(tmp_path_factory):
-    """8 training and 3 test photos of the shared fruit set, one image without objects, and
-    ground-truth-jittered proposals for all of them."""
-    src = need("fruit")
-    root = tmp_path_factory.mktemp("fruit_small")
+def det_small(tmp_path_factory):
+    """A small detection set generated at test time (no shared data needed): 8 training and 3
+    test images of shapes on photos (sppnet.data.synthetic, as the demo uses), one image
+    without objects (a copy of the first), and ground-truth-jittered proposals for all."""
+    root = tmp_path_factory.mktemp("det_small")
+    write_voc_folder(root / "train", 8, seed=11, prefix="tr")
+    write_voc_folder(root / "test", 3, seed=12, prefix="te")
     rng = np.random.default_rng(0)
-    for part, stems in (("train", ["apple_1", "banana_1", "orange_1", "apple_2", "banana_2",
-                                   "orange_2", "apple_3", "mixed_1"]),
-                        ("test", ["apple_77", "banana_77", "orange_77"])):
-        (root / part).mkdir()
-        for stem in stems:
-            if not (src / part / f"{stem}.xml").is_file():
-                continue
-            for ext in (".jpg", ".xml"):
-                shutil.copy(src / part / f"{stem}{ext}", root / part / f"{stem}{ext}")
     # an image with no objects (its XML lists none)
-    shutil.copy(src / "train" / "apple_1.jpg", root / "train" / "empty_1.jpg")
+    shutil.copy(root / "train" / "tr_00000.jpg", root / "train" / "empty_1.jpg")
     (root / "train" / "empty_1.xml").write_text(
         "<annotation><filename>empty_1.jpg</filename><size><width>0</width>"
         "<height>0</height></size></annotation>")
     props = {}
     for part in ("train", "test"):
-        ds = load_voc(root / part, classes=["apple", "banana", "orange"])
+        ds = load_voc(root / part, classes=CLASSES)
         for a in ds:
             props[a.image_id] = jitter_boxes(a.boxes, a.image_size, 60, rng)
     np.savez(root / "proposals.npz", **props)
@@ -63,12 +60,13 @@ def _cfg(root, backbone, out, **kw):
                      output_dir=str(out), backbone=backbone,
                      proposals=str(root / "proposals.npz"), scales=(224,), ft_iters=12,
                      ft_lr_step=8, ft_batch=32, svm_layers=("pool5", "fc7"), svm_retrain_limit=50,
-                     classes=("apple", "banana", "orange"), **kw)
+                     classes=CLASSES, **kw)
 
 
-def test_train_detect_evaluate_resume(fruit_small, tiny_zf5, tmp_path, monkeypatch, caplog):
+def test_train_detect_evaluate_resume(det_small, tiny_zf5, tmp_path, monkeypatch, caplog,
+                                      capsys):
     out = tmp_path / "run"
-    cfg = _cfg(fruit_small, str(tiny_zf5), out)
+    cfg = _cfg(det_small, str(tiny_zf5), out)
     model_dir = train_detector(cfg, progress=False)
     for f in ("head.safetensors", "svm_pool5.safetensors", "svm_fc7.safetensors",
               "bbox_reg.safetensors", "config.json", "finetune_metrics.jsonl"):
@@ -81,7 +79,7 @@ def test_train_detect_evaluate_resume(fruit_small, tiny_zf5, tmp_path, monkeypat
     assert res["seconds_per_image_median"]["total"] > 0
     assert (out / "eval" / "pr_curves.png").is_file()
     assert (out / "eval" / "detections_grid.png").is_file()
-    assert len(list((out / "eval" / "devkit").glob("comp4_det_test_*.txt"))) == 3
+    assert len(list((out / "eval" / "devkit").glob("comp4_det_test_*.txt"))) == len(CLASSES)
 
     # a rerun loads every stage instead of recomputing it
     import sppnet.detection.train as train_mod
@@ -96,16 +94,16 @@ def test_train_detect_evaluate_resume(fruit_small, tiny_zf5, tmp_path, monkeypat
     monkeypatch.undo()
     # a different configuration in the same folder is refused, naming the way out
     with pytest.raises(ValueError, match="different configuration"):
-        train_detector(_cfg(fruit_small, str(tiny_zf5), out, seed=5), progress=False)
+        train_detector(_cfg(det_small, str(tiny_zf5), out, seed=5), progress=False)
 
     det = SPPDetector.load(model_dir)
-    assert det.classes == ["apple", "banana", "orange"]
+    assert det.classes == list(CLASSES)
     # detect CLI on the test folder plus a corrupt image: the corrupt one is reported, the rest
     # are written
     imgs = tmp_path / "imgs"
-    shutil.copytree(fruit_small / "test", imgs)
+    shutil.copytree(det_small / "test", imgs)
     (imgs / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    props = dict(np.load(fruit_small / "proposals.npz"))
+    props = dict(np.load(det_small / "proposals.npz"))
     props["broken"] = np.zeros((0, 4), np.float32)
     np.savez(tmp_path / "props.npz", **props)
     det_out = tmp_path / "det"
@@ -114,42 +112,42 @@ def test_train_detect_evaluate_resume(fruit_small, tiny_zf5, tmp_path, monkeypat
                     str(det_out), "--proposals", str(tmp_path / "props.npz"),
                     "--no-progress"]) == 0
     dets = json.loads((det_out / "detections.json").read_text())
-    assert set(dets) == {p.stem for p in (fruit_small / "test").glob("*.jpg")}
+    assert set(dets) == {p.stem for p in (det_small / "test").glob("*.jpg")}
     for d in dets.values():
         assert len(d["boxes"]) == len(d["scores"]) == len(d["labels"]) <= 100
     assert "broken" in (det_out / "failed.json").read_text()
     assert len(list((det_out / "images").glob("*.png"))) == len(dets)
     # eval-voc on the JSON agrees with the training run's own evaluation of the same variant
     ev_out = tmp_path / "ev"
-    assert cli(["eval-voc", "--annotations", str(fruit_small / "test"), "--detections",
+    assert cli(["eval-voc", "--annotations", str(det_small / "test"), "--detections",
                 str(det_out / "detections.json"), "--output-dir", str(ev_out),
-                "--classes", "apple,banana,orange"]) == 0
+                "--classes", ",".join(CLASSES)]) == 0
     got = json.loads((ev_out / "results.json").read_text())["mAP"]
     assert got == pytest.approx(res["variants"][res["main"]]["mAP"], abs=1e-6)
     # two detectors combined, and the R-CNN way on the same windows
-    assert cli(["detect", str(fruit_small / "test"), "--model", str(model_dir), "--model",
+    assert cli(["detect", str(det_small / "test"), "--model", str(model_dir), "--model",
                 str(model_dir), "--output-dir", str(tmp_path / "comb"), "--proposals",
-                str(fruit_small / "proposals.npz"), "--no-progress"]) == 0
+                str(det_small / "proposals.npz"), "--no-progress"]) == 0
     comb = json.loads((tmp_path / "comb" / "detections.json").read_text())
     for k in comb:  # the union of a detector with itself keeps the same boxes
         np.testing.assert_allclose(comb[k]["scores"], dets[k]["scores"], rtol=1e-6)
     # eval-det: the R-CNN way, other scales, int8 fc — all from the same trained detector
-    assert cli(["eval-det", "--model", str(model_dir), "--data", str(fruit_small / "test"),
+    assert cli(["eval-det", "--model", str(model_dir), "--data", str(det_small / "test"),
                 "--output-dir", str(tmp_path / "ed"), "--mode", "rcnn", "--fc", "int8",
-                "--proposals", str(fruit_small / "proposals.npz"), "--no-progress"]) == 0
+                "--proposals", str(det_small / "proposals.npz"), "--no-progress"]) == 0
     ed = json.loads((tmp_path / "ed" / "results.json").read_text())
     assert ed["mode"] == "rcnn" and set(ed["variants"]) == set(res["variants"])
-    assert cli(["eval-det", "--model", str(model_dir), "--data", str(fruit_small / "test"),
+    assert cli(["eval-det", "--model", str(model_dir), "--data", str(det_small / "test"),
                 "--output-dir", str(tmp_path / "ed5"), "--scales", "160,224,320",
-                "--proposals", str(fruit_small / "proposals.npz"), "--no-progress"]) == 0
+                "--proposals", str(det_small / "proposals.npz"), "--no-progress"]) == 0
     assert json.loads((tmp_path / "ed5" / "results.json").read_text())["scales"] == [160, 224,
                                                                                        320]
-    with pytest.raises(ValueError, match="svd:R6,R7"):
-        cli(["eval-det", "--model", str(model_dir), "--data", str(fruit_small / "test"),
-             "--output-dir", str(tmp_path / "bad"), "--fc", "svd:12"])
-    assert cli(["detect", str(fruit_small / "test" / "apple_77.jpg"), "--model",
+    assert "svd:R6,R7" in cli_error(capsys, [
+        "eval-det", "--model", str(model_dir), "--data", str(det_small / "test"),
+        "--output-dir", str(tmp_path / "bad"), "--fc", "svd:12"])
+    assert cli(["detect", str(det_small / "test" / "te_00000.jpg"), "--model",
                 str(model_dir), "--output-dir", str(tmp_path / "rcnn"), "--mode", "rcnn",
-                "--proposals", str(fruit_small / "proposals.npz"), "--no-progress"]) == 0
+                "--proposals", str(det_small / "proposals.npz"), "--no-progress"]) == 0
 
 
 def test_wrong_model_dir_and_missing_data_are_clear(tmp_path):
@@ -162,23 +160,23 @@ def test_wrong_model_dir_and_missing_data_are_clear(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_shards_the_caches(fruit_small, tiny_zf5, tmp_path, monkeypatch):
+def test_torchrun_shards_the_caches(det_small, tiny_zf5, tmp_path, monkeypatch):
     import subprocess
     import sys
 
     cache = tmp_path / "cache"
     res = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "sppnet.cli.main", "train-det", "--data", str(fruit_small / "train"),
+         "-m", "sppnet.cli.main", "train-det", "--data", str(det_small / "train"),
          "--backbone", str(tiny_zf5), "--output-dir", str(tmp_path / "run"), "--cache-dir",
          str(cache), "--scales", "224", "--workers", "1", "--stages", "cache", "--no-progress"],
         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     import hashlib
 
-    # entries are keyed by image content: empty_1.jpg is a copy of apple_1.jpg
+    # entries are keyed by image content: empty_1.jpg is a copy of tr_00000.jpg
     n = len({hashlib.sha1(a.image_path.read_bytes()).hexdigest()
-             for a in load_voc(fruit_small / "train")})
+             for a in load_voc(det_small / "train")})
     assert len(list((cache / "proposals").glob("*.npz"))) == n
     assert len(list((cache / "maps").glob("*.safetensors"))) == 2 * n  # and the flips
     # one process afterwards finds everything cached: nothing is recomputed
@@ -190,17 +188,17 @@ def test_torchrun_shards_the_caches(fruit_small, tiny_zf5, tmp_path, monkeypatch
 
     monkeypatch.setattr(feat_mod, "compute_maps", boom)
     monkeypatch.setattr(prop_mod, "selective_search", boom)
-    cfg = DetConfig(data=str(fruit_small / "train"), backbone=str(tiny_zf5), scales=(224,),
+    cfg = DetConfig(data=str(det_small / "train"), backbone=str(tiny_zf5), scales=(224,),
                     output_dir=str(tmp_path / "run"), cache_dir=str(cache), workers=1)
     train_detector(cfg, stages=("cache",), progress=False)
 
 
-def test_detect_with_selective_search_overlapped(fruit_small, tiny_zf5, tmp_path):
+def test_detect_with_selective_search_overlapped(det_small, tiny_zf5, tmp_path):
     """No --proposals: Selective Search runs in worker processes ahead of the network."""
-    cfg = _cfg(fruit_small, str(tiny_zf5), tmp_path / "run", bbox_reg=False)
+    cfg = _cfg(det_small, str(tiny_zf5), tmp_path / "run", bbox_reg=False)
     model_dir = train_detector(cfg, stages=("cache", "finetune", "svm"), progress=False)
     out = tmp_path / "det"
-    assert cli(["detect", str(fruit_small / "test"), "--model", str(model_dir), "--output-dir",
+    assert cli(["detect", str(det_small / "test"), "--model", str(model_dir), "--output-dir",
                 str(out), "--workers", "2", "--fc", "int8", "--no-progress"]) == 0
     dets = json.loads((out / "detections.json").read_text())
     assert len(dets) == 3 and len(list((out / "cache" / "proposals").glob("*.npz"))) == 3

@@ -83,7 +83,7 @@ def test_load_proposal_file_forms_and_errors(tmp_path):
     np.savez(tmp_path / "all.npz", a=np.array([[0, 0, 4, 4.0]]), b=np.zeros((0, 4)))
     out = load_proposal_file(tmp_path / "all.npz", ["a", "b"])
     assert out["a"].shape == (1, 4) and out["b"].shape == (0, 4)
-    with pytest.raises(KeyError, match="no boxes for 1 image"):
+    with pytest.raises(ValueError, match="no boxes for 1 image"):
         load_proposal_file(tmp_path / "all.npz", ["a", "c"])
     d = tmp_path / "per_image"
     d.mkdir()

@@ -119,3 +119,19 @@ def test_bad_input():
         clip_boxes(good, (0, 10))
     with pytest.raises(ValueError, match=r"idxs must have shape \(1,\)"):
         batched_nms(good, torch.ones(1), torch.zeros(3, dtype=torch.long), 0.3)
+
+
+def test_box_iou_half_precision_large_boxes():
+    # a 300 x 300 box has area 90,000 > float16's 65,504: the area must not overflow to inf
+    b = torch.tensor([[0, 0, 300, 300], [0, 0, 300, 150]], dtype=torch.float16)
+    iou = box_iou(b, b)
+    assert iou.dtype == torch.float16
+    assert iou.tolist() == [[1.0, 0.5], [0.5, 1.0]]
+
+
+def test_box_iou_integer_boxes():
+    a = torch.tensor([[0, 0, 10, 10]])
+    b = torch.tensor([[0, 0, 10, 5], [20, 20, 30, 30]])
+    iou = box_iou(a, b)
+    assert iou.dtype == torch.float32
+    assert iou.tolist() == [[0.5, 0.0]]

@@ -169,3 +169,12 @@ def test_bad_mode_and_channels():
         spp_pool(torch.randn(1, 1, 4, 4), mode="sum")
     with pytest.raises(ValueError, match="channels must be a positive int, got channels=0"):
         spp_output_dim(0)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 5, 7), (2, 0, 5, 7)])
+def test_spp_pool_empty_batch_or_channels(shape):
+    x = torch.zeros(shape, requires_grad=True)
+    y = spp_pool(x, (2, 1))
+    assert y.shape == (shape[0], shape[1] * 5)
+    y.sum().backward()
+    assert x.grad.shape == shape
