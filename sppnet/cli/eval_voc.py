@@ -22,7 +22,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--detections", type=Path, required=True,
                    help="folder of devkit result files, or detections.json")
     p.add_argument("--output-dir", type=Path, required=True)
-    p.add_argument("--classes", help="class names (default: from the annotations)")
+    p.add_argument("--classes", help="class names, in the detector's label order (default: "
+                                     "the names in the annotations and the detections)")
     p.add_argument("--iou", type=float, default=0.5)
     p.add_argument("--all-point", action="store_true", help="all-point AP instead of 11-point")
     p.add_argument("--no-plus-one", action="store_true",
@@ -32,42 +33,86 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     return p
 
 
-def _load_detections(path: Path, classes: list[str], prefix: str) -> dict:
-    """``{image_id: (boxes in devkit pixels, scores, labels)}``."""
+def _json_entry(path: Path, image_id: str, d: object, classes: list[str] | None):
+    """One image's detections from detections.json -> ``(boxes (continuous), scores,
+    class names)``; raises naming the file and the image when malformed."""
     import numpy as np
 
-    from ..evaluation.voc import read_devkit_results, to_devkit
+    where = f"--detections {path}, image {image_id!r}"
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected an object with boxes/scores/labels, got "
+                         f"{type(d).__name__}")
+    missing = [k for k in ("boxes", "scores") if k not in d]
+    if "labels" not in d and "names" not in d:
+        missing.append("labels (or names)")
+    if missing:
+        raise ValueError(f"{where}: missing {', '.join(missing)}")
+    try:
+        boxes = np.asarray(d["boxes"], np.float64)
+        scores = np.asarray(d["scores"], np.float64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: boxes and scores must be numbers ({e})") from None
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{where}: boxes must be a list of [x1, y1, x2, y2], got shape "
+                         f"{boxes.shape}")
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        raise ValueError(f"{where}: boxes and scores must be finite")
+    if "names" in d:
+        names = [str(n) for n in d["names"]]
+    else:  # labels alone are indices into the detector's classes: they need --classes
+        if classes is None:
+            raise ValueError(f"{where}: labels without names are indices into the detector's "
+                             "classes; give --classes in its label order")
+        try:
+            labels = [int(v) for v in d["labels"]]
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: labels must be integers") from None
+        bad = [v for v in labels if not 0 <= v < len(classes)]
+        if bad:
+            raise ValueError(f"{where}: label {bad[0]} is not an index into --classes")
+        names = [classes[v] for v in labels]
+    if not len(boxes) == len(scores) == len(names):
+        raise ValueError(f"{where}: {len(boxes)} boxes, {len(scores)} scores and "
+                         f"{len(names)} labels")
+    return boxes, scores, names
 
-    out: dict = {}
+
+def _load_detections(path: Path, classes: list[str] | None, prefix: str,
+                     candidates: list[str]) -> dict:
+    """``{image_id: (boxes continuous xyxy, scores, class names)}`` from ``detections.json``
+    or a folder of devkit files (for the classes in ``classes`` or else ``candidates``)."""
+    import numpy as np
+
+    from ..evaluation.voc import class_file_name, from_devkit, read_devkit_results
+
     if path.is_file():
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"--detections {path} is not valid JSON: {e}") from None
-        for image_id, d in data.items():
-            boxes = to_devkit(np.asarray(d["boxes"], np.float64).reshape(-1, 4))
-            out[image_id] = (boxes, np.asarray(d["scores"], np.float64),
-                             np.asarray(d["labels"], np.int64))
-        return out
+        if not isinstance(data, dict):
+            raise ValueError(f"--detections {path}: expected a JSON object of image id -> "
+                             f"detections, got {type(data).__name__}")
+        return {str(i): _json_entry(path, str(i), d, classes) for i, d in data.items()}
     if not path.is_dir():
         raise FileNotFoundError(f"--detections {path} does not exist")
-    found = 0
     rows: dict = {}
-    for c, name in enumerate(classes):
-        f = path / f"{prefix}{name}.txt"
+    found = 0
+    for name in classes or candidates:
+        f = path / class_file_name(prefix, name)
         if not f.is_file():
             logging.warning("no %s: class %r has no detections", f, name)
             continue
         found += 1
         for image_id, score, box in read_devkit_results(f):
-            rows.setdefault(image_id, []).append((box, score, c))
+            rows.setdefault(image_id, []).append((box, score, name))
     if not found:
         raise FileNotFoundError(f"--detections {path} holds no {prefix}<class>.txt files for "
-                                f"classes {classes[:5]}")
-    for image_id, r in rows.items():
-        out[image_id] = (np.array([x[0] for x in r]), np.array([x[1] for x in r]),
-                         np.array([x[2] for x in r]))
-    return out
+                                f"classes {(classes or candidates)[:5]}")
+    return {i: (from_devkit(np.array([x[0] for x in r])), np.array([x[1] for x in r]),
+                [x[2] for x in r]) for i, r in rows.items()}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -75,26 +120,44 @@ def main(args: argparse.Namespace) -> int:
 
     from ..data.voc import load_voc
     from ..evaluation.voc import VOCEvaluator, plot_pr_curves, to_devkit
+    from ..utils.provenance import write_results
+    from ..utils.run_dir import check_output_dir
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    classes = args.classes.split(",") if args.classes else None
-    ds = load_voc(args.annotations, args.split, classes)
-    dets = _load_detections(args.detections, ds.classes, args.prefix)
+    check_output_dir(args.output_dir)
+    given = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    ann = load_voc(args.annotations, args.split, given, need_images=False)
+    dets = _load_detections(args.detections, given, args.prefix, ann.found_classes)
+    # the evaluated classes: --classes, or every class in the annotations or the detections;
+    # labels map by name, so a class absent from the test folder cannot shift the others
+    det_names = sorted({n for _, _, names in dets.values() for n in names})
+    classes = given or sorted(set(ann.found_classes) | set(det_names))
+    unknown = sorted(set(det_names) - set(classes))
+    if unknown:
+        raise ValueError(f"--detections name classes {unknown} that are not in --classes "
+                         f"{classes}")
+    ds = ann if given else load_voc(args.annotations, args.split, classes, need_images=False)
+    index = {c: k for k, c in enumerate(classes)}
     plus_one = not args.no_plus_one
-    ev = VOCEvaluator(ds.classes, args.iou, not args.all_point, plus_one)
+    ev = VOCEvaluator(classes, args.iou, not args.all_point, plus_one)
     known = {a.image_id for a in ds}
     extra = sorted(set(dets) - known)
     if extra:
         logging.warning("%d detected image id(s) are not in the annotations, ignored: %s",
                         len(extra), extra[:5])
-    empty = (np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
+    empty = (np.zeros((0, 4)), np.zeros(0), [])
     for a in ds:
-        gt = to_devkit(a.boxes) if plus_one else a.boxes
-        b, s, lab = dets.get(a.image_id, empty)
-        ev.process(a.image_id, gt, a.labels, a.difficult, b, s, lab)
+        b, s, names = dets.get(a.image_id, empty)
+        conv = to_devkit if plus_one else (lambda x: np.asarray(x, np.float64))
+        ev.process(a.image_id, conv(a.boxes), a.labels, a.difficult, conv(b), s,
+                   np.array([index[n] for n in names], np.int64))
     res = ev.evaluate()
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "results.json").write_text(json.dumps(res, indent=2))
+    absent = [c for c in classes if res["positives"][c] == 0]
+    if absent:
+        logging.warning("classes with no objects in the annotations (AP undefined, left out of "
+                        "the mean): %s", absent)
+    res["classes"] = classes
+    write_results(args.output_dir / "results.json", res, {})
     plot_pr_curves(ev.class_results(), args.output_dir / "pr_curves.png",
                    f"VOC{'07 11-point' if not args.all_point else ' all-point'} AP")
     for name, ap in res["per_class_AP"].items():

@@ -61,7 +61,8 @@ def decode_image(path: str | Path) -> np.ndarray:
                 arr = np.asarray(rgb, dtype=np.uint8)
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as e:  # a bomb is one more unreadable file
         raise ImageDecodeError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageDecodeError(f"{path}: decoded to an unusable array of shape {arr.shape}")

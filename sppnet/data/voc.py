@@ -16,6 +16,7 @@ entities, no entity-expansion bombs).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ class VOCDataset:
     classes: list[str]
     annotations: list[Annotation]
     skipped: dict[str, str] = field(default_factory=dict)  # file -> why it was left out
+    found_classes: list[str] = field(default_factory=list)  # every name in the XML, sorted
 
     def __len__(self) -> int:
         return len(self.annotations)
@@ -80,7 +82,8 @@ class VOCDataset:
         missing = [i for i in ids if i not in by_id]
         if missing:
             raise ValueError(f"{len(missing)} image id(s) are not in {self.root}: {missing[:5]}")
-        return VOCDataset(self.root, self.classes, [by_id[i] for i in ids], dict(self.skipped))
+        return VOCDataset(self.root, self.classes, [by_id[i] for i in ids], dict(self.skipped),
+                          list(self.found_classes))
 
 
 def read_image_size(path: Path) -> tuple[int, int]:
@@ -123,8 +126,12 @@ def parse_voc_xml(xml_path: Path) -> dict:
     size = root.find("size")
     h = w = 0
     if size is not None:
-        w = int(_number(size, "width", xml_path)) if size.find("width") is not None else 0
-        h = int(_number(size, "height", xml_path)) if size.find("height") is not None else 0
+        w = _number(size, "width", xml_path) if size.find("width") is not None else 0.0
+        h = _number(size, "height", xml_path) if size.find("height") is not None else 0.0
+        if not (math.isfinite(w) and math.isfinite(h)) or w < 0 or h < 0:
+            log.warning("%s: <size> %s x %s is not a usable size; ignored", xml_path, w, h)
+            w = h = 0.0
+        w, h = int(w), int(h)
     objects = []
     for obj in root.findall("object"):
         name = _text(obj, "name", xml_path)
@@ -132,6 +139,9 @@ def parse_voc_xml(xml_path: Path) -> dict:
         if box is None:
             raise AnnotationError(f"{xml_path}: object {name!r} has no <bndbox>")
         coords = tuple(_number(box, t, xml_path) for t in ("xmin", "ymin", "xmax", "ymax"))
+        if not all(math.isfinite(c) for c in coords):
+            log.warning("%s: %s box %s is not finite; object skipped", xml_path, name, coords)
+            continue
         diff = _text(obj, "difficult", xml_path, required=False)
         objects.append((name, coords, diff not in (None, "0")))
     return {"filename": _text(root, "filename", xml_path, required=False), "size": (h, w),
@@ -169,7 +179,8 @@ def write_voc_xml(xml_path: str | Path, filename: str, image_size: tuple[int, in
     return xml_path
 
 
-def _find_image(xml_path: Path, filename: str | None, image_dirs: Sequence[Path]) -> Path:
+def _find_image(xml_path: Path, filename: str | None, image_dirs: Sequence[Path],
+                need_image: bool = True) -> Path | None:
     stems = [xml_path.stem] + ([Path(filename).stem] if filename else [])
     for d in image_dirs:
         if filename and (d / Path(filename).name).is_file():
@@ -178,13 +189,21 @@ def _find_image(xml_path: Path, filename: str | None, image_dirs: Sequence[Path]
             for ext in IMAGE_EXTS:
                 if (d / f"{stem}{ext}").is_file():
                     return d / f"{stem}{ext}"
+    if not need_image:
+        return None
     raise AnnotationError(f"{xml_path}: no image for it in {[str(d) for d in image_dirs]} "
                           f"(looked for {stems[0]}.* and {filename!r})")
 
 
-def _to_annotation(xml_path: Path, raw: dict, image_path: Path,
+def _to_annotation(xml_path: Path, raw: dict, image_path: Path | None,
                    class_index: dict[str, int]) -> Annotation:
-    h, w = read_image_size(image_path)
+    if image_path is None:  # evaluation reads only the XML, as the devkit does
+        if raw["size"][0] < 1 or raw["size"][1] < 1:
+            raise AnnotationError(f"{xml_path}: no image beside it and no <size> in it")
+        h, w = raw["size"]
+        image_path = xml_path.with_suffix(".jpg")  # where it would be; never opened
+    else:
+        h, w = read_image_size(image_path)
     if raw["size"] != (h, w) and raw["size"] != (0, 0):
         log.warning("%s says the image is %s (H, W) but %s is %s; using the image", xml_path,
                     raw["size"], image_path.name, (h, w))
@@ -217,7 +236,7 @@ def _layout(root: Path) -> tuple[list[Path], list[Path]]:
 
 
 def load_voc(root: str | Path, split: str | None = None,
-             classes: Sequence[str] | None = None) -> VOCDataset:
+             classes: Sequence[str] | None = None, need_images: bool = True) -> VOCDataset:
     """Load a VOC-format folder.
 
     Args:
@@ -226,6 +245,8 @@ def load_voc(root: str | Path, split: str | None = None,
             of image ids (one per line) — for folders without ImageSets.
         classes: class names in label order; by default the sorted names found in the data.
             Objects of other classes are ignored.
+        need_images: False for evaluation, which needs only the XML: an annotation without an
+            image takes its size from ``<size>``.
 
     Files that cannot be used (malformed XML, no image) are skipped with a warning naming them
     and listed in ``skipped``; the rest load.
@@ -254,12 +275,12 @@ def load_voc(root: str | Path, split: str | None = None,
     for xml in xmls:
         try:
             raw = parse_voc_xml(xml)
-            raws.append((xml, raw, _find_image(xml, raw["filename"], image_dirs)))
+            raws.append((xml, raw, _find_image(xml, raw["filename"], image_dirs, need_images)))
         except AnnotationError as e:
             log.warning("skipping %s", e)
             skipped[str(xml)] = str(e)
-    names = list(classes) if classes is not None else sorted(
-        {o[0] for _, raw, _ in raws for o in raw["objects"]})
+    found = sorted({o[0] for _, raw, _ in raws for o in raw["objects"]})
+    names = list(classes) if classes is not None else found
     if not names:
         raise ValueError(f"{root}: no objects in any annotation and no classes given")
     index = {c: i for i, c in enumerate(names)}
@@ -267,7 +288,7 @@ def load_voc(root: str | Path, split: str | None = None,
     for xml, raw, image in raws:
         try:
             anns.append(_to_annotation(xml, raw, image, index))
-        except (OSError, AnnotationError) as e:  # unreadable image header
+        except (OSError, AnnotationError, Image.DecompressionBombError) as e:  # bad header
             log.warning("skipping %s: %s", xml, e)
             skipped[str(xml)] = f"image {image}: {e}"
-    return VOCDataset(root, names, anns, skipped)
+    return VOCDataset(root, names, anns, skipped, found)

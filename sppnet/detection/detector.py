@@ -222,8 +222,15 @@ class SPPDetector(nn.Module):
         directory = Path(directory)
         path = directory / "detector.safetensors"
         if not path.is_file():
+            from ..utils.run_dir import run_kind
+
+            kind, _ = run_kind(directory)
+            held = f" it holds a {kind} run;" if kind not in (None, "train-det") else ""
+            hint = (f" (the detector of a train-det run is its model/ folder)"
+                    if kind == "train-det" else "")
             raise CheckpointError(f"{directory} is not a detector directory (no "
-                                  "detector.safetensors); train one with `sppnet train-det`")
+                                  f"detector.safetensors);{held} train one with `sppnet "
+                                  f"train-det`{hint}")
         tensors, meta = load_checkpoint(path)
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{path} is not an sppnet detector (format "

@@ -121,13 +121,23 @@ def _check_run_dir(out: Path, cfg: DetConfig, force: bool) -> None:
     write_run_config(out, "train-det", cfg.to_json(), RUNTIME_FIELDS)
 
 
+def training_set(cfg: DetConfig) -> VOCDataset:
+    """The training images; classes named in ``cfg.classes`` must occur in them."""
+    ds = load_dataset(cfg.data, cfg.split, cfg.classes)
+    unknown = [c for c in cfg.classes if c not in ds.found_classes]
+    if unknown:
+        raise ValueError(f"classes {unknown} occur in no annotation of {cfg.data} (found: "
+                         f"{', '.join(ds.found_classes) or 'none'})")
+    return ds
+
+
 def prepare(cfg: DetConfig, progress: bool = True, rank: int = 0,
-            world_size: int = 1) -> Stages:
+            world_size: int = 1, ds: VOCDataset | None = None) -> Stages:
     """Data, proposals and conv maps (the cache stage; sharded by rank under torchrun)."""
     from tqdm import tqdm
 
     cache_dir = Path(cfg.cache_dir or Path(cfg.output_dir) / "cache")
-    ds = load_dataset(cfg.data, cfg.split, cfg.classes)
+    ds = ds if ds is not None else training_set(cfg)
     if cfg.max_images:
         ds = ds.subset([a.image_id for a in ds][: cfg.max_images])
     props = get_proposals(ds, cfg, cache_dir, progress, rank, world_size)
@@ -229,9 +239,15 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
                              "train on one process afterwards")
         prepare(cfg, progress and rank == 0, rank, world)
         return out / "cache"
+    check_output_dir(out)
+    ds = training_set(cfg)  # user mistakes in the data surface before anything is written
+    spec = backbone_spec(cfg)
+    if spec.model == "mobilenet_v2" and not (spec.weights and Path(spec.weights).is_file()):
+        raise FileNotFoundError(f"--weights: the mobilenet_v2 backbone needs its TFLite file, "
+                                f"got {spec.weights or 'none'}")
     _check_run_dir(out, cfg, force)
     torch.manual_seed(cfg.seed)
-    st = prepare(cfg, progress)
+    st = prepare(cfg, progress, ds=ds)
     if stages == ("cache",):
         return out / "cache"
     pooled_dim = st.pool(0, False, st.windows[0].boxes[:1]).shape[1]

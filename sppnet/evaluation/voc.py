@@ -21,14 +21,49 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["voc_ap", "eval_class", "VOCEvaluator", "to_devkit", "iou_matrix",
-           "read_devkit_results", "write_devkit_results", "plot_pr_curves"]
+__all__ = ["voc_ap", "eval_class", "VOCEvaluator", "to_devkit", "from_devkit", "iou_matrix",
+           "read_devkit_results", "write_devkit_results", "plot_pr_curves", "class_file_name",
+           "VOC07_RECALL_THRESHOLDS"]
+
+# The devkit's ``t = 0:0.1:1`` in MATLAB. Its colon operator builds the upper half from the end
+# point, so the values are these exact doubles (0.3 is 0.30000000000000004, 0.6 and 0.7 exact),
+# unlike ``np.arange(0, 1.1, 0.1)`` (0.6000000000000001, 0.7000000000000001), which misses a
+# recall of exactly 0.6 or 0.7.
+VOC07_RECALL_THRESHOLDS = (0.0, 0.1, 0.2, 0.30000000000000004, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9,
+                           1.0)
+
+
+def class_file_name(prefix: str, name: str) -> str:
+    """``<prefix><name>.txt`` with the class name percent-encoded where it is not a plain file
+    name character (``../x`` -> ``..%2Fx``), so any class name is a safe, reversible name."""
+    from urllib.parse import quote
+
+    return f"{prefix}{quote(name, safe='')}.txt"
+
+
+def _encode_id(image_id: str) -> str:
+    """Image ids go into space-separated devkit lines: ``%`` and whitespace are escaped."""
+    return "".join(f"%{ord(ch):02X}" if ch == "%" or ch.isspace() else ch for ch in image_id)
+
+
+def _decode_id(token: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(token) if "%" in token else token
 
 
 def to_devkit(boxes: np.ndarray) -> np.ndarray:
     """Continuous 0-based ``xyxy`` -> the devkit's 1-based inclusive pixels."""
     b = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
     b[:, :2] += 1.0
+    return b
+
+
+def from_devkit(boxes: np.ndarray) -> np.ndarray:
+    """The devkit's 1-based inclusive pixels -> continuous 0-based ``xyxy`` (inverse of
+    :func:`to_devkit`)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
+    b[:, :2] -= 1.0
     return b
 
 
@@ -52,7 +87,7 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True
     precision = np.asarray(precision, np.float64)
     if use_07_metric:
         ap = 0.0
-        for t in np.arange(0.0, 1.1, 0.1):
+        for t in VOC07_RECALL_THRESHOLDS:
             p = precision[recall >= t].max() if (recall >= t).any() else 0.0
             ap += p / 11.0
         return float(ap)
@@ -168,17 +203,19 @@ def write_devkit_results(out_dir: str | Path, classes: Sequence[str],
                          detections: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
                          prefix: str = "comp4_det_test_") -> list[Path]:
     """Devkit result files ``<prefix><class>.txt``: lines ``image_id score x1 y1 x2 y2`` in
-    1-based pixels, from ``(image_id, boxes (continuous xyxy), scores, labels)`` tuples."""
+    1-based pixels, from ``(image_id, boxes (continuous xyxy), scores, labels)`` tuples.
+    Class names are percent-encoded in file names (:func:`class_file_name`), and ``%`` and
+    whitespace in image ids (:func:`read_devkit_results` decodes them)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines: dict[int, list[str]] = {c: [] for c in range(len(classes))}
     for image_id, boxes, scores, labels in detections:
         for b, s, lab in zip(to_devkit(boxes), np.asarray(scores), np.asarray(labels)):
-            lines[int(lab)].append(f"{image_id} {s:.6f} {b[0]:.1f} {b[1]:.1f} {b[2]:.1f} "
+            lines[int(lab)].append(f"{_encode_id(image_id)} {s:.6f} {b[0]:.1f} {b[1]:.1f} {b[2]:.1f} "
                                    f"{b[3]:.1f}")
     paths = []
     for c, name in enumerate(classes):
-        p = out_dir / f"{prefix}{name}.txt"
+        p = out_dir / class_file_name(prefix, name)
         p.write_text("".join(ln + "\n" for ln in lines[c]))
         paths.append(p)
     return paths
@@ -197,7 +234,9 @@ def read_devkit_results(path: str | Path) -> list[tuple[str, float, np.ndarray]]
             vals = [float(v) for v in parts[1:]]
         except ValueError:
             raise ValueError(f"{path}:{n}: non-numeric value in {line!r}") from None
-        out.append((parts[0], vals[0], np.array(vals[1:], np.float64)))
+        if not all(np.isfinite(vals)):
+            raise ValueError(f"{path}:{n}: non-finite value in {line!r}")
+        out.append((_decode_id(parts[0]), vals[0], np.array(vals[1:], np.float64)))
     return out
 
 

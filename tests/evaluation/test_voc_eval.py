@@ -2,6 +2,8 @@
 
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -12,18 +14,25 @@ from sppnet.evaluation.voc import (
     iou_matrix,
     read_devkit_results,
     to_devkit,
+    VOC07_RECALL_THRESHOLDS,
     voc_ap,
     write_devkit_results,
 )
 from tests.shared_data import need
 
-# ../shared/data/README.md: the peer's expected AP by IoU threshold
-EXPECTED_11 = {0.1: 0.3333333333, 0.3: 0.2683982683, 0.5: 0.0303030303, 0.75: 0.0}
+FIXTURE = Path(__file__).parent / "ap_fixture"
+
+# ../shared/data/README.md: the peer's expected AP by IoU threshold. At IoU 0.1 the recall
+# reaches exactly 9/15 = 0.6 (at the 23rd detection, precision 9/23). The devkit's thresholds
+# (MATLAB 0:0.1:1) include exactly 0.6, so that point adds (9/23)/11; the peer's 0.3333333333
+# used np.arange(0, 1.1, 0.1), whose 0.6000000000000001 misses it.
+EXPECTED_11 = {0.1: 0.3333333333 + (9 / 23) / 11, 0.3: 0.2683982683, 0.5: 0.0303030303,
+               0.75: 0.0}
 EXPECTED_ALL = {0.1: 0.3371980676, 0.3: 0.2456866804, 0.5: 0.0222222222, 0.75: 0.0}
 
 
 def _fixture():
-    root = need("voc100/ap_fixture")
+    root = FIXTURE  # a copy of ../shared/data/voc100/ap_fixture (see its README)
     gts, dets = {}, []
     for f in sorted((root / "gts").glob("*.txt")):
         rows = [ln.split() for ln in f.read_text().splitlines() if ln.strip()]
@@ -159,3 +168,22 @@ def test_eval_voc_cli_on_voc100_sample_detections(tmp_path, capsys):
                 "--output-dir", str(tmp_path / "eval2"), "--classes", ",".join(classes)]) == 0
     res2 = json.loads((tmp_path / "eval2" / "results.json").read_text())
     assert res2["mAP"] == pytest.approx(res["mAP"], abs=1e-12)
+
+
+def test_voc07_thresholds_are_the_devkits():
+    # MATLAB's 0:0.1:1: the lower half k * 0.1, the upper half 1 - (10 - k) * 0.1
+    assert VOC07_RECALL_THRESHOLDS[3] == 0.30000000000000004
+    assert VOC07_RECALL_THRESHOLDS[6] == 0.6 and VOC07_RECALL_THRESHOLDS[7] == 0.7
+
+
+@pytest.mark.parametrize("n_tp,expected_points", [
+    (15, 3),  # recall exactly 0.3 = 15/50 misses the devkit's 0.30000000000000004: t = 0..0.2
+    (30, 7),  # recall exactly 0.6: t = 0 .. 0.6
+    (35, 8),  # recall exactly 0.7: t = 0 .. 0.7
+])
+def test_recall_exactly_on_a_threshold(n_tp, expected_points):
+    # 50 objects in 50 images, n_tp perfect detections (precision 1) and nothing else:
+    # the 11-point AP is (number of thresholds <= the final recall) / 11
+    gts = {f"i{k}": _gt([[0, 0, 10, 10]]) for k in range(50)}
+    dets = [(f"i{k}", 1.0, np.array([0, 0, 10, 10.0])) for k in range(n_tp)]
+    assert eval_class(gts, dets).ap == pytest.approx(expected_points / 11, abs=1e-12)

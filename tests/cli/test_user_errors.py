@@ -1,0 +1,103 @@
+"""A user's mistake on the command line: one line naming the argument, exit code 2, nothing
+written — never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from sppnet.data.synthetic import write_voc_folder
+from tests.cli_util import cli_error
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc")
+    write_voc_folder(root, 3, seed=1, prefix="v")
+    return root
+
+
+@pytest.fixture(scope="module")
+def classes_folder(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("cls")
+    for c in ("a", "b"):
+        (root / c).mkdir()
+        for i in range(4):
+            Image.new("RGB", (40, 40), (i * 40, 0, 0)).save(root / c / f"{i}.jpg")
+    return root
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--levels", "0"], "levels"),
+    (["--levels", "a"], "levels"),
+    (["--sizes", "0"], "sizes"),
+    (["--width-mult", "0"], "width_mult"),
+    (["--epochs", "-1"], "epochs"),
+    (["--fc-dim", "0"], "fc_dim"),
+    (["--set", "lr=abc"], "lr"),
+])
+def test_train_cls_bad_values(classes_folder, tmp_path, capsys, flags, named):
+    out = tmp_path / "out"
+    msg = cli_error(capsys, ["train-cls", "--data", str(classes_folder), "--output-dir",
+                             str(out), "--no-progress", *flags])
+    assert named in msg
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--ft-iters", "-5"], "ft_iters"),
+    (["--ft-iters", "0"], "ft_iters"),
+    (["--scales", "0"], "scales"),
+    (["--set", "levels=a"], "levels"),
+    (["--classes", "circle,circle"], "distinct"),
+    (["--classes", "circle,unicorn"], "unicorn"),
+])
+def test_train_det_bad_values(voc, tmp_path, capsys, flags, named):
+    out = tmp_path / "out"
+    msg = cli_error(capsys, ["train-det", "--data", str(voc), "--output-dir", str(out),
+                             "--no-progress", *flags])
+    assert named in msg
+    assert not out.exists()
+
+
+def test_train_det_output_dir_is_a_file(voc, tmp_path, capsys):
+    f = tmp_path / "f"
+    f.write_text("x")
+    msg = cli_error(capsys, ["train-det", "--data", str(voc), "--output-dir", str(f)])
+    assert "is not a folder" in msg
+
+
+def test_detect_with_a_classifier_run_as_model(voc, tmp_path, capsys):
+    run = tmp_path / "cls_run"
+    run.mkdir()
+    (run / "config.json").write_text('{"kind": "train-cls", "sizes": [224], "epochs": 1}')
+    out = tmp_path / "out"
+    msg = cli_error(capsys, ["detect", str(voc), "--model", str(run), "--output-dir", str(out)])
+    assert "not a detector" in msg and "train-cls" in msg
+    assert not out.exists()
+
+
+def test_eval_voc_output_dir_checked_first(voc, tmp_path, capsys):
+    f = tmp_path / "f"
+    f.write_text("x")
+    dets = tmp_path / "d.json"
+    dets.write_text("{}")
+    msg = cli_error(capsys, ["eval-voc", "--annotations", str(voc), "--detections", str(dets),
+                             "--output-dir", str(f)])
+    assert "is not a folder" in msg
+
+
+@pytest.mark.parametrize("content,named", [
+    ('{"v_00000": {"boxes": [[1, 2, 3]], "scores": [1], "labels": [0]}}', "v_00000"),
+    ('[1, 2]', "object"),
+    ('{"v_00000": {"boxes": [[1, 2, 3, 4]], "scores": [1]}}', "labels"),
+    ('{"v_00000": {"boxes": [["a", 2, 3, 4]], "scores": [1], "labels": [0]}}', "v_00000"),
+    ('{"v_00000": [1, 2]}', "v_00000"),
+])
+def test_eval_voc_malformed_detections_named(voc, tmp_path, capsys, content, named):
+    dets = tmp_path / "d.json"
+    dets.write_text(content)
+    msg = cli_error(capsys, ["eval-voc", "--annotations", str(voc), "--detections", str(dets),
+                             "--output-dir", str(tmp_path / "o")])
+    assert named in msg and "d.json" in msg
