@@ -56,10 +56,10 @@ def _default_images() -> Path:
 
 def main_detect(args: argparse.Namespace) -> int:
     from ..bench.detect import format_detect_report, run_detect_benchmark
-    from ..data.voc import IMAGE_EXTS
+    from ..data.decode import list_images
 
     folder = args.images or _default_images()
-    images = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_EXTS)
+    images = list_images(folder)
     r6, r7 = (int(v) for v in args.svd_ranks.split(","))
     result = run_detect_benchmark(images, args.model, args.width_mult, args.n_images,
                                   args.fc_dim, args.proposals, args.rcnn_windows, (r6, r7),

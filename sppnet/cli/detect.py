@@ -12,7 +12,9 @@ import json
 import logging
 from pathlib import Path
 
-from ..data.voc import IMAGE_EXTS
+from ..data.decode import IMAGE_EXTENSIONS, is_image_file, list_images
+
+FLUSH_EVERY = 20  # detections.json is rewritten (atomically) after this many images
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -39,13 +41,28 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 
 def _images(path: Path) -> list[Path]:
     if path.is_file():
+        if not is_image_file(path):
+            raise ValueError(f"{path} is not an image file ({', '.join(IMAGE_EXTENSIONS)})")
         return [path]
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix in IMAGE_EXTS)
+        found = list_images(path)
         if found:
             return found
-        raise FileNotFoundError(f"{path} holds no images ({', '.join(IMAGE_EXTS[:5])})")
+        raise FileNotFoundError(f"{path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     raise FileNotFoundError(f"{path} does not exist")
+
+
+def image_ids(paths: list[Path]) -> list[str]:
+    """One id per image: the file stem (the devkit's id), or the whole file name where two
+    files share a stem (``x.jpg`` and ``x.png``) — said in a warning."""
+    from collections import Counter
+
+    stems = Counter(p.stem for p in paths)
+    clash = sorted(s for s, n in stems.items() if n > 1)
+    if clash:
+        logging.warning("%d file stem(s) name more than one image (%s); those images are "
+                        "identified by their whole file name", len(clash), clash[:5])
+    return [p.name if stems[p.stem] > 1 else p.stem for p in paths]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -59,7 +76,10 @@ def main(args: argparse.Namespace) -> int:
     from ..detection.visualize import draw_detections
     from ..evaluation.voc import write_devkit_results
 
+    from ..utils.run_dir import atomic_write_text, check_output_dir
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = check_output_dir(args.output_dir)
     detectors = [SPPDetector.load(m) for m in args.model]
     for det in detectors:
         if args.scales:
@@ -70,43 +90,58 @@ def main(args: argparse.Namespace) -> int:
             det.settings.fc = args.fc
     det = detectors[0]
     paths = _images(args.images)
-    out = args.output_dir
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    ids = image_ids(paths)
+    id_of = {str(p): i for p, i in zip(paths, ids)}
     if args.proposals:
-        given = load_proposal_file(args.proposals, [p.stem for p in paths])
-        stream = ((str(p), given[p.stem], "") for p in paths)
+        given = load_proposal_file(args.proposals, ids)
+        stream = ((str(p), given[i], "") for p, i in zip(paths, ids))
     else:  # Selective Search in worker processes, overlapped with the network below
         stream = iter_proposals(paths, out / "cache" / "proposals", ProposalConfig(),
                                 args.workers)
     thresh = args.thresh if args.thresh is not None else (
         0.5 if det.settings.score == "softmax" else 0.0)
+    (out / "images").mkdir(parents=True, exist_ok=True)
     results, devkit, failed = {}, [], {}
-    for path, boxes, err in tqdm(stream, total=len(paths), desc=f"detect ({args.mode})",
-                                 disable=args.no_progress, unit="img"):
-        p = Path(path)
-        if boxes is None:
-            logging.warning("no proposals for %s: %s", p, err)
-            failed[str(p)] = f"no proposals: {err}"
-            continue
-        try:
-            image = decode_image(p)
-        except ImageDecodeError as e:
-            logging.warning("skipping %s", e)
-            failed[str(p)] = str(e)
-            continue
-        if len(detectors) > 1:
-            d = detect_combined(detectors, image, boxes, args.mode)
-        else:
-            d = det.detect(image, boxes, args.mode)
-        results[p.stem] = {**d.to_json(det.classes), "image": str(p),
-                           "seconds": {k: round(v, 4) for k, v in d.timings.items()}}
-        devkit.append((p.stem, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy()))
-        draw_detections(image, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(),
-                        det.classes, thresh).save(out / "images" / f"{p.stem}.png")
-    (out / "detections.json").write_text(json.dumps(results, indent=1))
+
+    def flush() -> None:  # finished images are kept whatever happens to the next one
+        atomic_write_text(out / "detections.json", json.dumps(results, indent=1))
+        if failed:
+            atomic_write_text(out / "failed.json", json.dumps(failed, indent=1))
+
+    try:
+        for n, (path, boxes, err) in enumerate(tqdm(
+                stream, total=len(paths), desc=f"detect ({args.mode})",
+                disable=args.no_progress, unit="img")):
+            p = Path(path)
+            image_id = id_of[path]
+            if boxes is None:
+                logging.warning("no proposals for %s: %s", p, err)
+                failed[str(p)] = f"no proposals: {err}"
+                continue
+            try:
+                image = decode_image(p)
+                if len(detectors) > 1:
+                    d = detect_combined(detectors, image, boxes, args.mode)
+                else:
+                    d = det.detect(image, boxes, args.mode)
+            except ImageDecodeError as e:
+                logging.warning("skipping %s", e)
+                failed[str(p)] = str(e)
+                continue
+            except (RuntimeError, MemoryError, ValueError) as e:  # one image never ends the job
+                logging.warning("skipping %s: %s: %s", p, type(e).__name__, e)
+                failed[str(p)] = f"{type(e).__name__}: {e}"
+                continue
+            results[image_id] = {**d.to_json(det.classes), "image": str(p),
+                                 "seconds": {k: round(v, 4) for k, v in d.timings.items()}}
+            devkit.append((image_id, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy()))
+            draw_detections(image, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(),
+                            det.classes, thresh).save(out / "images" / f"{image_id}.png")
+            if (n + 1) % FLUSH_EVERY == 0:
+                flush()
+    finally:
+        flush()
     write_devkit_results(out / "devkit", det.classes, devkit)
-    if failed:
-        (out / "failed.json").write_text(json.dumps(failed, indent=1))
     n = sum(int((np.array(r["scores"]) > thresh).sum()) for r in results.values())
     print(f"{len(results)} image(s), {n} detection(s) above {thresh}; wrote {out}"
           + (f"; {len(failed)} failed (failed.json)" if failed else ""))

@@ -14,10 +14,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageDecodeError", "decode_image", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageDecodeError", "decode_image", "IMAGE_EXTENSIONS", "is_image_file",
+           "list_images"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm", ".pbm")
+
+
+def is_image_file(path: Path) -> bool:
+    """The one test of "is this an image file" for every reader (any case of the extension)."""
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if is_image_file(p))
 
 
 class ImageDecodeError(ValueError):

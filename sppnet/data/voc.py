@@ -25,11 +25,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .decode import IMAGE_EXTENSIONS
+
 __all__ = ["Annotation", "VOCDataset", "AnnotationError", "parse_voc_xml", "write_voc_xml",
            "load_voc", "read_image_size"]
 
 log = logging.getLogger(__name__)
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
+# the one list of readable formats (sppnet.data.decode), in lower and upper case
+IMAGE_EXTS = tuple(e for ext in IMAGE_EXTENSIONS for e in (ext, ext.upper()))
 
 
 class AnnotationError(ValueError):

@@ -28,12 +28,17 @@ from ..ops import spp_output_dim, spp_roi_pool
 
 __all__ = ["BackboneSpec", "load_backbone", "backbone_fingerprint", "scaled_sizes",
            "select_scales", "compute_maps", "pool_windows", "ConvMapCache", "flip_boxes",
-           "window_cells", "dedupe_windows", "SINGLE_SCALE", "FIVE_SCALES", "TARGET_AREA"]
+           "window_cells", "dedupe_windows", "SINGLE_SCALE", "FIVE_SCALES", "TARGET_AREA",
+           "MAX_LONG_SIDE", "tensor_digest"]
 
 log = logging.getLogger(__name__)
 
 SINGLE_SCALE = (688,)  # paper section 4.2: shorter side 688 for 1-scale detection
 FIVE_SCALES = (480, 576, 688, 864, 1200)  # paper section 4.2: the 5-scale set
+# The paper's scales are for ordinary photos (VOC: ~500 x 375, so 1200 gives a 1600-px long
+# side). A 20000 x 20 strip at shorter side 688 would be 688,000 px long (5 GiB of conv maps):
+# the longer side is capped here, and such an image is scaled by the cap instead.
+MAX_LONG_SIDE = 2000
 TARGET_AREA = 224 * 224  # a window is pooled at the scale where its area is closest to this
 
 
@@ -72,12 +77,15 @@ def backbone_fingerprint(spec: BackboneSpec) -> str:
     return h.hexdigest()[:16]
 
 
-def scaled_sizes(image_size: tuple[int, int], scales: Sequence[int]) -> list[tuple[int, int]]:
-    """``(H, W)`` of the image resized so its shorter side is each ``s`` (aspect kept)."""
+def scaled_sizes(image_size: tuple[int, int], scales: Sequence[int],
+                 max_long_side: int | None = None) -> list[tuple[int, int]]:
+    """``(H, W)`` of the image resized so its shorter side is each ``s`` (aspect kept), the
+    longer side capped at ``max_long_side`` (default :data:`MAX_LONG_SIDE`)."""
     h, w = image_size
+    cap = MAX_LONG_SIDE if max_long_side is None else max_long_side
     out = []
     for s in scales:
-        f = s / min(h, w)
+        f = min(s / min(h, w), cap / max(h, w))
         out.append((max(1, round(h * f)), max(1, round(w * f))))
     return out
 
@@ -192,11 +200,18 @@ def dedupe_windows(cells: Tensor) -> tuple[Tensor, Tensor]:
     return first, inverse
 
 
+def tensor_digest(t: Tensor) -> str:
+    """A checksum of a tensor's bytes (BLAKE2b, 128 bits; ~1 ms per MB)."""
+    data = t.detach().cpu().contiguous().view(torch.uint8).numpy()
+    return hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest()
+
+
 class ConvMapCache:
     """Conv maps per (image, scale, flip) in ``DIR/<key>.safetensors``.
 
     The key hashes the backbone fingerprint, the image bytes, the scale and the flip. Entries are
-    written atomically; one that fails to load or has the wrong shape is recomputed. Maps are
+    written atomically with a checksum of their bytes; one that fails to load, has the wrong
+    shape or no longer matches its checksum (overwritten in place) is recomputed. Maps are
     stored as ``dtype`` (float16 by default: half the disk, relative rounding 5e-4; the pooled
     features are then exactly the max-pool of the stored maps)."""
 
@@ -218,7 +233,8 @@ class ConvMapCache:
         return self._digests[key]
 
     def key(self, image_path: Path, scale: int, flip: bool) -> str:
-        raw = f"{self.fingerprint}|{self._digest(image_path)}|{scale}|{int(flip)}|{self.dtype}"
+        raw = (f"{self.fingerprint}|{self._digest(image_path)}|{scale}|{int(flip)}|{self.dtype}"
+               f"|long<={MAX_LONG_SIDE}")
         return hashlib.sha1(raw.encode()).hexdigest()
 
     def _load(self, path: Path) -> Tensor | None:
@@ -228,9 +244,15 @@ class ConvMapCache:
         if not path.is_file():
             return None
         try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                stored = (f.metadata() or {}).get("digest")
             t = load_file(str(path))["map"]
             if t.dim() != 3 or t.dtype != self.dtype:
                 raise ValueError(f"map has shape {tuple(t.shape)} and dtype {t.dtype}")
+            if stored != tensor_digest(t):  # bytes changed in place (or an unverified entry)
+                raise ValueError("its checksum does not match its contents")
             return t
         except (OSError, ValueError, KeyError, SafetensorError, RuntimeError) as e:
             log.warning("conv-map cache entry %s is corrupt (%s); recomputing", path, e)
@@ -252,7 +274,7 @@ class ConvMapCache:
             for i, m in zip(todo, fresh):
                 m = m.to(self.dtype).contiguous()
                 tmp = self.dir / f".{keys[i]}.{os.getpid()}.tmp"
-                save_file({"map": m}, str(tmp))
+                save_file({"map": m}, str(tmp), metadata={"digest": tensor_digest(m)})
                 os.replace(tmp, self.dir / f"{keys[i]}.safetensors")
                 maps[i] = m
         return [m.float() for m in maps]

@@ -173,8 +173,16 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet], widths: Sequence
                 labels.append(torch.from_numpy(lab))
         x = torch.cat(feats)  # (B, D)
         y = torch.cat(labels)  # (B,)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"fine-tuning, iteration {it + 1}: the pooled features hold "
+                             "NaN/inf — a corrupt conv-map cache or a diverged backbone; "
+                             "delete the cache folder and rerun")
         logits = head(x)
         loss = F.cross_entropy(logits, y)
+        if not bool(torch.isfinite(loss)):
+            raise ValueError(f"fine-tuning, iteration {it + 1}: the loss is {loss.item()} — the "
+                             f"learning rate is too high (ft_lr={cfg.ft_lr}); lower it with "
+                             "--set ft_lr=...")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -132,6 +132,8 @@ class ProposalCache:
                 if str(z["key"]) != key:
                     raise ValueError("key mismatch")
                 boxes = z["boxes"].astype(np.float32)
+                if "digest" not in z.files or str(z["digest"]) != _boxes_digest(boxes):
+                    raise ValueError("its checksum does not match its contents")
             if boxes.ndim != 2 or boxes.shape[1] != 4:
                 raise ValueError(f"boxes have shape {boxes.shape}")
             return boxes
@@ -142,8 +144,14 @@ class ProposalCache:
     def save(self, key: str, boxes: np.ndarray) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".{key}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, boxes=boxes.astype(np.float32), key=np.array(key))
+        boxes = np.ascontiguousarray(boxes, np.float32)
+        np.savez(tmp, boxes=boxes, key=np.array(key), digest=np.array(_boxes_digest(boxes)))
         os.replace(tmp, self.path(key))
+
+
+def _boxes_digest(boxes: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(boxes, np.float32).tobytes(),
+                           digest_size=16).hexdigest()
 
 
 def _work(args: tuple[str, str, ProposalConfig]) -> tuple[str, np.ndarray | None, str]:

@@ -215,6 +215,19 @@ def train_bbox(st: Stages, progress: bool) -> BoxRegressor:
                             cfg.bbox_max_per_class, cfg.seed)
 
 
+def save_stage(path: Path, stage: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Save a trained stage, refusing non-finite weights: a NaN head or SVM saved once would
+    be reloaded by every later run. (An SVM bias of -inf is how a class without positives
+    scores nothing; it is the one infinity allowed.)"""
+    for name, t in tensors.items():
+        bad = torch.isnan(t) if name == "bias" else ~torch.isfinite(t)
+        if bool(bad.any()):
+            raise ValueError(f"{stage}: {name} holds {int(bad.sum())} non-finite value(s); not "
+                             f"saving {path.name}. Likely causes: a corrupt conv-map cache "
+                             "(delete it) or a diverged fine-tuning (lower --set ft_lr)")
+    save_checkpoint(path, tensors, meta)
+
+
 def _head_path(out: Path) -> Path:
     return out / "head.safetensors"
 
@@ -262,8 +275,9 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
         head.load_state_dict({k[5:]: v for k, v in tensors.items()})
     elif "finetune" in stages:
         finetune(head, st.windows, [a.image_size[1] for a in st.ds], st.pool, cfg, out, progress)
-        save_checkpoint(hp, {f"head.{k}": v for k, v in head.state_dict().items()},
-                        {"iterations": cfg.ft_iters})
+        save_stage(hp, "fine-tuning (the head)",
+                   {f"head.{k}": v for k, v in head.state_dict().items()},
+                   {"iterations": cfg.ft_iters})
     else:
         raise CheckpointError(f"{hp} does not exist; run the finetune stage first")
     head.eval()
@@ -275,7 +289,7 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
             svms[layer] = (t["weight"], t["bias"], float(meta["feat_scale"]))
         elif "svm" in stages:
             w, b, s = train_svms(st, head, layer, progress)
-            save_checkpoint(p, {"weight": w, "bias": b}, {"feat_scale": s})
+            save_stage(p, f"SVMs on {layer}", {"weight": w, "bias": b}, {"feat_scale": s})
             svms[layer] = (w, b, s)
     reg = None
     if cfg.bbox_reg:
@@ -284,7 +298,7 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
             reg = BoxRegressor.from_state(load_checkpoint(p)[0])
         elif "bbox" in stages:
             reg = train_bbox(st, progress)
-            save_checkpoint(p, reg.state(), {"lambda": cfg.bbox_lambda})
+            save_stage(p, "box regression", reg.state(), {"lambda": cfg.bbox_lambda})
     settings = InferenceSettings(scales=tuple(cfg.scales), levels=tuple(cfg.levels),
                                  score=cfg.score if svms or cfg.score == "softmax" else "softmax",
                                  svm_layer=cfg.svm_layers[-1], bbox_reg=reg is not None,

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sppnet.cli.main import main as cli
 from sppnet.data.synthetic import write_voc_folder
@@ -202,3 +203,53 @@ def test_detect_with_selective_search_overlapped(det_small, tiny_zf5, tmp_path):
                 str(out), "--workers", "2", "--fc", "int8", "--no-progress"]) == 0
     dets = json.loads((out / "detections.json").read_text())
     assert len(dets) == 3 and len(list((out / "cache" / "proposals").glob("*.npz"))) == 3
+
+
+def test_detect_odd_folders_keep_every_finished_image(det_small, tiny_zf5, tmp_path,
+                                                      monkeypatch):
+    """x.jpg beside x.png, a GIF, a 20000 x 20 strip; an interrupted run keeps what it did."""
+    cfg = _cfg(det_small, str(tiny_zf5), tmp_path / "run", bbox_reg=False)
+    model_dir = train_detector(cfg, stages=("cache", "finetune", "svm"), progress=False)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    src = Image.open(det_small / "test" / "te_00000.jpg").convert("RGB")
+    src.save(imgs / "x.jpg")
+    src.save(imgs / "x.png")
+    src.save(imgs / "g.gif")
+    Image.new("RGB", (20000, 20), (90, 120, 30)).save(imgs / "strip.jpg")
+    rng = np.random.default_rng(0)
+    props = {k: jitter_boxes(np.array([[5, 5, 60, 60]], np.float32), (src.height, src.width),
+                             20, rng) for k in ("x.jpg", "x.png", "g")}
+    props["strip"] = np.array([[0, 0, 5000, 20], [100, 2, 300, 18]], np.float32)
+    np.savez(tmp_path / "p.npz", **props)
+    out = tmp_path / "det"
+    assert cli(["detect", str(imgs), "--model", str(model_dir), "--output-dir", str(out),
+                "--proposals", str(tmp_path / "p.npz"), "--no-progress"]) == 0
+    dets = json.loads((out / "detections.json").read_text())
+    assert set(dets) == {"x.jpg", "x.png", "g"}  # one id per image, GIF included
+    # the strip is scaled by the long-side cap to 2 x 2000 px, below the net's smallest input:
+    # skipped and named, and the job goes on
+    failed = json.loads((out / "failed.json").read_text())
+    assert list(failed) == [str(imgs / "strip.jpg")] and "at least" in failed[str(imgs /
+                                                                                "strip.jpg")]
+    devkit_ids = {ln.split()[0] for f in (out / "devkit").glob("*.txt")
+                  for ln in f.read_text().splitlines()}
+    assert devkit_ids <= set(dets)
+
+    # interrupted at the third image (g, strip, x.jpg): what finished is on disk
+    calls = {"n": 0}
+    real = SPPDetector.detect
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(SPPDetector, "detect", flaky)
+    out2 = tmp_path / "det2"
+    with pytest.raises(KeyboardInterrupt):
+        cli(["detect", str(imgs), "--model", str(model_dir), "--output-dir", str(out2),
+             "--proposals", str(tmp_path / "p.npz"), "--no-progress"])
+    assert set(json.loads((out2 / "detections.json").read_text())) == {"g"}
+    assert list(json.loads((out2 / "failed.json").read_text())) == [str(imgs / "strip.jpg")]

@@ -1,0 +1,126 @@
+"""One bad photo, a corrupted cache or an odd input never ends a long job or yields a silently
+wrong number: each case named, skipped and counted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sppnet.cli.main import main
+from sppnet.data.decode import ImageDecodeError, decode_image
+from sppnet.data.synthetic import write_voc_folder
+from sppnet.data.voc import load_voc, parse_voc_xml
+from sppnet.detection.features import MAX_LONG_SIDE, BackboneSpec, ConvMapCache, scaled_sizes
+from sppnet.detection.proposals import ProposalCache, ProposalConfig
+from sppnet.detection.train import save_stage
+
+
+def png_bomb(path, w=100_000, h=100_000):
+    """A tiny PNG whose header claims ``w x h`` pixels (a decompression bomb)."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_an_unreadable_image(tmp_path):
+    bomb = png_bomb(tmp_path / "bomb.png")
+    with pytest.raises(ImageDecodeError, match="bomb.png"):
+        decode_image(bomb)
+
+
+def test_decompression_bomb_in_a_voc_folder_is_skipped_by_name(tmp_path):
+    write_voc_folder(tmp_path, 2, seed=3, prefix="v")
+    png_bomb(tmp_path / "v_00001.png")
+    (tmp_path / "v_00001.jpg").unlink()
+    xml = (tmp_path / "v_00001.xml").read_text().replace("v_00001.jpg", "v_00001.png")
+    (tmp_path / "v_00001.xml").write_text(xml)
+    ds = load_voc(tmp_path)
+    assert [a.image_id for a in ds] == ["v_00000"]
+    assert any("v_00001" in k for k in ds.skipped)
+
+
+def test_long_side_is_capped():
+    # a 20000 x 20 strip at shorter side 688 would be 688,000 px long
+    (h, w), = scaled_sizes((20, 20000), (688,))
+    assert w == MAX_LONG_SIDE and h == 2
+    assert scaled_sizes((375, 500), (688,)) == [(688, 917)]  # ordinary photos: unchanged
+
+
+def test_nan_and_inf_in_voc_xml(tmp_path, caplog):
+    xml = tmp_path / "a.xml"
+    xml.write_text("<annotation><filename>a.jpg</filename><size><width>nan</width><height>inf"
+                   "</height></size><object><name>cat</name><bndbox><xmin>1</xmin><ymin>nan"
+                   "</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object><object><name>dog"
+                   "</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax>"
+                   "</bndbox></object></annotation>")
+    with caplog.at_level(logging.WARNING):
+        raw = parse_voc_xml(xml)
+    assert raw["size"] == (0, 0)
+    assert [o[0] for o in raw["objects"]] == ["dog"]
+    assert "a.xml" in caplog.text and "not finite" in caplog.text
+
+
+class _Trunk(torch.nn.Module):
+    feature_stride, feature_offset, feature_channels = 4, 1.5, 6
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 6, 4, 4)
+        self.calls = 0
+
+    def forward_features(self, x):
+        self.calls += 1
+        return self.conv(x)
+
+
+def test_cache_entry_overwritten_in_place_is_rebuilt(tmp_path, caplog):
+    img = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8)).save(img)
+    trunk = _Trunk()
+    cache = ConvMapCache(tmp_path / "maps", trunk, BackboneSpec(model="tiny"), torch.float16)
+    first = cache.get(img, (64,))[0]
+    entry = tmp_path / "maps" / f"{cache.key(img, 64, False)}.safetensors"
+    raw = bytearray(entry.read_bytes())
+    nan16 = np.full(first.numel(), np.nan, np.float16).tobytes()
+    raw[-len(nan16):] = nan16  # same size, every value NaN: a loader without a checksum is fooled
+    entry.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING):
+        again = cache.get(img, (64,))[0]
+    assert "checksum" in caplog.text and trunk.calls == 2
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+
+
+def test_proposal_cache_entry_changed_in_place_is_rebuilt(tmp_path, caplog):
+    cache = ProposalCache(tmp_path, ProposalConfig())
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 30]], np.float32)
+    cache.save("k", boxes)
+    z = dict(np.load(cache.path("k")))
+    z["boxes"] = z["boxes"] + 1  # consistent npz, other numbers
+    np.savez(cache.path("k"), **z)
+    with caplog.at_level(logging.WARNING):
+        assert cache.load("k") is None
+    assert "checksum" in caplog.text
+
+
+def test_a_non_finite_stage_is_never_saved(tmp_path):
+    w = torch.ones(3, 2)
+    w[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="SVMs on fc7: weight holds 1 non-finite"):
+        save_stage(tmp_path / "svm_fc7.safetensors", "SVMs on fc7",
+                   {"weight": w, "bias": torch.zeros(2)}, {})
+    assert not (tmp_path / "svm_fc7.safetensors").exists()
+    # -inf bias = a class without positives: allowed
+    save_stage(tmp_path / "ok.safetensors", "SVMs", {"weight": torch.ones(3, 2),
+                                                    "bias": torch.tensor([0.0, -np.inf])}, {})
+    assert (tmp_path / "ok.safetensors").is_file()
