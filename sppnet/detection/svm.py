@@ -4,11 +4,11 @@ Shapes: R windows of an image, F feature dims, K classes.
 
 Positives are the ground-truth boxes of the class; negatives are windows whose IoU with every
 ground truth of the class is below ``svm_neg_iou`` (0.3). Features are scaled so their mean L2
-norm is ``feat_norm_mean`` (20). Mining, per class: until the first training, every negative of
-each image is added; after it, a negative is added when it scores above ``svm_hard_thresh``
-(-1.0001). A negative that overlaps another (kept) negative by more than ``svm_neg_nms`` (0.7)
-is removed first (SPP section 4.1). Once more than ``svm_retrain_limit`` (2000) negatives were
-added the SVM is retrained and cached negatives scoring below ``svm_evict_thresh`` (-1.2) are
+norm is ``feat_norm_mean`` (20). Mining, per class (R-CNN): every negative of the first image with
+negatives is added and the first SVM trained on them at once; after that a negative is added when
+it scores above ``svm_hard_thresh`` (-1.0001). A negative that overlaps another (kept) negative
+of the same class by more than ``svm_neg_nms`` (0.7) is removed first (SPP section 4.1). Once
+more than ``svm_retrain_limit`` (2000) negatives were added the SVM is retrained and cached negatives scoring below ``svm_evict_thresh`` (-1.2) are
 evicted. A final retraining follows the pass. The solver is liblinear's L1-loss dual SVM
 (R-CNN: ``-s 3``) with bias multiplier ``svm_bias_mult`` (``-B 10``) and positive weight
 ``svm_pos_weight`` (``-w1 2``).
@@ -153,17 +153,19 @@ def mine_hard_negatives(windows: Sequence[WindowSet],
     for i, ws in enumerate(tqdm(windows, desc="SVM hard negatives", disable=not progress)):
         if len(ws.boxes) == 0:
             continue
-        distinct = _distinct(ws.boxes, cfg.svm_neg_nms)  # (R,) bool
         x = features(i, None)  # (R, F)
         for k, m in enumerate(models):
             if len(pos_x[k]) == 0:
                 continue
-            neg = (ws.class_iou[:, k] < cfg.svm_neg_iou) & distinct  # (R,)
+            cand = np.nonzero(ws.class_iou[:, k] < cfg.svm_neg_iou)[0]  # this class's negatives
+            # SPP 4.1: a negative overlapping another negative *of this class* by > 0.7 goes
+            idx = cand[_distinct(ws.boxes[cand], cfg.svm_neg_nms)]
             if m.trained:
-                neg &= m.scores(x) > cfg.svm_hard_thresh
-            idx = np.nonzero(neg)[0]
+                idx = idx[m.scores(x[idx]) > cfg.svm_hard_thresh]
             m.add(x[idx], [(i, int(j)) for j in idx])
-            if m.added > cfg.svm_retrain_limit:
+            # R-CNN rcnn_train.m: the first SVM is trained right after the first image's
+            # negatives, then only hard ones are added; retrain after svm_retrain_limit more
+            if (not m.trained and m.neg) or m.added > cfg.svm_retrain_limit:
                 m.retrain(pos_x[k], cfg)
     for k, m in enumerate(models):
         if len(pos_x[k]) == 0:
