@@ -75,7 +75,6 @@ def main(args: argparse.Namespace) -> int:
     from ..detection.proposals import ProposalConfig, iter_proposals, load_proposal_file
     from ..detection.visualize import draw_detections
     from ..evaluation.voc import write_devkit_results
-
     from ..utils.run_dir import atomic_write_text, check_output_dir
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

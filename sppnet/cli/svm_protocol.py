@@ -9,7 +9,6 @@ protocol (30 train / up to 50 test per class, N splits, mean per-class accuracy)
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -82,8 +81,10 @@ def main(args: argparse.Namespace) -> int:
                 "splits": args.splits, "seed": args.seed, "c_grid": args.c_grid,
                 "cv_folds": args.cv_folds}
     out = {k: v for k, v in res.items() if k != "confusion"}
-    (args.output_dir / "results.json").write_text(json.dumps({**out, "settings": settings},
-                                                             indent=2) + "\n")
+    from ..utils.provenance import write_results
+
+    write_results(args.output_dir / "results.json", {**out, "settings": settings},
+                  {"seed": args.seed})
     print(f"mean per-class accuracy {100 * res['mean_accuracy']:.2f} ± "
           f"{100 * res['std_accuracy']:.2f} % over {args.splits} splits "
           f"({x.shape[1]}-d) -> {args.output_dir}/results.json")

@@ -52,8 +52,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..utils.config import config_from_args
     from ..detection.config import DetConfig
+    from ..utils.config import config_from_args
 
     return config_from_args(DetConfig(), args, FLAGS)
 

@@ -315,8 +315,10 @@ def run_demo(cfg: DemoConfig) -> dict:
                      "torch": torch.__version__},
         "wall_seconds": {**walls, "total": sum(walls.values())},
     }
+    from ..utils.provenance import write_results
+
     write_report(results, out)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    write_results(out / "results.json", results, {"seed": cfg.seed})
+    return json.loads((out / "results.json").read_text())
 
 

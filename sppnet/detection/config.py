@@ -24,7 +24,7 @@ class DetConfig:
     split: str = ""  # devkit ImageSets/Main/<split>.txt of `data`; empty = every annotated image
     test_data: str = ""  # VOC-format folder evaluated after training; empty = none
     test_split: str = ""
-    classes: tuple[str, ...] = ()  # class names in label order; empty = sorted names found in `data`
+    classes: tuple[str, ...] = ()  # class names in label order; empty = sorted names in `data`
     output_dir: str = "runs/det"  # config.json, stage outputs, model/, eval/
     cache_dir: str = ""  # proposals and conv maps; empty = <output_dir>/cache
     max_images: int = 0  # use only the first N training images (0 = all; for quick runs)
@@ -39,7 +39,8 @@ class DetConfig:
     ss_max_side: int = 500  # Selective Search runs at this longer side (speed)
     workers: int = 2  # proposal worker processes
     # features
-    scales: tuple[int, ...] = SINGLE_SCALE  # shorter sides; SPP 1-scale (688) or (480,576,688,864,1200)
+    scales: tuple[int, ...] = SINGLE_SCALE  # shorter sides; SPP 1-scale (688) or 5-scale
+    # (480,576,688,864,1200)
     levels: tuple[int, ...] = (6, 3, 2, 1)  # SPP section 4: the 4-level pyramid, 50 bins
     flip: bool = True  # SPP fine-tuning also uses horizontally flipped images
     cache_dtype: str = "float16"  # stored conv maps: float16 (half the disk) or float32

@@ -226,7 +226,7 @@ class SPPDetector(nn.Module):
 
             kind, _ = run_kind(directory)
             held = f" it holds a {kind} run;" if kind not in (None, "train-det") else ""
-            hint = (f" (the detector of a train-det run is its model/ folder)"
+            hint = (" (the detector of a train-det run is its model/ folder)"
                     if kind == "train-det" else "")
             raise CheckpointError(f"{directory} is not a detector directory (no "
                                   f"detector.safetensors);{held} train one with `sppnet "

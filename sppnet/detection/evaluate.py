@@ -114,7 +114,9 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
                "windows_per_image_mean": float(np.mean([t["windows"] for t in timings]))
                if timings else 0.0,
                "scales": list(det.settings.scales)}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    from ..utils.provenance import write_results
+
+    write_results(out / "results.json", results, {})  # evaluation draws no random numbers
     return results
 
 

@@ -10,8 +10,8 @@ the windows are mapped back and clipped. Large images are shrunk to :data:`SS_MA
 speed (R-CNN ran Selective Search on VOC-sized ~500 px images) and the windows scaled back.
 
 OpenCV randomises Selective Search's ranking of the windows (the set is fixed; the order is not,
-and Python cannot seed it), so with more than ``max_proposals`` windows the kept ones vary
-between calls. The cache makes them fixed for a run: compute once, reuse.
+and Python cannot seed it). :func:`canonical_windows` makes the windows a deterministic function
+of the set: the same image and settings give the same windows in the same order, run after run.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import numpy as np
 from ..data.decode import decode_image
 from ..utils.distributed import shard
 
-__all__ = ["ProposalConfig", "selective_search", "ProposalCache", "compute_proposals",
+__all__ = ["ProposalConfig", "selective_search", "canonical_windows", "ProposalCache",
+           "compute_proposals",
            "file_digest", "iter_proposals", "jitter_boxes", "load_proposal_file"]
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ MIN_SIZE = 4.0  # pixels (original image) below which a window is dropped
 
 @dataclass(frozen=True)
 class ProposalConfig:
+    version: int = 2  # 2: windows in canonical order (cache entries of version 1 are rebuilt)
     method: str = "selective_search_fast"  # or selective_search_quality
     max_side: int = SS_MAX_SIDE  # run Selective Search at this longer side
     max_proposals: int = MAX_PROPOSALS
@@ -51,12 +53,6 @@ class ProposalConfig:
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
-
-
-def _dedupe(boxes: np.ndarray) -> np.ndarray:
-    """Drop repeated boxes, keeping the first occurrence (Selective Search's order)."""
-    _, first = np.unique(boxes, axis=0, return_index=True)
-    return boxes[np.sort(first)]
 
 
 def selective_search(image: np.ndarray, cfg: ProposalConfig = ProposalConfig()) -> np.ndarray:
@@ -95,8 +91,24 @@ def selective_search(image: np.ndarray, cfg: ProposalConfig = ProposalConfig()) 
     boxes = np.clip(boxes, 0, [w, h, w, h])
     keep = ((boxes[:, 2] - boxes[:, 0]) >= cfg.min_size) & (
         (boxes[:, 3] - boxes[:, 1]) >= cfg.min_size)
-    boxes = _dedupe(boxes[keep].astype(np.float32))
-    return boxes[: cfg.max_proposals]
+    return canonical_windows(boxes[keep].astype(np.float32), cfg.max_proposals)
+
+
+def canonical_windows(boxes: np.ndarray, max_proposals: int) -> np.ndarray:
+    """The windows of an image as a deterministic function of their *set*.
+
+    OpenCV ranks Selective Search's regions with an RNG Python cannot seed: the set of boxes
+    is the same from run to run, the order is not. Window order feeds negative pruning,
+    de-duplication and fine-tuning sampling, so here duplicates go, and when more than
+    ``max_proposals`` remain an evenly spaced subset of them sorted by area (largest first)
+    is kept — every scale stays represented. The result is sorted by ``(x1, y1, x2, y2)``."""
+    b = np.unique(np.asarray(boxes, np.float32).reshape(-1, 4), axis=0)  # sorted, distinct
+    if len(b) > max_proposals:
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        by_area = np.argsort(-area, kind="stable")
+        pick = np.unique(np.linspace(0, len(b) - 1, max_proposals).round().astype(np.int64))
+        b = b[np.sort(by_area[pick])]
+    return b
 
 
 def file_digest(path: Path) -> str:

@@ -8,8 +8,9 @@ norm is ``feat_norm_mean`` (20). Mining, per class (R-CNN): every negative of th
 negatives is added and the first SVM trained on them at once; after that a negative is added when
 it scores above ``svm_hard_thresh`` (-1.0001). A negative that overlaps another (kept) negative
 of the same class by more than ``svm_neg_nms`` (0.7) is removed first (SPP section 4.1). Once
-more than ``svm_retrain_limit`` (2000) negatives were added the SVM is retrained and cached negatives scoring below ``svm_evict_thresh`` (-1.2) are
-evicted. A final retraining follows the pass. The solver is liblinear's L1-loss dual SVM
+more than ``svm_retrain_limit`` (2000) negatives were added the SVM is retrained and cached
+negatives scoring below ``svm_evict_thresh`` (-1.2) are evicted. A final retraining follows the
+pass. The solver is liblinear's L1-loss dual SVM
 (R-CNN: ``-s 3``) with bias multiplier ``svm_bias_mult`` (``-B 10``) and positive weight
 ``svm_pos_weight`` (``-w1 2``).
 """

@@ -211,7 +211,8 @@ def write_devkit_results(out_dir: str | Path, classes: Sequence[str],
     lines: dict[int, list[str]] = {c: [] for c in range(len(classes))}
     for image_id, boxes, scores, labels in detections:
         for b, s, lab in zip(to_devkit(boxes), np.asarray(scores), np.asarray(labels)):
-            lines[int(lab)].append(f"{_encode_id(image_id)} {s:.6f} {b[0]:.1f} {b[1]:.1f} {b[2]:.1f} "
+            lines[int(lab)].append(f"{_encode_id(image_id)} {s:.6f} {b[0]:.1f} {b[1]:.1f} "
+                                   f"{b[2]:.1f} "
                                    f"{b[3]:.1f}")
     paths = []
     for c, name in enumerate(classes):

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from sppnet.classification import TrainConfig, train
 from sppnet.classification.train import PlateauSchedule, load_model
 from sppnet.cli.main import main
-from sppnet.utils.checkpoint import CheckpointError, load_checkpoint
+from sppnet.utils.checkpoint import load_checkpoint
 from tests.cli_util import cli_error
 
 SMALL = ["--model", "zf5_spp", "--width-mult", "0.25", "--fc-dim", "64", "--resize", "56",

@@ -3,7 +3,6 @@ wrong number: each case named, skipped and counted."""
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 import zlib
@@ -13,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from sppnet.cli.main import main
 from sppnet.data.decode import ImageDecodeError, decode_image
 from sppnet.data.synthetic import write_voc_folder
 from sppnet.data.voc import load_voc, parse_voc_xml

@@ -405,3 +405,26 @@ def test_draw_threshold_draws_as_many_boxes_as_objects():
     assert sum(int((d.scores > t).sum()) for d in sets) == 4
     assert draw_threshold([dets([])], 3) == float("inf")
     assert draw_threshold(sets, 0) == float("inf")
+
+
+def test_selective_search_windows_are_deterministic():
+    """OpenCV's ranking is random; the windows must not be: two runs, and a run with fewer
+    windows kept, give identical arrays."""
+    from sppnet.detection.proposals import canonical_windows
+
+    img = _photo(150, 200, seed=4)
+    cfg = ProposalConfig(max_proposals=40)
+    a, b = selective_search(img, cfg), selective_search(img, cfg)
+    assert len(a) == 40
+    np.testing.assert_array_equal(a, b)
+    full = selective_search(img, ProposalConfig(max_proposals=100_000))
+    np.testing.assert_array_equal(selective_search(img, ProposalConfig(max_proposals=100_000)),
+                                  full)
+    # the rule: distinct boxes sorted by coordinates; a subset evenly spaced in area order
+    rng = np.random.default_rng(0)
+    shuffled = np.concatenate([full, full[:5]])[rng.permutation(len(full) + 5)]
+    np.testing.assert_array_equal(canonical_windows(shuffled, len(full)), full)
+    small = canonical_windows(full, 3)
+    areas = sorted(((full[:, 2] - full[:, 0]) * (full[:, 3] - full[:, 1])).tolist())
+    small_areas = sorted(((small[:, 2] - small[:, 0]) * (small[:, 3] - small[:, 1])).tolist())
+    assert small_areas[0] == areas[0] and small_areas[-1] == areas[-1]  # both extremes kept

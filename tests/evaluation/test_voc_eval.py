@@ -1,7 +1,6 @@
 """VOC AP: the peer fixture exactly, hand-built cases, devkit files, the eval-voc CLI."""
 
 import json
-
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +8,12 @@ import pytest
 
 from sppnet.cli.main import main as cli
 from sppnet.evaluation.voc import (
+    VOC07_RECALL_THRESHOLDS,
     VOCEvaluator,
     eval_class,
     iou_matrix,
     read_devkit_results,
     to_devkit,
-    VOC07_RECALL_THRESHOLDS,
     voc_ap,
     write_devkit_results,
 )
