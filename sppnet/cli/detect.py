@@ -35,6 +35,10 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                    help="draw detections scoring above this (default 0 for SVMs, 0.5 softmax)")
     p.add_argument("--workers", type=int, default=2, help="proposal worker processes")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--ss-max-side", type=int,
+                   help="override the detector's Selective Search longer side")
+    p.add_argument("--max-proposals", type=int,
+                   help="override the detector's windows per image")
     p.set_defaults(func=main)
     return p
 
@@ -95,7 +99,10 @@ def main(args: argparse.Namespace) -> int:
         given = load_proposal_file(args.proposals, ids)
         stream = ((str(p), given[i], "") for p, i in zip(paths, ids))
     else:  # Selective Search in worker processes, overlapped with the network below
-        stream = iter_proposals(paths, out / "cache" / "proposals", ProposalConfig(),
+        # the windows the detector was trained with (detector.json), unless overridden
+        pcfg = ProposalConfig(max_side=args.ss_max_side or det.settings.ss_max_side,
+                              max_proposals=args.max_proposals or det.settings.max_proposals)
+        stream = iter_proposals(paths, out / "cache" / "proposals", pcfg,
                                 args.workers)
     thresh = args.thresh if args.thresh is not None else (
         0.5 if det.settings.score == "softmax" else 0.0)

@@ -27,6 +27,10 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--all-point", action="store_true", help="all-point AP instead of 11-point")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--ss-max-side", type=int,
+                   help="override the detector's Selective Search longer side")
+    p.add_argument("--max-proposals", type=int,
+                   help="override the detector's windows per image")
     p.set_defaults(func=main)
     return p
 
@@ -45,7 +49,14 @@ def main(args: argparse.Namespace) -> int:
         det.settings.fc = args.fc
         det.scoring_head()  # fail early on a bad spec
     ds = load_dataset(args.data, args.split or "", tuple(det.classes))
-    cfg = DetConfig(proposals=args.proposals or "", workers=args.workers)
+    if args.ss_max_side:
+        det.settings.ss_max_side = args.ss_max_side
+    if args.max_proposals:
+        det.settings.max_proposals = args.max_proposals
+    # the windows the detector was trained with (detector.json), unless overridden
+    cfg = DetConfig(proposals=args.proposals or "", workers=args.workers,
+                    ss_max_side=det.settings.ss_max_side,
+                    max_proposals=det.settings.max_proposals)
     props = get_proposals(ds, cfg, args.cache_dir or args.output_dir / "cache",
                           not args.no_progress)
     res = evaluate_detector(det, ds, props, args.output_dir, args.mode, not args.no_progress,

@@ -49,6 +49,9 @@ class InferenceSettings:
     nms_iou: float = 0.3
     max_dets: int = 100
     fc: str = "fp32"  # fc6/fc7 at scoring time: fp32, int8 or svd:R6,R7 (approximations)
+    # the proposals the detector was trained and evaluated with; detect / eval-det use them
+    ss_max_side: int = 500  # Selective Search's longer side
+    max_proposals: int = 2000  # windows per image
 
 
 @dataclass
@@ -65,6 +68,20 @@ class Detections:
                 "scores": [float(s) for s in self.scores],
                 "labels": [int(i) for i in self.labels],
                 "names": [classes[int(i)] for i in self.labels]}
+
+
+def usable_windows(boxes: Tensor) -> Tensor:
+    """``boxes (R, 4)`` without windows of zero (or negative) width or height or non-finite
+    coordinates: they cannot be pooled or regressed. Counts them in a warning."""
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    ok = torch.isfinite(boxes).all(1) & (w > 0) & (h > 0)
+    if not bool(ok.all()):
+        import logging
+
+        logging.getLogger(__name__).warning("dropped %d of %d windows with zero width or height "
+                                            "(or non-finite)", int((~ok).sum()), len(boxes))
+        boxes = boxes[ok]
+    return boxes
 
 
 class SPPDetector(nn.Module):
@@ -188,8 +205,9 @@ class SPPDetector(nn.Module):
     @torch.no_grad()
     def detect(self, image: np.ndarray, boxes: Tensor | np.ndarray,
                mode: str = "spp") -> Detections:
-        """Detections for an RGB ``(H, W, 3)`` uint8 image and its proposal windows."""
-        boxes = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4)
+        """Detections for an RGB ``(H, W, 3)`` uint8 image and its proposal windows. Windows
+        with zero width or height (or non-finite) are dropped here, with a warning."""
+        boxes = usable_windows(torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4))
         pooled, inverse, timings = self.pooled(image, boxes, mode, reuse_buffer=True)
         t0 = time.perf_counter()
         scores = self.score_pooled(pooled)

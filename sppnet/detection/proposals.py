@@ -322,4 +322,8 @@ def _check_boxes(boxes: np.ndarray, source: Path) -> np.ndarray:
         raise ValueError(f"{source}: proposals must have shape (R, 4) xyxy, got {boxes.shape}")
     if not np.isfinite(boxes).all() or (boxes[:, 2:] < boxes[:, :2]).any():
         raise ValueError(f"{source}: proposals hold non-finite boxes or boxes with x2 < x1")
+    flat = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if flat.any():  # zero width or height: nothing to pool or regress
+        log.warning("%s: dropped %d window(s) with zero width or height", source, int(flat.sum()))
+        boxes = boxes[~flat]
     return boxes

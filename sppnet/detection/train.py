@@ -302,7 +302,8 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
     settings = InferenceSettings(scales=tuple(cfg.scales), levels=tuple(cfg.levels),
                                  score=cfg.score if svms or cfg.score == "softmax" else "softmax",
                                  svm_layer=cfg.svm_layers[-1], bbox_reg=reg is not None,
-                                 nms_iou=cfg.nms_iou, max_dets=cfg.max_dets)
+                                 nms_iou=cfg.nms_iou, max_dets=cfg.max_dets,
+                                 ss_max_side=cfg.ss_max_side, max_proposals=cfg.max_proposals)
     det = SPPDetector(st.backbone, st.spec, head, st.ds.classes, settings, svms, reg)
     model_dir = det.save(out / "model")
     if "eval" in stages and cfg.test_data:

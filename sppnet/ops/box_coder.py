@@ -46,12 +46,12 @@ class BoxCoder:
         return f"BoxCoder(weights={self.weights}, scale_clamp={self.scale_clamp:.4f})"
 
     @staticmethod
-    def _centre_size(boxes: Tensor, name: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _centre_size(boxes: Tensor, name: str, op: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         w = boxes[:, 2] - boxes[:, 0]
         h = boxes[:, 3] - boxes[:, 1]
         if boxes.numel() and bool(((w <= 0) | (h <= 0)).any()):
             r = int(((w <= 0) | (h <= 0)).nonzero()[0, 0])
-            raise ValueError(f"{name} must have positive width and height to encode, got row {r}: "
+            raise ValueError(f"{name} must have positive width and height to {op}, got row {r}: "
                              f"{boxes[r].tolist()}")
         return boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h, w, h
 
@@ -66,8 +66,8 @@ class BoxCoder:
         if gt_boxes.shape != proposals.shape:
             raise ValueError(f"gt_boxes and proposals must have the same shape, got "
                              f"{tuple(gt_boxes.shape)} and {tuple(proposals.shape)}")
-        px, py, pw, ph = self._centre_size(proposals, "proposals")
-        gx, gy, gw, gh = self._centre_size(gt_boxes, "gt_boxes")
+        px, py, pw, ph = self._centre_size(proposals, "proposals", "encode")
+        gx, gy, gw, gh = self._centre_size(gt_boxes, "gt_boxes", "encode")
         wx, wy, ww, wh = self.weights
         return torch.stack([wx * (gx - px) / pw, wy * (gy - py) / ph,
                             ww * torch.log(gw / pw), wh * torch.log(gh / ph)], 1)
@@ -85,7 +85,7 @@ class BoxCoder:
                 deltas.shape[0] != proposals.shape[0]):
             shape = tuple(deltas.shape) if isinstance(deltas, Tensor) else type(deltas).__name__
             raise ValueError(f"deltas must have shape ({proposals.shape[0]}, 4k), got {shape}")
-        px, py, pw, ph = self._centre_size(proposals, "proposals")
+        px, py, pw, ph = self._centre_size(proposals, "proposals", "decode")
         wx, wy, ww, wh = self.weights
         d = deltas.to(proposals.dtype).reshape(deltas.shape[0], -1, 4)  # (R, k, 4)
         dx, dy = d[..., 0] / wx, d[..., 1] / wy

@@ -217,13 +217,18 @@ def test_torchrun_shards_the_caches(det_small, tiny_zf5, tmp_path, monkeypatch):
 
 def test_detect_with_selective_search_overlapped(det_small, tiny_zf5, tmp_path):
     """No --proposals: Selective Search runs in worker processes ahead of the network."""
-    cfg = _cfg(det_small, str(tiny_zf5), tmp_path / "run", bbox_reg=False)
+    cfg = _cfg(det_small, str(tiny_zf5), tmp_path / "run", bbox_reg=False, max_proposals=40,
+               ss_max_side=300)
     model_dir = train_detector(cfg, stages=("cache", "finetune", "svm"), progress=False)
     out = tmp_path / "det"
     assert cli(["detect", str(det_small / "test"), "--model", str(model_dir), "--output-dir",
                 str(out), "--workers", "2", "--fc", "int8", "--no-progress"]) == 0
     dets = json.loads((out / "detections.json").read_text())
     assert len(dets) == 3 and len(list((out / "cache" / "proposals").glob("*.npz"))) == 3
+    # the proposal settings stored with the detector are the ones detect used
+    for f in (out / "cache" / "proposals").glob("*.npz"):
+        with np.load(f) as z:
+            assert 0 < len(z["boxes"]) <= 40
 
 
 def test_detect_odd_folders_keep_every_finished_image(det_small, tiny_zf5, tmp_path,
@@ -242,12 +247,16 @@ def test_detect_odd_folders_keep_every_finished_image(det_small, tiny_zf5, tmp_p
     props = {k: jitter_boxes(np.array([[5, 5, 60, 60]], np.float32), (src.height, src.width),
                              20, rng) for k in ("x.jpg", "x.png", "g")}
     props["strip"] = np.array([[0, 0, 5000, 20], [100, 2, 300, 18]], np.float32)
+    props["g"][-1] = [7, 7, 7, 30]  # zero width: dropped at the boundary, not a crash
     np.savez(tmp_path / "p.npz", **props)
     out = tmp_path / "det"
     assert cli(["detect", str(imgs), "--model", str(model_dir), "--output-dir", str(out),
                 "--proposals", str(tmp_path / "p.npz"), "--no-progress"]) == 0
     dets = json.loads((out / "detections.json").read_text())
     assert set(dets) == {"x.jpg", "x.png", "g"}  # one id per image, GIF included
+    d = SPPDetector.load(model_dir).detect(np.asarray(src), np.array([[5, 5, 5, 40],
+                                                                      [5, 5, 60, 60]]))
+    assert len(d.boxes) >= 1  # the zero-width window is dropped, the other scored
     # the strip is scaled by the long-side cap to 2 x 2000 px, below the net's smallest input:
     # skipped and named, and the job goes on
     failed = json.loads((out / "failed.json").read_text())

@@ -256,8 +256,10 @@ def test_first_svm_trains_after_the_first_image_then_only_hard_negatives():
     windows = [label_windows(ann, props[:2], 1), label_windows(ann, props, 1)]
     feats = [np.stack([3 * e[0], 3 * e[1], 3 * e[1] + 0.1 * e[2]]),
              np.stack([3 * e[0], 8 * e[1], 8 * e[1] + 0.1 * e[2], 3 * e[0] + 0.1 * e[2]])]
+    # eviction off (threshold -1e9), so the cache shows every negative that was ever added
+    cfg = DetConfig(svm_C=1.0, svm_evict_thresh=-1e9)
     m, = mine_hard_negatives(windows, lambda i, rows: feats[i] if rows is None
-                             else feats[i][rows], 1, DetConfig(svm_C=1.0), progress=False)
+                             else feats[i][rows], 1, cfg, progress=False)
     assert {(0, 1), (0, 2)} <= m.neg_keys  # the first image: every negative
     assert (1, 3) in m.neg_keys  # the hard one
     assert (1, 1) not in m.neg_keys and (1, 2) not in m.neg_keys  # easy ones: skipped
