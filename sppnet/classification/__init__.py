@@ -1,5 +1,6 @@
-"""Classification: training (single/multi-size, distributed), and (later) multi-view testing and
-features + SVM protocols."""
+"""Classification: training (single/multi-size, distributed, exact resume), test-time views
+(:mod:`.views`), full-image SPP features and the SVM protocol (:mod:`.features`,
+:mod:`.svm_protocol`)."""
 
 from .config import TrainConfig
 from .train import PlateauSchedule, build_model, evaluate, load_model, train

@@ -27,7 +27,7 @@ from ..data.transforms import resize_to, to_tensor
 from ..ops import spp_output_dim, spp_roi_pool
 
 __all__ = ["BackboneSpec", "load_backbone", "backbone_fingerprint", "scaled_sizes",
-           "select_scales", "compute_maps", "pool_windows", "ConvMapCache", "flip_boxes",
+           "select_scales", "compute_maps", "pool_windows", "ConvMapCache",
            "window_cells", "dedupe_windows", "SINGLE_SCALE", "FIVE_SCALES", "TARGET_AREA",
            "MAX_LONG_SIDE", "tensor_digest"]
 
@@ -104,14 +104,6 @@ def select_scales(boxes: Tensor, image_size: tuple[int, int], scales: Sequence[i
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).double()  # (R,)
     factors = torch.tensor([(sh / h) * (sw / w) for sh, sw in sizes], dtype=torch.float64)
     return (area[:, None] * factors[None, :] - target_area).abs().argmin(1)  # (R,)
-
-
-def flip_boxes(boxes: Tensor | np.ndarray, width: int):
-    """Mirror ``xyxy`` windows of an image of width ``width``."""
-    out = boxes.clone() if isinstance(boxes, Tensor) else boxes.copy()
-    out[:, 0] = width - boxes[:, 2]
-    out[:, 2] = width - boxes[:, 0]
-    return out
 
 
 @torch.no_grad()

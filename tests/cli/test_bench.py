@@ -83,3 +83,9 @@ def test_bench_train_throughput_from_the_step_time(monkeypatch):
     r = bt.run_train_benchmark(cases=[("tiny", "zf5_spp", {"width_mult": 0.25, "fc_dim": 16}, 2,
                                        48)], repeats=1)
     assert r["cases"][0]["images_per_s"] == 8.0  # batch 2 in 0.25 s
+
+
+def test_python_dash_m_sppnet():
+    res = subprocess.run([sys.executable, "-m", "sppnet", "--version"], capture_output=True,
+                         text=True, check=True)
+    assert res.stdout.startswith("sppnet ")
