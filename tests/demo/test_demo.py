@@ -45,8 +45,9 @@ def test_demo_writes_results_pictures_and_report(demo_run, capsys, tmp_path):
     # an independent path to the same number: eval-voc reads the devkit files the detector's
     # evaluation wrote and scores them against the test XML
     ev = tmp_path / "ev"
-    main(["eval-voc", "--annotations", r["settings"]["test_root"][0], "--split",
-          r["settings"]["test_root"][1], "--detections",
+    root, split = r["settings"]["test_root"]
+    main(["eval-voc", "--annotations", root, *(["--split", split] if split else []),
+          "--detections",
           str(demo_run / "detector" / "eval" / "devkit"), "--output-dir", str(ev),
           "--classes", ",".join(r["data"]["classes"])])
     again = json.loads((ev / "results.json").read_text())
