@@ -18,6 +18,7 @@ from sppnet.data.voc import load_voc, parse_voc_xml
 from sppnet.detection.features import MAX_LONG_SIDE, BackboneSpec, ConvMapCache, scaled_sizes
 from sppnet.detection.proposals import ProposalCache, ProposalConfig
 from sppnet.detection.train import save_stage
+from tests.detection.fakes import TinyTrunk
 
 
 def png_bomb(path, w=100_000, h=100_000):
@@ -69,23 +70,10 @@ def test_nan_and_inf_in_voc_xml(tmp_path, caplog):
     assert "a.xml" in caplog.text and "not finite" in caplog.text
 
 
-class _Trunk(torch.nn.Module):
-    feature_stride, feature_offset, feature_channels = 4, 1.5, 6
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 6, 4, 4)
-        self.calls = 0
-
-    def forward_features(self, x):
-        self.calls += 1
-        return self.conv(x)
-
-
 def test_cache_entry_overwritten_in_place_is_rebuilt(tmp_path, caplog):
     img = tmp_path / "p.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8)).save(img)
-    trunk = _Trunk()
+    trunk = TinyTrunk()
     cache = ConvMapCache(tmp_path / "maps", trunk, BackboneSpec(model="tiny"), torch.float16)
     first = cache.get(img, (64,))[0]
     entry = tmp_path / "maps" / f"{cache.key(img, 64, False)}.safetensors"

@@ -32,6 +32,7 @@ from sppnet.detection.rcnn import warp_windows
 from sppnet.detection.svm import mine_hard_negatives
 from sppnet.detection.targets import label_windows
 from sppnet.ops import BoxCoder, project_boxes, spp_pool
+from tests.detection.fakes import TinyTrunk
 
 FIVE = (480, 576, 688, 864, 1200)
 
@@ -136,25 +137,12 @@ def test_pool_windows_equals_spp_pool_of_the_projected_crop():
         torch.testing.assert_close(got[r], want, rtol=0, atol=0)
 
 
-class _TinyTrunk(torch.nn.Module):
-    feature_stride, feature_offset, feature_channels = 4, 1.5, 6
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 6, 4, 4)
-        self.calls = 0
-
-    def forward_features(self, x):
-        self.calls += 1
-        return self.conv(x)
-
-
 def test_conv_map_cache_reuses_and_rebuilds_corrupt_entries(tmp_path, caplog):
     from PIL import Image
 
     img_path = tmp_path / "p.png"
     Image.fromarray(_photo()).save(img_path)
-    trunk = _TinyTrunk()
+    trunk = TinyTrunk()
     cache = ConvMapCache(tmp_path / "maps", trunk, BackboneSpec(model="tiny"), torch.float32)
     first = cache.get(img_path, (60, 90), flip=False)
     assert trunk.calls == 2 and [tuple(m.shape[1:]) for m in first] == [(15, 20), (22, 30)]
@@ -345,7 +333,7 @@ def test_deduplicated_windows_give_the_same_detections():
     from sppnet.detection.finetune import DetectionHead
 
     torch.manual_seed(0)
-    trunk = _TinyTrunk().eval()
+    trunk = TinyTrunk().eval()
     levels = (3, 2, 1)
     head = DetectionHead(6 * 14, 2, 16).eval()
     det = SPPDetector(trunk, BackboneSpec(model="tiny"), head, ["a", "b"],
