@@ -26,8 +26,9 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--proposals", help="precomputed windows (.npz per image id or one .npz); "
                                        "default: Selective Search, cached in OUTPUT_DIR/cache")
-    p.add_argument("--mode", default="spp", choices=("spp", "rcnn"),
-                   help="spp: conv once per image (default); rcnn: conv per warped window")
+    p.add_argument("--mode", choices=("spp", "rcnn"),
+                   help="spp: conv once per image; rcnn: conv per warped window; default: the "
+                        "way the (first) detector was trained")
     p.add_argument("--scales", help="override the detector's scales, e.g. 480,576,688,864,1200")
     p.add_argument("--score", choices=("svm", "softmax"), help="override the scoring")
     p.add_argument("--fc", help="fc6/fc7 at test time: fp32 (default), int8 or svd:R6,R7")
@@ -92,6 +93,7 @@ def main(args: argparse.Namespace) -> int:
         if args.fc:
             det.settings.fc = args.fc
     det = detectors[0]
+    args.mode = args.mode or det.settings.mode
     paths = _images(args.images)
     ids = image_ids(paths)
     id_of = {str(p): i for p, i in zip(paths, ids)}

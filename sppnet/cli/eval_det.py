@@ -18,7 +18,9 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--data", required=True, help="labelled VOC-format folder")
     p.add_argument("--split", help="ImageSets/Main/<split>.txt of --data")
     p.add_argument("--output-dir", type=Path, required=True)
-    p.add_argument("--mode", default="spp", choices=("spp", "rcnn"))
+    p.add_argument("--mode", choices=("spp", "rcnn"),
+                   help="spp or rcnn (conv per warped window); default: the way the detector "
+                        "was trained")
     p.add_argument("--scales", help="test scales, e.g. 688 or 480,576,688,864,1200")
     p.add_argument("--fc", help="fc6/fc7 at test time: fp32, int8 or svd:R6,R7")
     p.add_argument("--proposals", help="precomputed windows (.npz per image or one .npz)")
@@ -59,7 +61,8 @@ def main(args: argparse.Namespace) -> int:
                     max_proposals=det.settings.max_proposals)
     props = get_proposals(ds, cfg, args.cache_dir or args.output_dir / "cache",
                           not args.no_progress)
-    res = evaluate_detector(det, ds, props, args.output_dir, args.mode, not args.no_progress,
+    mode = args.mode or det.settings.mode
+    res = evaluate_detector(det, ds, props, args.output_dir, mode, not args.no_progress,
                             use_07_metric=not args.all_point, max_images=args.max_images)
     for name, v in res["variants"].items():
         print(f"  {name:>16}: mAP {100 * v['mAP']:.1f}")

@@ -17,7 +17,8 @@ FLAGS = {"data": "data", "split": "split", "test_data": "test_data", "test_split
          "output_dir": "output_dir", "cache_dir": "cache_dir", "backbone": "backbone",
          "weights": "weights", "proposals": "proposals", "scales": "scales",
          "svm_layers": "svm_layers", "ft_iters": "ft_iters", "workers": "workers",
-         "classes": "classes", "seed": "seed"}
+         "classes": "classes", "seed": "seed", "mode": "mode",
+         "max_proposals": "max_proposals"}
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -33,6 +34,11 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--proposals", help="precomputed windows: a folder of <image_id>.npz or one "
                                        ".npz (default: Selective Search)")
     p.add_argument("--scales", help="shorter sides: 688 (1 scale) or 480,576,688,864,1200")
+    p.add_argument("--mode", choices=("spp", "rcnn"),
+                   help="feature source of every stage: spp (default; windows pooled from the "
+                        "image's conv map) or rcnn (the R-CNN way: conv net per warped window, "
+                        "trained on its own features)")
+    p.add_argument("--max-proposals", type=int, help="Selective Search windows per image")
     p.add_argument("--svm-layers", help="features the SVMs read: any of pool5,fc6,fc7")
     p.add_argument("--ft-iters", type=int, help="fine-tuning iterations")
     p.add_argument("--workers", type=int, help="proposal worker processes")

@@ -39,6 +39,8 @@ class DetConfig:
     ss_max_side: int = 500  # Selective Search runs at this longer side (speed)
     workers: int = 2  # proposal worker processes
     # features
+    mode: str = "spp"  # spp: windows pooled from the image's conv map; rcnn: the R-CNN way
+    # (each window warped with 16 px context to 224 x 224, conv net per window, same pyramid)
     scales: tuple[int, ...] = SINGLE_SCALE  # shorter sides; SPP 1-scale (688) or 5-scale
     # (480,576,688,864,1200)
     levels: tuple[int, ...] = (6, 3, 2, 1)  # SPP section 4: the 4-level pyramid, 50 bins
@@ -105,6 +107,8 @@ class DetConfig:
         if bad or not self.svm_layers:
             raise ValueError(f"svm_layers must be a non-empty subset of pool5, fc6, fc7; got "
                              f"{self.svm_layers}")
+        if self.mode not in ("spp", "rcnn"):
+            raise ValueError(f"mode must be spp or rcnn, got {self.mode!r}")
         if self.score not in ("svm", "softmax"):
             raise ValueError(f"score must be svm or softmax, got {self.score!r}")
         if self.cache_dtype not in ("float16", "float32"):

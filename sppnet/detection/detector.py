@@ -52,6 +52,7 @@ class InferenceSettings:
     # the proposals the detector was trained and evaluated with; detect / eval-det use them
     ss_max_side: int = 500  # Selective Search's longer side
     max_proposals: int = 2000  # windows per image
+    mode: str = "spp"  # the feature source the head and SVMs were trained on (spp or rcnn)
 
 
 @dataclass

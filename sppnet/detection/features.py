@@ -29,7 +29,7 @@ from ..ops import spp_output_dim, spp_roi_pool
 __all__ = ["BackboneSpec", "load_backbone", "backbone_fingerprint", "scaled_sizes",
            "select_scales", "compute_maps", "pool_windows", "ConvMapCache",
            "window_cells", "dedupe_windows", "SINGLE_SCALE", "FIVE_SCALES", "TARGET_AREA",
-           "MAX_LONG_SIDE", "tensor_digest"]
+           "MAX_LONG_SIDE", "tensor_digest", "save_verified", "load_verified"]
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +198,40 @@ def tensor_digest(t: Tensor) -> str:
     return hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest()
 
 
+def save_verified(path: Path, tensor: Tensor, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensor`` atomically to a safetensors file with a checksum of its bytes."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensor = tensor.contiguous()
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+    save_file({"t": tensor}, str(tmp), metadata={**(metadata or {}),
+                                                 "digest": tensor_digest(tensor)})
+    os.replace(tmp, path)
+
+
+def load_verified(path: Path, dtype: torch.dtype, dim: int, what: str) -> Tensor | None:
+    """The tensor :func:`save_verified` wrote, or ``None`` (with a warning naming the file)
+    when it is missing, unreadable, of another dtype or rank, or no longer matches its
+    checksum (overwritten in place)."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = (f.metadata() or {}).get("digest")
+            t = f.get_tensor("t")
+        if t.dim() != dim or t.dtype != dtype:
+            raise ValueError(f"it has shape {tuple(t.shape)} and dtype {t.dtype}")
+        if stored != tensor_digest(t):
+            raise ValueError("its checksum does not match its contents")
+        return t
+    except (OSError, ValueError, KeyError, SafetensorError, RuntimeError) as e:
+        log.warning("%s cache entry %s is corrupt (%s); recomputing", what, path, e)
+        return None
+
+
 class ConvMapCache:
     """Conv maps per (image, scale, flip) in ``DIR/<key>.safetensors``.
 
@@ -229,44 +263,18 @@ class ConvMapCache:
                f"|long<={MAX_LONG_SIDE}")
         return hashlib.sha1(raw.encode()).hexdigest()
 
-    def _load(self, path: Path) -> Tensor | None:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        if not path.is_file():
-            return None
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                stored = (f.metadata() or {}).get("digest")
-            t = load_file(str(path))["map"]
-            if t.dim() != 3 or t.dtype != self.dtype:
-                raise ValueError(f"map has shape {tuple(t.shape)} and dtype {t.dtype}")
-            if stored != tensor_digest(t):  # bytes changed in place (or an unverified entry)
-                raise ValueError("its checksum does not match its contents")
-            return t
-        except (OSError, ValueError, KeyError, SafetensorError, RuntimeError) as e:
-            log.warning("conv-map cache entry %s is corrupt (%s); recomputing", path, e)
-            return None
-
     def get(self, image_path: str | Path, scales: Sequence[int], flip: bool = False,
             image: np.ndarray | None = None) -> list[Tensor]:
         """Maps at every scale (float32), from the cache or computed and stored."""
-        from safetensors.torch import save_file
-
         image_path = Path(image_path)
         keys = [self.key(image_path, s, flip) for s in scales]
-        maps = [self._load(self.dir / f"{k}.safetensors") for k in keys]
+        maps = [load_verified(self.dir / f"{k}.safetensors", self.dtype, 3, "conv-map")
+                for k in keys]
         todo = [i for i, m in enumerate(maps) if m is None]
         if todo:
             img = image if image is not None else decode_image(image_path)
             fresh = compute_maps(self.backbone, img, [scales[i] for i in todo], self.spec, flip)
-            self.dir.mkdir(parents=True, exist_ok=True)
             for i, m in zip(todo, fresh):
-                m = m.to(self.dtype).contiguous()
-                tmp = self.dir / f".{keys[i]}.{os.getpid()}.tmp"
-                save_file({"map": m}, str(tmp), metadata={"digest": tensor_digest(m)})
-                os.replace(tmp, self.dir / f"{keys[i]}.safetensors")
-                maps[i] = m
+                maps[i] = m.to(self.dtype).contiguous()
+                save_verified(self.dir / f"{keys[i]}.safetensors", maps[i])
         return [m.float() for m in maps]

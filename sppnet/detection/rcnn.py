@@ -7,11 +7,18 @@ Each window is enlarged so that, once warped to ``input_size`` x ``input_size``,
 the image are the mean (zero after normalisation). The warped crop's conv map is pooled with the
 same pyramid as SPP mode, so the same fc layers, SVMs and regressors apply to both modes and
 accuracy and time compare on one model (the paper's Table 10).
+
+Trained its own way (``train-det --mode rcnn``), the fc layers, SVMs and box regression learn from
+these per-window features instead of windows pooled from the image's conv map:
+:class:`WindowFeatureCache` keeps each image's pooled window features on disk (float16, verified,
+one file per image and flip), because the conv net per window is what makes this way slow.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +27,7 @@ from torch import Tensor, nn
 
 from ..ops import spp_pool
 
-__all__ = ["warp_windows", "rcnn_pool", "CONTEXT_PAD", "RCNN_INPUT"]
+__all__ = ["warp_windows", "rcnn_pool", "WindowFeatureCache", "CONTEXT_PAD", "RCNN_INPUT"]
 
 CONTEXT_PAD = 16  # R-CNN: 16 pixels of warped context around each window
 RCNN_INPUT = 224  # warped size (ZF-5's 224x224 input)
@@ -66,3 +73,56 @@ def rcnn_pool(backbone: nn.Module, image: Tensor, boxes: Tensor, levels: Sequenc
         c = backbone.feature_channels
         return torch.zeros(0, c * int(np.sum([n * n for n in levels])))
     return torch.cat(out)
+
+
+class WindowFeatureCache:
+    """R-CNN pooled features ``(R, D)`` of an image's windows, in ``DIR/<key>.safetensors``.
+
+    The key hashes the backbone fingerprint, the image bytes, the windows (their exact float32
+    bytes, in order), the flip, the pyramid levels, the warp settings and the dtype, so a
+    changed window set or backbone never reads stale features. Entries carry a checksum and
+    are rebuilt when they fail it."""
+
+    def __init__(self, directory: str | Path, backbone: nn.Module, spec, levels: Sequence[int],
+                 dtype: torch.dtype = torch.float16, batch_size: int = 32) -> None:
+        from .features import backbone_fingerprint
+
+        self.dir = Path(directory)
+        self.backbone = backbone
+        self.spec = spec
+        self.levels = tuple(levels)
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.fingerprint = backbone_fingerprint(spec)
+        self.computed = 0  # windows run through the conv net by this object (for timing)
+
+    def key(self, image_path: Path, boxes: np.ndarray, flip: bool) -> str:
+        from .proposals import file_digest
+
+        b = np.ascontiguousarray(boxes, np.float32)
+        raw = (f"{self.fingerprint}|{file_digest(image_path)}|"
+               f"{hashlib.blake2b(b.tobytes(), digest_size=16).hexdigest()}|{len(b)}|"
+               f"{int(flip)}|{self.levels}|{RCNN_INPUT}|{CONTEXT_PAD}|{self.dtype}")
+        return hashlib.sha1(raw.encode()).hexdigest()
+
+    def get(self, image_path: str | Path, boxes: np.ndarray, flip: bool = False) -> Tensor:
+        """Features of ``boxes`` (in the flipped image's coordinates when ``flip``), float32."""
+        from ..data.decode import decode_image
+        from ..data.transforms import to_tensor
+        from .features import load_verified, save_verified
+
+        image_path = Path(image_path)
+        path = self.dir / f"{self.key(image_path, boxes, flip)}.safetensors"
+        feats = load_verified(path, self.dtype, 2, "R-CNN window-feature")
+        if feats is None or len(feats) != len(boxes):
+            img = decode_image(image_path)
+            if flip:
+                img = np.ascontiguousarray(img[:, ::-1])
+            x = to_tensor(img, self.spec.mean, self.spec.input_scale)
+            with torch.inference_mode():
+                feats = rcnn_pool(self.backbone, x, torch.from_numpy(
+                    np.asarray(boxes, np.float32)), self.levels,
+                    batch_size=self.batch_size).to(self.dtype)
+            self.computed += len(boxes)
+            save_verified(path, feats)
+        return feats.float()

@@ -8,9 +8,12 @@ Shapes: N images, R windows per image, D pool5 dims, K classes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..utils.distributed import env_rank, shard
 from ..utils.run_dir import (
     RunFolderError,
+    atomic_write_text,
     check_output_dir,
     config_hash,
     describe_diff,
@@ -34,6 +38,7 @@ from .detector import InferenceSettings, SPPDetector
 from .features import BackboneSpec, ConvMapCache, load_backbone, pool_windows
 from .finetune import DetectionHead, finetune
 from .proposals import ProposalConfig, compute_proposals, load_proposal_file
+from .rcnn import WindowFeatureCache
 from .svm import feature_scale, mine_hard_negatives
 from .targets import WindowSet, label_windows
 
@@ -70,7 +75,11 @@ def get_proposals(ds: VOCDataset, cfg: DetConfig, cache_dir: Path, progress: boo
 
 @dataclass
 class Stages:
-    """What a training run has: the dataset, windows, backbone and map cache."""
+    """What a training run has: the dataset, windows, backbone and feature caches.
+
+    ``pool`` is the one feature source of every later stage: windows pooled from the image's
+    conv map (``mode="spp"``), or the R-CNN way's per-window features (``mode="rcnn"``), so
+    fine-tuning, SVMs and box regression are the same code for both."""
 
     cfg: DetConfig
     ds: VOCDataset
@@ -78,17 +87,48 @@ class Stages:
     backbone: torch.nn.Module
     spec: BackboneSpec
     cache: ConvMapCache
+    window_cache: WindowFeatureCache | None = None
+    _recent: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     def maps(self, i: int, flip: bool = False) -> list[torch.Tensor]:
         a = self.ds[i]
         return self.cache.get(a.image_path, self.cfg.scales, flip)
 
+    def image_windows(self, i: int, flip: bool) -> np.ndarray:
+        ws = self.windows[i]
+        return (ws.flipped(self.ds[i].image_size[1]) if flip else ws).boxes
+
+    def window_features(self, i: int, flip: bool) -> tuple[torch.Tensor, dict]:
+        """R-CNN mode: features of all of image ``i``'s windows and a row per window's bytes
+        (the last few images are kept in memory: fine-tuning and mining revisit them)."""
+        key = (i, flip)
+        if key not in self._recent:
+            boxes = self.image_windows(i, flip)
+            feats = self.window_cache.get(self.ds[i].image_path, boxes, flip)
+            rows = {}
+            for r, b in enumerate(np.ascontiguousarray(boxes, np.float32)):
+                rows.setdefault(b.tobytes(), r)
+            self._recent[key] = (feats, rows)
+            while len(self._recent) > 4:
+                self._recent.popitem(last=False)
+        self._recent.move_to_end(key)
+        return self._recent[key]
+
     def pool(self, i: int, flip: bool, boxes: np.ndarray) -> torch.Tensor:
+        boxes = np.ascontiguousarray(boxes, np.float32).reshape(-1, 4)
+        if self.cfg.mode == "rcnn":
+            feats, rows = self.window_features(i, flip)
+            try:
+                idx = [rows[b.tobytes()] for b in boxes]
+            except KeyError:
+                raise ValueError(f"R-CNN mode: a window of image {self.ds[i].image_id} is not "
+                                 "among its training windows (their features are cached)") \
+                    from None
+            return feats[torch.tensor(idx, dtype=torch.long)]
         a = self.ds[i]
         return pool_windows(self.maps(i, flip), a.image_size, self.cfg.scales,
-                            torch.from_numpy(np.asarray(boxes, np.float32)),
-                            self.backbone.feature_stride, self.backbone.feature_offset,
-                            self.cfg.levels)
+                            torch.from_numpy(boxes), self.backbone.feature_stride,
+                            self.backbone.feature_offset, self.cfg.levels)
 
 
 # fields that do not change what the trained stages compute
@@ -96,7 +136,8 @@ RUNTIME_FIELDS = ("output_dir", "cache_dir", "workers", "test_data", "test_split
                   "max_dets", "nms_iou")
 # what the trained stages write; --force deletes them (the caches are verified and stay)
 STAGE_OUTPUTS = ("head.safetensors", "finetune_last.safetensors", "finetune_metrics.jsonl",
-                 "finetune.png", "svm_*.safetensors", "bbox_reg.safetensors", "model", "eval")
+                 "finetune.png", "svm_*.safetensors", "bbox_reg.safetensors", "model", "eval",
+                 "train_times.json")
 
 
 def _check_run_dir(out: Path, cfg: DetConfig, force: bool) -> None:
@@ -148,16 +189,33 @@ def prepare(cfg: DetConfig, progress: bool = True, rank: int = 0,
             ds = ds.subset([a.image_id for a in ds if a.image_id in props])
     spec = backbone_spec(cfg)
     backbone = load_backbone(spec)
-    cache = ConvMapCache(cache_dir / "maps", backbone, spec, getattr(torch, cfg.cache_dtype))
-    mine = shard(list(range(len(ds))), rank, world_size)
-    with torch.inference_mode():
-        for i in tqdm(mine, desc="conv maps", disable=not progress, unit="img"):
-            a = ds[i]
-            for flip in ((False, True) if cfg.flip else (False,)):
-                cache.get(a.image_path, cfg.scales, flip)
+    dtype = getattr(torch, cfg.cache_dtype)
+    cache = ConvMapCache(cache_dir / "maps", backbone, spec, dtype)
     windows = [label_windows(a, props.get(a.image_id, np.zeros((0, 4))), len(ds.classes))
                for a in ds]
-    return Stages(cfg, ds, windows, backbone, spec, cache)
+    st = Stages(cfg, ds, windows, backbone, spec, cache)
+    flips = (False, True) if cfg.flip else (False,)
+    if cfg.mode == "rcnn":
+        st.window_cache = WindowFeatureCache(cache_dir / "rcnn_windows", backbone, spec,
+                                             cfg.levels, dtype)
+    mine = shard(list(range(len(ds))), rank, world_size)
+    t0 = time.perf_counter()
+    desc = "R-CNN window features" if cfg.mode == "rcnn" else "conv maps"
+    with torch.inference_mode():
+        bar = tqdm(mine, desc=desc, disable=not progress, unit="img")
+        for i in bar:
+            for flip in flips:
+                if cfg.mode == "rcnn":
+                    st.window_cache.get(ds[i].image_path, st.image_windows(i, flip), flip)
+                    done = st.window_cache.computed
+                    bar.set_postfix_str(f"{done / (time.perf_counter() - t0):.0f} windows/s")
+                else:
+                    cache.get(ds[i].image_path, cfg.scales, flip)
+    if cfg.mode == "rcnn" and st.window_cache.computed:
+        log.info("R-CNN window features: %d windows in %.0f s (%.1f windows/s)",
+                 st.window_cache.computed, time.perf_counter() - t0,
+                 st.window_cache.computed / (time.perf_counter() - t0))
+    return st
 
 
 def _fc_features(st: Stages, head: DetectionHead, layer: str):
@@ -228,6 +286,23 @@ def save_stage(path: Path, stage: str, tensors: dict[str, torch.Tensor], meta: d
     save_checkpoint(path, tensors, meta)
 
 
+class StageTimes:
+    """Wall seconds of each stage that ran, merged into ``train_times.json`` (a stage loaded
+    from its file keeps the time of the run that computed it; the cache stage's time is that
+    of its last run, which is short when the caches were already full)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        yield
+        old = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        old[stage] = round(time.perf_counter() - t0, 2)
+        atomic_write_text(self.path, json.dumps(old, indent=2))
+
+
 def _head_path(out: Path) -> Path:
     return out / "head.safetensors"
 
@@ -260,7 +335,9 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
                                 f"got {spec.weights or 'none'}")
     _check_run_dir(out, cfg, force)
     torch.manual_seed(cfg.seed)
-    st = prepare(cfg, progress, ds=ds)
+    times = StageTimes(out / "train_times.json")
+    with times("cache"):
+        st = prepare(cfg, progress, ds=ds)
     if stages == ("cache",):
         return out / "cache"
     pooled_dim = st.pool(0, False, st.windows[0].boxes[:1]).shape[1]
@@ -274,7 +351,9 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
         tensors, _ = load_checkpoint(hp)
         head.load_state_dict({k[5:]: v for k, v in tensors.items()})
     elif "finetune" in stages:
-        finetune(head, st.windows, [a.image_size[1] for a in st.ds], st.pool, cfg, out, progress)
+        with times("finetune"):
+            finetune(head, st.windows, [a.image_size[1] for a in st.ds], st.pool, cfg, out,
+                     progress)
         save_stage(hp, "fine-tuning (the head)",
                    {f"head.{k}": v for k, v in head.state_dict().items()},
                    {"iterations": cfg.ft_iters})
@@ -288,7 +367,8 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
             t, meta = load_checkpoint(p)
             svms[layer] = (t["weight"], t["bias"], float(meta["feat_scale"]))
         elif "svm" in stages:
-            w, b, s = train_svms(st, head, layer, progress)
+            with times(f"svm_{layer}"):
+                w, b, s = train_svms(st, head, layer, progress)
             save_stage(p, f"SVMs on {layer}", {"weight": w, "bias": b}, {"feat_scale": s})
             svms[layer] = (w, b, s)
     reg = None
@@ -297,13 +377,15 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
         if p.is_file():
             reg = BoxRegressor.from_state(load_checkpoint(p)[0])
         elif "bbox" in stages:
-            reg = train_bbox(st, progress)
+            with times("bbox"):
+                reg = train_bbox(st, progress)
             save_stage(p, "box regression", reg.state(), {"lambda": cfg.bbox_lambda})
     settings = InferenceSettings(scales=tuple(cfg.scales), levels=tuple(cfg.levels),
                                  score=cfg.score if svms or cfg.score == "softmax" else "softmax",
                                  svm_layer=cfg.svm_layers[-1], bbox_reg=reg is not None,
                                  nms_iou=cfg.nms_iou, max_dets=cfg.max_dets,
-                                 ss_max_side=cfg.ss_max_side, max_proposals=cfg.max_proposals)
+                                 ss_max_side=cfg.ss_max_side, max_proposals=cfg.max_proposals,
+                                 mode=cfg.mode)
     det = SPPDetector(st.backbone, st.spec, head, st.ds.classes, settings, svms, reg)
     model_dir = det.save(out / "model")
     if "eval" in stages and cfg.test_data:
@@ -311,5 +393,6 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
 
         test = load_dataset(cfg.test_data, cfg.test_split, tuple(st.ds.classes))
         props = get_proposals(test, cfg, Path(cfg.cache_dir or out / "cache"), progress)
-        evaluate_detector(det, test, props, out / "eval", progress=progress)
+        evaluate_detector(det, test, props, out / "eval", mode=cfg.mode,
+                          progress=progress)
     return model_dir

@@ -283,3 +283,54 @@ def test_detect_odd_folders_keep_every_finished_image(det_small, tiny_zf5, tmp_p
              "--proposals", str(tmp_path / "p.npz"), "--no-progress"])
     assert set(json.loads((out2 / "detections.json").read_text())) == {"g"}
     assert list(json.loads((out2 / "failed.json").read_text())) == [str(imgs / "strip.jpg")]
+
+
+def test_rcnn_mode_trains_on_its_own_window_features(det_small, tiny_zf5, tmp_path, caplog):
+    """train-det --mode rcnn on 3 images: every stage reads the R-CNN way's per-window features,
+    which are exactly those the detector computes at test time, cached and verified."""
+    from sppnet.detection.rcnn import rcnn_pool
+    from sppnet.detection.train import prepare
+
+    out = tmp_path / "rcnn"
+    cfg = _cfg(det_small, str(tiny_zf5), out, mode="rcnn", max_images=3,
+               cache_dir=str(tmp_path / "cache"))
+    model_dir = train_detector(cfg, progress=False)
+    det = SPPDetector.load(model_dir)
+    assert det.settings.mode == "rcnn"
+    res = json.loads((out / "eval" / "results.json").read_text())
+    assert res["mode"] == "rcnn"
+    # the features training saw are the test-time R-CNN features of the same windows
+    st = prepare(cfg, progress=False)
+    assert st.window_cache.computed == 0  # all cached by the run above
+    from sppnet.data.decode import decode_image
+    from sppnet.data.transforms import to_tensor
+
+    i = 1
+    boxes = st.windows[i].boxes[[0, 3, 5]]
+    x = to_tensor(decode_image(st.ds[i].image_path), st.spec.mean, st.spec.input_scale)
+    want = rcnn_pool(st.backbone, x, torch.from_numpy(boxes), cfg.levels)
+    got = st.pool(i, False, boxes)
+    # (cached in float16; the conv net ran on other batches, hence a rounding tolerance)
+    torch.testing.assert_close(got, want, rtol=2e-3, atol=1e-4)
+    # the flipped image's windows are the flipped windows' features
+    wflip = st.windows[i].flipped(st.ds[i].image_size[1]).boxes[[2]]
+    xf = to_tensor(decode_image(st.ds[i].image_path)[:, ::-1].copy(), st.spec.mean,
+                   st.spec.input_scale)
+    torch.testing.assert_close(st.pool(i, True, wflip),
+                               rcnn_pool(st.backbone, xf, torch.from_numpy(wflip),
+                                         cfg.levels), rtol=2e-3, atol=1e-4)
+    # a window that is not a training window has no cached feature: a clear error
+    with pytest.raises(ValueError, match="not among its training windows"):
+        st.pool(i, False, boxes[:1] + 0.5)
+    # a corrupted entry is recomputed, not read
+    entry = sorted((tmp_path / "cache" / "rcnn_windows").glob("*.safetensors"))[0]
+    raw = bytearray(entry.read_bytes())
+    raw[-7] ^= 0xFF
+    entry.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING):
+        st2 = prepare(cfg, progress=False)
+    assert st2.window_cache.computed > 0 and "corrupt" in caplog.text
+    # and the SPP way's config differs, so its run folder is refused for this one
+    with pytest.raises(ValueError, match="mode"):
+        train_detector(_cfg(det_small, str(tiny_zf5), out, max_images=3,
+                            cache_dir=str(tmp_path / "cache")), progress=False)
