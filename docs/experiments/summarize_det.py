@@ -1,6 +1,10 @@
-"""Print the detection tables of docs/detection.md from the runs of detection.sh.
+"""Build the detection tables of docs/detection.md (and the README's summary) from the committed
+result files of docs/experiments/detection.sh, under docs/results/detection/<set>_<column>/.
 
-Usage: python docs/experiments/summarize_det.py [RUNS_DIR]   (default runs/det)
+Usage: python docs/experiments/summarize_det.py [--write]
+Prints the tables; --write replaces the blocks between the ``summarize_det`` markers in
+docs/detection.md and README.md. A missing run is a column of "—" (named in a note), never a
+number from elsewhere.
 """
 
 from __future__ import annotations
@@ -9,54 +13,98 @@ import json
 import sys
 from pathlib import Path
 
-ROWS = [("pool5 SVM", "pool5-svm"), ("ftfc7 SVM", "fc7-svm"), ("ftfc7 SVM + bb", "fc7-svm+bbox"),
-        ("ft softmax", "softmax"), ("ft softmax + bb", "softmax+bbox")]
-COLUMNS = [  # (header, run, eval folder)
-    ("fruit, MobileNetV2, 1 scale", "fruit_mnv2", "eval"),
-    ("fruit, MobileNetV2, 5 scales", "fruit_mnv2", "eval_5scale"),
-    ("fruit (first 20), MobileNetV2, SPP", "fruit_mnv2", "eval_first20"),
-    ("fruit (first 20), MobileNetV2, R-CNN way", "fruit_mnv2", "eval_rcnn_first20"),
-    ("fruit, ZF-5 ¼ (Caltech), 1 scale", "fruit_zf5", "eval"),
-    ("fruit, ZF-5 ¼, R-CNN way", "fruit_zf5", "eval_rcnn"),
-    ("raccoon, MobileNetV2, 1 scale", "raccoon_mnv2", "eval"),
-    ("raccoon, MobileNetV2, 5 scales", "raccoon_mnv2", "eval_5scale"),
-]
-FC_COLUMNS = [("fp32", "eval"), ("int8", "eval_int8"), ("SVD 256/256", "eval_svd")]
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "docs" / "results" / "detection"
+SETS = [("fruit", "fruit (3 classes, 240 train / 60 test photos)"),
+        ("raccoon", "raccoon (1 class, 160 train / 40 test photos)")]
+COLUMNS = [("spp1", "SPP 1-scale (trained 1-sc)"), ("spp5", "SPP 5-scale (trained 5-sc)"),
+           ("rcnn", "R-CNN (trained its own way)")]
+MAP_ROWS = [("pool5 SVM", "pool5-svm"), ("ftfc7 SVM", "fc7-svm"),
+            ("ftfc7 SVM + bb", "fc7-svm+bbox"), ("ft softmax + bb", "softmax+bbox")]
+TIME_ROWS = ("conv", "pool", "fc", "total")
+TRAIN_ROWS = [("features (cache stage)", "cache"), ("fine-tuning", "finetune"),
+              ("SVMs pool5", "svm_pool5"), ("SVMs fc7", "svm_fc7"), ("box regression", "bbox")]
+BEGIN, END = "<!-- summarize_det:begin -->", "<!-- summarize_det:end -->"
 
 
-def load(runs: Path, run: str, folder: str) -> dict | None:
-    p = runs / run / folder / "results.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+def load(run: str) -> dict | None:
+    d = RESULTS / run
+    if not (d / "eval" / "results.json").is_file():
+        return None
+    out = {"results": json.loads((d / "eval" / "results.json").read_text()),
+           "config": json.loads((d / "config.json").read_text())}
+    t = d / "train_times.json"
+    out["times"] = json.loads(t.read_text()) if t.is_file() else {}
+    return out
+
+
+def _row(name: str, cells: list[str]) -> str:
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def table(set_name: str, title: str) -> list[str]:
+    runs = [(h, load(f"{set_name}_{c}")) for c, h in COLUMNS]
+    lines = [f"**{title}** — VOC07 11-point mAP (%), IoU 0.5", "",
+             _row("", [h for h, _ in runs]), "|---|" + "---|" * len(runs)]
+    for name, key in MAP_ROWS:
+        lines.append(_row(name + " mAP", [
+            f"{100 * r['results']['variants'][key]['mAP']:.1f}" if r else "—" for _, r in runs]))
+    for stage in TIME_ROWS:
+        lines.append(_row(f"test s/image: {stage}", [
+            f"{r['results']['seconds_per_image_median'][stage]:.3f}" if r else "—"
+            for _, r in runs]))
+    lines.append(_row("windows per test image", [
+        f"{r['results']['windows_per_image_mean']:.0f}" if r else "—" for _, r in runs]))
+    for name, key in TRAIN_ROWS:
+        lines.append(_row(f"train wall s: {name}", [
+            f"{r['times'][key]:.0f}" if r and key in r["times"] else "—" for _, r in runs]))
+    missing = [f"{set_name}_{c}" for (c, _), (_, r) in zip(COLUMNS, runs) if r is None]
+    if missing:
+        lines += ["", f"Not run (no result file): {', '.join(missing)}."]
+    return lines
+
+
+def paired(set_name: str) -> list[str]:
+    """SPP minus R-CNN per row, for the sets where both exist (same windows, same seed)."""
+    a, b = load(f"{set_name}_spp1"), load(f"{set_name}_rcnn")
+    if not (a and b):
+        return []
+    cells = []
+    for name, key in MAP_ROWS:
+        d = a["results"]["variants"][key]["mAP"] - b["results"]["variants"][key]["mAP"]
+        cells.append(f"{name} {100 * d:+.1f}")
+    ta, tb = (r["results"]["seconds_per_image_median"]["conv"] for r in (a, b))
+    return [f"- {set_name}: SPP 1-scale − R-CNN: " + ", ".join(cells)
+            + f"; test conv time R-CNN / SPP = {tb / ta:.0f}×"]
+
+
+def build() -> str:
+    lines = []
+    for s, title in SETS:
+        lines += table(s, title) + [""]
+    diffs = [x for s, _ in SETS for x in paired(s)]
+    if diffs:
+        lines += ["Paired differences (one seed, the same windows and training schedule):", ""]
+        lines += diffs
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def replace_block(path: Path, block: str) -> None:
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{path}: no {BEGIN} ... {END} block to replace")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{BEGIN}\n{block}{END}{tail}")
 
 
 def main() -> None:
-    runs = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/det")
-    cols = [(h, load(runs, r, f)) for h, r, f in COLUMNS]
-    cols = [(h, r) for h, r in cols if r is not None]
-    print("| VOC07 mAP (%) | " + " | ".join(h for h, _ in cols) + " |")
-    print("|---|" + "---|" * len(cols))
-    for name, key in ROWS:
-        cells = [f"{100 * r['variants'][key]['mAP']:.1f}" if key in r["variants"] else "—"
-                 for _, r in cols]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    print("\n| seconds per image (median) | " + " | ".join(h for h, _ in cols) + " |")
-    print("|---|" + "---|" * len(cols))
-    for stage in ("conv", "pool", "fc", "nms", "total"):
-        cells = [f"{r['seconds_per_image_median'][stage]:.3f}" for _, r in cols]
-        print(f"| {stage} | " + " | ".join(cells) + " |")
-    print("| windows per image (mean) | " + " | ".join(
-        f"{r['windows_per_image_mean']:.0f}" for _, r in cols) + " |")
-    fc = [(h, load(runs, "fruit_mnv2", f)) for h, f in FC_COLUMNS]
-    fc = [(h, r) for h, r in fc if r is not None]
-    if fc:
-        print("\n| fruit, MobileNetV2, 1 scale: fc6/fc7 as | " + " | ".join(h for h, _ in fc)
-              + " |")
-        print("|---|" + "---|" * len(fc))
-        for name, key in ROWS[1:]:
-            print(f"| {name} mAP | " + " | ".join(
-                f"{100 * r['variants'][key]['mAP']:.1f}" for _, r in fc) + " |")
-        print("| fc seconds/image | " + " | ".join(
-            f"{r['seconds_per_image_median']['fc']:.3f}" for _, r in fc) + " |")
+    block = build()
+    print(block)
+    if "--write" in sys.argv[1:]:
+        for p in (ROOT / "docs" / "detection.md", ROOT / "README.md"):
+            replace_block(p, block)
+            print(f"wrote {p}")
 
 
 if __name__ == "__main__":

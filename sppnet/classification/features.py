@@ -23,6 +23,7 @@ import torch
 from ..data.decode import ImageDecodeError, decode_image
 from ..data.folder import Sample
 from ..data.transforms import crop, resize_shorter, resize_to, to_tensor
+from ..models.backbone import BackboneSpec, backbone_spec, load_backbone
 from ..ops import spp_pool
 
 __all__ = ["FeatureSpec", "extract_features", "representation", "prepare_image"]
@@ -35,19 +36,22 @@ VARIANTS = ("full", "crop", "warp")
 class FeatureSpec:
     model: str = "mobilenet_v2"  # "mobilenet_v2" or a train-cls checkpoint (.safetensors)
     weights: str | None = None  # TFLite file for mobilenet_v2
-    feature_stride: int = 32  # mobilenet_v2: 16 or 32
+    feature_stride: int = 32  # mobilenet_v2: 32 here (1280 channels, the classifier's map);
+    # detection uses 16 (finer windows). The normalisation comes from the backbone
+    # (sppnet.models.backbone_spec: a checkpoint's own, else 128 and 1/128).
     variant: str = "full"  # full | crop | warp
     size: int = 224  # shorter side (full), square side (crop, warp)
     levels: tuple[int, ...] = (3, 2, 1)  # pyramid levels pooled from the conv map
     mode: str = "max"  # pyramid pooling: max (paper) or avg
-    mean: float = 128.0
-    input_scale: float = 1.0 / 128
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.size < 8:
             raise ValueError(f"size must be >= 8, got {self.size}")
+
+    def backbone(self) -> BackboneSpec:
+        return backbone_spec(self.model, self.weights, self.feature_stride)
 
 
 def prepare_image(img: np.ndarray, variant: str, size: int) -> np.ndarray:
@@ -60,19 +64,9 @@ def prepare_image(img: np.ndarray, variant: str, size: int) -> np.ndarray:
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
 
 
-def _load_backbone(spec: FeatureSpec):
-    from ..models import get_model
-
-    if spec.model == "mobilenet_v2":
-        return get_model("mobilenet_v2", weights=spec.weights, feature_stride=spec.feature_stride)
-    from .train import load_model
-
-    model, _ = load_model(spec.model)
-    return model
-
-
 def _cache_key(spec: FeatureSpec, samples: Sequence[Sample]) -> str:
-    h = hashlib.sha1(json.dumps(asdict(spec), sort_keys=True).encode())
+    h = hashlib.sha1(json.dumps([asdict(spec), asdict(spec.backbone())],
+                                sort_keys=True).encode())
     for s in samples:
         st = s.path.stat()
         h.update(f"{s.path}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -104,7 +98,8 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
                 log.warning("feature cache %s is unreadable (%s); rebuilding it", cache, e)
     from tqdm import tqdm
 
-    model = _load_backbone(spec).eval()
+    bspec = spec.backbone()
+    model = load_backbone(bspec)
     levels = tuple(spec.levels)
     rows: dict[int | str, list[np.ndarray]] = {n: [] for n in (*levels, "gap")}
     ok = np.ones(len(samples), dtype=bool)
@@ -119,7 +114,7 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
             for key in rows:
                 rows[key].append(None)  # type: ignore[arg-type]
             continue
-        x = to_tensor(img, spec.mean, spec.input_scale)[None]
+        x = to_tensor(img, bspec.mean, bspec.input_scale)[None]
         fmap = model.forward_features(x.contiguous(memory_format=torch.channels_last))
         dims = fmap.shape[1]
         for n in levels:

@@ -26,6 +26,7 @@ from ..data.folder import ClassFolder, DecodedImages, Sample, split_per_class
 from ..data.transforms import CROP_POSITIONS, crop, lighting, to_tensor
 from ..evaluation.topk import topk_correct
 from ..models import get_model
+from ..models.backbone import _load_weights, load_model
 from ..utils.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -108,25 +109,6 @@ def model_meta(cfg: TrainConfig, classes: list[str]) -> dict[str, Any]:
                              "dropout": cfg.dropout, **_arch_kwargs(cfg)},
             "input": {"mean": cfg.mean, "input_scale": cfg.input_scale, "resize": cfg.resize,
                       "crop_size": cfg.crop_size}}
-
-
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained model from a checkpoint: ``(model in eval mode, meta)``."""
-    tensors, meta = load_checkpoint(path)
-    kw = dict(meta["model_kwargs"])
-    if "levels" in kw:
-        kw["levels"] = tuple(kw["levels"])
-    model = get_model(meta["arch"], num_classes=meta["num_classes"], **kw)
-    _load_weights(model, tensors, path)
-    return model.eval(), meta
-
-
-def _load_weights(model: nn.Module, tensors: dict[str, Tensor], path: str | Path) -> None:
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,10 +34,10 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from ..classification.config import TrainConfig
-    from ..classification.train import load_model
     from ..classification.views import VIEW_MODES, ViewSettings, evaluate_views
     from ..data.decode import ImageDecodeError, decode_image
     from ..data.folder import ClassFolder, split_per_class
+    from ..models import load_model
     from ..utils.config import apply_overrides, load_config
     from ..utils.run_dir import run_kind
 

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..data.decode import decode_image
 from ..data.transforms import resize_to, to_tensor
+from ..models.backbone import BackboneSpec, load_backbone
 from ..ops import spp_output_dim, spp_roi_pool
 
 __all__ = ["BackboneSpec", "load_backbone", "backbone_fingerprint", "scaled_sizes",
@@ -40,31 +41,6 @@ FIVE_SCALES = (480, 576, 688, 864, 1200)  # paper section 4.2: the 5-scale set
 # the longer side is capped here, and such an image is scaled by the cap instead.
 MAX_LONG_SIDE = 2000
 TARGET_AREA = 224 * 224  # a window is pooled at the scale where its area is closest to this
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """Which conv trunk computes the maps."""
-
-    model: str = "mobilenet_v2"  # "mobilenet_v2" or a train-cls checkpoint (.safetensors)
-    weights: str | None = None  # TFLite file for mobilenet_v2
-    feature_stride: int = 16  # mobilenet_v2: 16 or 32
-    mean: float = 128.0  # input normalisation (x - mean) * input_scale
-    input_scale: float = 1.0 / 128
-
-
-def load_backbone(spec: BackboneSpec) -> nn.Module:
-    """The trunk (eval mode). Anything with ``forward_features``, ``feature_stride``,
-    ``feature_offset`` and ``feature_channels`` works."""
-    from ..models import get_model
-
-    if spec.model == "mobilenet_v2":
-        return get_model("mobilenet_v2", weights=spec.weights,
-                         feature_stride=spec.feature_stride).eval()
-    from ..classification.train import load_model
-
-    model, _ = load_model(spec.model)
-    return model.eval()
 
 
 def backbone_fingerprint(spec: BackboneSpec) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..data.voc import VOCDataset, load_voc
+from ..models.backbone import backbone_spec as models_backbone_spec
 from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..utils.distributed import env_rank, shard
 from ..utils.run_dir import (
@@ -50,8 +51,8 @@ SCALE_SAMPLE_IMAGES = 20  # images whose windows set the feature scale (R-CNN: a
 
 
 def backbone_spec(cfg: DetConfig) -> BackboneSpec:
-    return BackboneSpec(model=cfg.backbone, weights=cfg.weights or None,
-                        feature_stride=cfg.feature_stride)
+    """The backbone of ``cfg``, with its normalisation (a checkpoint's own)."""
+    return models_backbone_spec(cfg.backbone, cfg.weights or None, cfg.feature_stride)
 
 
 def load_dataset(root: str, split: str, classes: tuple) -> VOCDataset:

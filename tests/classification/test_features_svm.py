@@ -87,7 +87,7 @@ def test_extract_cache_variants_and_bad_files(shapes_folder, tmp_path, monkeypat
     # level 1 of a max pyramid is global max pooling
     assert np.allclose(f["level_1"][:5], f["level_2"][:5].reshape(5, 1280, 4).max(2))
     assert f["gap"].shape == (6, 1280) and (f["gap"][:5] <= f["level_1"][:5] + 1e-6).all()
-    monkeypatch.setattr(feat_mod, "_load_backbone", lambda spec: (_ for _ in ()).throw(
+    monkeypatch.setattr(feat_mod, "load_backbone", lambda spec: (_ for _ in ()).throw(
         AssertionError("recomputed instead of reading the cache")))
     again = extract_features(spec, samples, tmp_path, progress=False)
     assert np.array_equal(again["level_2"], f["level_2"])

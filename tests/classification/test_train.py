@@ -147,3 +147,35 @@ def test_torchrun_two_processes_match_one(shapes_folder, tmp_path):
     m2 = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
     assert [m["val_top1"] for m in m1] == [m["val_top1"] for m in m2]
     assert m1[-1]["train_loss"] == pytest.approx(m2[-1]["train_loss"], rel=1e-4)
+
+
+def test_a_classifiers_normalisation_travels_with_it_as_a_backbone(shapes_folder, tmp_path):
+    """Trained with mean 100 and scale 1/50, the classifier's trunk is fed (x - 100) / 50 by the
+    detector and by the transfer features, not the default (x - 128) / 128."""
+    import numpy as np
+    from PIL import Image
+
+    from sppnet.classification.features import FeatureSpec
+    from sppnet.detection import DetConfig
+    from sppnet.detection.features import ConvMapCache
+    from sppnet.detection.train import backbone_spec
+    from sppnet.models import load_backbone
+
+    out = tmp_path / "run"
+    assert main(["train-cls", "--data", str(shapes_folder), "--output-dir", str(out),
+                 "--sizes", "48", "--epochs", "1", "--set", "mean=100", "--set", "input_scale=0.02",
+                 *SMALL]) == 0
+    ckpt = str(out / "best.safetensors")
+    spec = backbone_spec(DetConfig(backbone=ckpt))
+    assert (spec.mean, spec.input_scale) == (100.0, 0.02)
+    assert FeatureSpec(model=ckpt).backbone() == spec.__class__(
+        model=ckpt, feature_stride=32, mean=100.0, input_scale=0.02)
+    img = np.random.default_rng(0).integers(0, 256, (64, 96, 3), np.uint8)
+    Image.fromarray(img).save(tmp_path / "p.png")
+    trunk = load_backbone(spec)
+    got = ConvMapCache(tmp_path / "maps", trunk, spec, torch.float32).get(tmp_path / "p.png",
+                                                                          (64,))[0]
+    x = (torch.from_numpy(img).permute(2, 0, 1).float() - 100.0) * 0.02
+    with torch.no_grad():
+        want = trunk.forward_features(x[None])[0]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
