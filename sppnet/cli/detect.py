@@ -87,11 +87,11 @@ def main(args: argparse.Namespace) -> int:
     detectors = [SPPDetector.load(m) for m in args.model]
     for det in detectors:
         if args.scales:
-            det.settings.scales = tuple(int(s) for s in args.scales.split(","))
+            det.configure(scales=tuple(int(s) for s in args.scales.split(",")))
         if args.score:
-            det.settings.score = args.score
+            det.configure(score=args.score)
         if args.fc:
-            det.settings.fc = args.fc
+            det.configure(fc=args.fc)
     det = detectors[0]
     args.mode = args.mode or det.settings.mode
     paths = _images(args.images)

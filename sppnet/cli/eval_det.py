@@ -46,15 +46,14 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     det = SPPDetector.load(args.model)
     if args.scales:
-        det.settings.scales = tuple(int(s) for s in args.scales.split(","))
+        det.configure(scales=tuple(int(s) for s in args.scales.split(",")))
     if args.fc:
-        det.settings.fc = args.fc
-        det.scoring_head()  # fail early on a bad spec
+        det.configure(fc=args.fc)  # fails early on a bad spec
     ds = load_dataset(args.data, args.split or "", tuple(det.classes))
     if args.ss_max_side:
-        det.settings.ss_max_side = args.ss_max_side
+        det.configure(ss_max_side=args.ss_max_side)
     if args.max_proposals:
-        det.settings.max_proposals = args.max_proposals
+        det.configure(max_proposals=args.max_proposals)
     # the windows the detector was trained with (detector.json), unless overridden
     cfg = DetConfig(proposals=args.proposals or "", workers=args.workers,
                     ss_max_side=det.settings.ss_max_side,

@@ -42,11 +42,8 @@ def detect_combined(detectors: Sequence[SPPDetector], image: np.ndarray,
     for d in detectors:
         pooled, inverse, _ = d.pooled(image, boxes, mode)
         scores = d.score_pooled(pooled)
-        saved = (d.settings.nms_iou, d.settings.max_dets)
-        d.settings.nms_iou, d.settings.max_dets = 1.0, len(boxes) * scores.shape[1]
-        try:
-            cands.append(d.postprocess(pooled, boxes, scores, image.shape[:2], inverse=inverse))
-        finally:
-            d.settings.nms_iou, d.settings.max_dets = saved
+        # every candidate of every detector, before NMS; the NMS runs once on the union
+        cands.append(d.postprocess(pooled, boxes, scores, image.shape[:2], inverse=inverse,
+                                   nms_iou=1.0, max_dets=len(boxes) * scores.shape[1]))
     first = detectors[0].settings
     return combine_detections(cands, first.nms_iou, first.max_dets)

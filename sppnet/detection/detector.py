@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ __all__ = ["Detections", "SPPDetector", "InferenceSettings"]
 FORMAT = "sppnet-detector-1"
 
 
-@dataclass
+@dataclass(frozen=True)
 class InferenceSettings:
     scales: tuple = (688,)
     levels: tuple = (6, 3, 2, 1)
@@ -104,6 +104,15 @@ class SPPDetector(nn.Module):
         self.regressor = regressor
         self._fast: tuple[str, DetectionHead] | None = None
         self._pool_buffer: Tensor | None = None  # reused pooled-window output (detect)
+
+    def configure(self, **changes) -> SPPDetector:
+        """Use other inference settings (``scales=``, ``fc=``, ``score=``, ...): the settings
+        are frozen, so this makes new ones (``dataclasses.replace``); a bad ``fc`` spec fails
+        here. Returns ``self``."""
+        self.settings = replace(self.settings, **changes)
+        if "fc" in changes:
+            self.scoring_head()
+        return self
 
     def scoring_head(self) -> DetectionHead:
         """The head scoring uses: as trained, or compressed per ``settings.fc``."""
@@ -181,11 +190,15 @@ class SPPDetector(nn.Module):
     @torch.no_grad()
     def postprocess(self, pooled: Tensor, boxes: Tensor, scores: Tensor,
                     image_size: tuple[int, int], bbox_reg: bool | None = None,
-                    inverse: Tensor | None = None) -> Detections:
-        """Regress (optionally), clip, per-class NMS, keep the ``max_dets`` best.
+                    inverse: Tensor | None = None, nms_iou: float | None = None,
+                    max_dets: int | None = None) -> Detections:
+        """Regress (optionally), clip, per-class NMS, keep the ``max_dets`` best (both default
+        to the settings').
 
         ``pooled`` and ``scores`` are per distinct window when ``inverse`` (R,) is given."""
         st = self.settings
+        nms_iou = st.nms_iou if nms_iou is None else nms_iou
+        max_dets = st.max_dets if max_dets is None else max_dets
         bbox_reg = st.bbox_reg if bbox_reg is None else bbox_reg
         if inverse is not None:
             scores = scores[inverse]
@@ -200,7 +213,7 @@ class SPPDetector(nn.Module):
         labels = torch.arange(k).repeat(r)
         ok = torch.isfinite(flat_scores)
         cand, flat_scores, labels = cand[ok], flat_scores[ok], labels[ok]
-        keep = batched_nms(cand, flat_scores, labels, st.nms_iou)[: st.max_dets]
+        keep = batched_nms(cand, flat_scores, labels, nms_iou)[:max_dets]
         return Detections(cand[keep], flat_scores[keep], labels[keep])
 
     @torch.no_grad()

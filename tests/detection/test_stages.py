@@ -11,7 +11,7 @@ from sppnet.data.voc import Annotation
 from sppnet.detection.bbox_reg import BoxRegressor, fit_ridge
 from sppnet.detection.combine import combine_detections
 from sppnet.detection.config import DetConfig
-from sppnet.detection.detector import Detections
+from sppnet.detection.detector import Detections, SPPDetector
 from sppnet.detection.evaluate import draw_threshold
 from sppnet.detection.features import (
     BackboneSpec,
@@ -20,7 +20,7 @@ from sppnet.detection.features import (
     scaled_sizes,
     select_scales,
 )
-from sppnet.detection.finetune import sample_windows
+from sppnet.detection.finetune import DetectionHead, sample_windows
 from sppnet.detection.proposals import (
     ProposalCache,
     ProposalConfig,
@@ -418,3 +418,20 @@ def test_selective_search_windows_are_deterministic():
     areas = sorted(((full[:, 2] - full[:, 0]) * (full[:, 3] - full[:, 1])).tolist())
     small_areas = sorted(((small[:, 2] - small[:, 0]) * (small[:, 3] - small[:, 1])).tolist())
     assert small_areas[0] == areas[0] and small_areas[-1] == areas[-1]  # both extremes kept
+
+
+def test_inference_settings_are_frozen_and_configure_makes_new_ones():
+    import dataclasses
+
+    from sppnet.detection.detector import InferenceSettings
+
+    s = InferenceSettings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.scales = (480,)
+    det = SPPDetector(TinyTrunk(), BackboneSpec(model="tiny"), DetectionHead(6 * 50, 2, 8),
+                      ["a", "b"], s)
+    det.configure(scales=(480, 688), fc="int8")
+    assert det.settings.scales == (480, 688) and det.settings.fc == "int8"
+    assert s.scales == (688,) and s.fc == "fp32"  # the original is untouched
+    with pytest.raises(ValueError):
+        det.configure(fc="svd:3")
