@@ -16,6 +16,7 @@
 # small outputs are copied to docs/results/detection/<set>_<column>/ (collect_det.py); the
 # tables in docs/detection.md come from those files (summarize_det.py).
 # Usage: bash docs/experiments/detection.sh [fruit_spp1 fruit_rcnn ...]   (default: all)
+#        EXTRA=--force bash docs/experiments/detection.sh fruit_spp1   (retrain every stage)
 set -euo pipefail
 W=../shared/data/imagenet_tflite/mobilenet_v2_1.0_224_quant.tflite
 F=../shared/data/fruit
@@ -30,7 +31,8 @@ raccoon=(--data $R --split docs/experiments/raccoon_train.txt --test-data $R
 run() {  # run NAME SET ARGS...: train + evaluate, then commit-ready copy of the small outputs
   local name=$1 set=$2; shift 2
   local -n data=$set
-  sppnet train-det "${data[@]}" "${COMMON[@]}" --output-dir "runs/det/$name" "$@"
+  # shellcheck disable=SC2086
+  sppnet train-det "${data[@]}" "${COMMON[@]}" --output-dir "runs/det/$name" "$@" ${EXTRA:-}
   python docs/experiments/collect_det.py "runs/det/$name" "docs/results/detection/$name"
 }
 
