@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +273,199 @@ def _claim_output_dir(cfg: TrainConfig, resume: bool, force: bool, info: DistInf
     barrier(info)
 
 
+def _fresh_epoch_stats() -> dict[str, float]:
+    return {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0, "skipped": 0}
+
+
+@dataclass
+class _Run:
+    """One training run's state, passed between the named steps of :func:`train`."""
+
+    cfg: TrainConfig
+    info: DistInfo
+    device: torch.device
+    out: Path
+    classes: list[str]
+    empty_classes: list[str]
+    splits: list[Split]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    sched: PlateauSchedule
+    meta: dict[str, Any]
+    start_epoch: int = 0
+    start_step: int = 0
+    best_top1: float = -1.0
+    epoch_stats: dict[str, float] = field(default_factory=_fresh_epoch_stats)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    ddp: nn.Module | None = None
+    order: np.ndarray | None = None  # training images in the epoch order's pool
+    n_steps: int = 0
+
+    @property
+    def ckpt_last(self) -> Path:
+        return self.out / "last.safetensors"
+
+    @property
+    def ckpt_best(self) -> Path:
+        return self.out / "best.safetensors"
+
+    def save(self, path: Path, state: dict[str, Any]) -> None:
+        _save(path, self.model, self.optimizer, self.sched, self.meta, state)
+
+
+def _set_up(cfg: TrainConfig, resume: bool, force: bool, info: DistInfo,
+            device: torch.device) -> _Run:
+    """Claim the folder, read and split the data, build the model, optimizer and schedule."""
+    _claim_output_dir(cfg, resume, force, info)
+    folder = ClassFolder.scan(cfg.data)
+    parts = split_per_class(folder.samples, list(cfg.split), cfg.seed)
+    if not parts[0] or not parts[1]:
+        raise ValueError(f"the split {cfg.split} leaves an empty train or val set")
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, len(folder.classes))
+    min_size = max(model.min_input_size, cfg.crop_size)
+    splits = [Split(p, DecodedImages(p, cfg.resize, min_size, cfg.cache_images)) for p in parts]
+    model = model.to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    return _Run(cfg, info, device, Path(cfg.output_dir), folder.classes, folder.empty_classes,
+                splits, model, optimizer, PlateauSchedule(cfg.lr, cfg.lr_patience, cfg.lr_drops),
+                model_meta(cfg, folder.classes))
+
+
+def _resume(run: _Run) -> None:
+    """Continue exactly where ``last.safetensors`` stopped: weights, optimizer, schedule, RNG,
+    epoch, step and the epoch's running totals."""
+    if not run.ckpt_last.exists():
+        raise CheckpointError(f"--resume: no checkpoint at {run.ckpt_last}")
+    tensors, saved = load_checkpoint(run.ckpt_last)
+    _check_resume(saved, run.meta, run.ckpt_last)
+    _load_weights(run.model, tensors, run.ckpt_last)
+    optimizer_from_flat(run.optimizer, tensors, saved["optimizer"])
+    run.sched.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    run.start_epoch, run.start_step = saved["epoch"], saved["step"]
+    run.best_top1, run.epoch_stats = saved["best_top1"], saved["epoch_stats"]
+    if not run.info.is_main:  # rank 0 carries the running totals of all processes
+        run.epoch_stats = {k: 0 * v for k, v in run.epoch_stats.items()}
+    if run.info.is_main:
+        log.info("resuming from %s at epoch %d, step %d", run.ckpt_last, run.start_epoch + 1,
+                 run.start_step)
+
+
+def _start_writing(run: _Run, resume: bool) -> None:
+    """Validated (and a resume checked): write the config, keep the metrics of the epochs
+    before the resume point, record the dataset, decode the images, fix the epoch pool."""
+    cfg, info, out = run.cfg, run.info, run.out
+    if info.is_main:
+        write_run_config(out, "train-cls", cfg.to_json(), RUNTIME_FIELDS)
+        metrics_path = out / "metrics.jsonl"
+        if metrics_path.exists():
+            lines = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+            run.history = [m for m in lines if m["epoch"] < run.start_epoch] if resume else []
+            metrics_path.write_text("".join(json.dumps(m) + "\n" for m in run.history))
+        (out / "dataset.json").write_text(json.dumps({
+            "classes": run.classes, "empty_classes": run.empty_classes,
+            "counts": {p: len(s.samples) for p, s in zip(("train", "val", "test"), run.splits)},
+        }, indent=2) + "\n")
+    if cfg.cache_images:
+        for name, s in zip(("train", "val", "test"), run.splits[:2]):
+            s.images.preload(progress=cfg.progress and info.is_main, desc=f"decoding {name}")
+    run.ddp = nn.parallel.DistributedDataParallel(run.model) if info.enabled else run.model
+    # with every image decoded up front, undecodable files leave the epoch order, so every
+    # batch has exactly batch_size images (and splits evenly over processes)
+    train_split = run.splits[0]
+    run.order = np.array([i for i in range(len(train_split.samples))
+                          if not cfg.cache_images or train_split.images.load(i) is not None],
+                         dtype=np.int64)
+    run.n_steps = len(run.order) // cfg.batch_size
+    if run.n_steps == 0:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set "
+                         f"({len(run.order)} images)")
+
+
+def _train_epoch(run: _Run, epoch: int) -> int:
+    """One epoch of SGD (from the resume step in the first); returns the epoch's input size.
+    Saves ``last.safetensors`` every ``checkpoint_every`` steps."""
+    from tqdm import tqdm
+
+    cfg, info = run.cfg, run.info
+    size = cfg.epoch_size(epoch)
+    for g in run.optimizer.param_groups:
+        g["lr"] = run.sched.lr
+    perm = run.order[np.random.default_rng([cfg.seed, epoch]).permutation(len(run.order))]
+    run.ddp.train()
+    first = run.start_step if epoch == run.start_epoch else 0
+    if first == 0:
+        run.epoch_stats = _fresh_epoch_stats()
+    stats = run.epoch_stats
+    local_b = cfg.batch_size // info.world_size
+    bar = tqdm(range(first, run.n_steps), desc=f"epoch {epoch + 1}/{cfg.epochs} @{size}px",
+               disable=not (cfg.progress and info.is_main), leave=False)
+    for step in bar:
+        t0 = time.perf_counter()
+        batch = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        mine = batch[info.rank * local_b:(info.rank + 1) * local_b]
+        x, y, skipped = make_batch(run.splits[0], mine, cfg, epoch, size, train=True)
+        if len(y):
+            logits = run.ddp(x.to(run.device))
+            loss = F.cross_entropy(logits, y.to(run.device))
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+            stats["loss_sum"] += loss.item() * len(y)
+            stats["correct"] += topk_correct(logits.detach().cpu(), y, (1,))[0]
+            stats["seen"] += len(y)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{run.sched.lr:g}")
+        stats["skipped"] += skipped
+        stats["time"] += time.perf_counter() - t0
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and (
+                step + 1) < run.n_steps:
+            # the epoch's running totals over all processes; on resume rank 0 carries them
+            # and the others start from zero
+            keys = ("loss_sum", "correct", "seen", "time", "skipped")
+            totals = dict(zip(keys, all_reduce_sum([stats[k] for k in keys], info)))
+            totals["time"] = stats["time"]
+            if info.is_main:
+                run.save(run.ckpt_last, {"epoch": epoch, "step": step + 1,
+                                         "best_top1": run.best_top1, "epoch_stats": totals})
+            barrier(info)
+    return size
+
+
+def _end_epoch(run: _Run, epoch: int, size: int) -> None:
+    """Validate, step the plateau schedule, append the epoch's metrics, plot, checkpoint."""
+    cfg, info, stats = run.cfg, run.info, run.epoch_stats
+    sums = all_reduce_sum([stats["loss_sum"], stats["correct"], stats["seen"],
+                           stats["skipped"]], info)
+    val = evaluate(run.model, run.splits[1], cfg, info, run.device)
+    seen = max(sums[2], 1)
+    record = {"epoch": epoch, "size": size, "lr": run.sched.lr,
+              "train_loss": sums[0] / seen, "train_top1": sums[1] / seen,
+              "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+              "images_per_s": sums[2] / max(stats["time"], 1e-9),
+              "epoch_time_s": stats["time"], "skipped_files": int(sums[3])}
+    record["lr_dropped_after"] = run.sched.step(1.0 - val["top1"])
+    is_best = val["top1"] > run.best_top1
+    run.best_top1 = max(run.best_top1, val["top1"])
+    if info.is_main:
+        run.history.append(record)
+        with (run.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        log.info("epoch %d/%d size %d: train loss %.4f top-1 %.2f%% | val top-1 %.2f%% "
+                 "top-5 %.2f%% | %.1f img/s%s", epoch + 1, cfg.epochs, size,
+                 record["train_loss"], 100 * record["train_top1"], 100 * val["top1"],
+                 100 * val["top5"], record["images_per_s"],
+                 f" | {int(sums[3])} undecodable files skipped" if sums[3] else "")
+        plot_curves(run.history, run.out / "curves.png")
+        state = {"epoch": epoch + 1, "step": 0, "best_top1": run.best_top1,
+                 "epoch_stats": _fresh_epoch_stats()}
+        if is_best:
+            run.save(run.ckpt_best, state)
+        run.save(run.ckpt_last, state)
+    barrier(info)
+
+
 def train(cfg: TrainConfig, resume: bool = False, force: bool = False) -> dict[str, Any]:
     """Train per ``cfg``; returns the final results (also written to ``results.json``).
 
@@ -286,148 +479,15 @@ def train(cfg: TrainConfig, resume: bool = False, force: bool = False) -> dict[s
                          f"{info.world_size} processes")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.output_dir)
-    ckpt_last, ckpt_best = out / "last.safetensors", out / "best.safetensors"
     try:
-        _claim_output_dir(cfg, resume, force, info)
-        folder = ClassFolder.scan(cfg.data)
-        parts = split_per_class(folder.samples, list(cfg.split), cfg.seed)
-        if not parts[0] or not parts[1]:
-            raise ValueError(f"the split {cfg.split} leaves an empty train or val set")
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg, len(folder.classes))
-        min_size = max(model.min_input_size, cfg.crop_size)
-        splits = [Split(p, DecodedImages(p, cfg.resize, min_size, cfg.cache_images))
-                  for p in parts]
-        train_split, val_split = splits[0], splits[1]
-        model = model.to(device).to(memory_format=torch.channels_last)
-        meta = model_meta(cfg, folder.classes)
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
-        sched = PlateauSchedule(cfg.lr, cfg.lr_patience, cfg.lr_drops)
-        start_epoch, start_step, best_top1 = 0, 0, -1.0
-        epoch_stats = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0, "skipped": 0}
+        run = _set_up(cfg, resume, force, info, device)
         if resume:
-            if not ckpt_last.exists():
-                raise CheckpointError(f"--resume: no checkpoint at {ckpt_last}")
-            tensors, saved = load_checkpoint(ckpt_last)
-            _check_resume(saved, meta, ckpt_last)
-            _load_weights(model, tensors, ckpt_last)
-            optimizer_from_flat(optimizer, tensors, saved["optimizer"])
-            sched.load_state_dict(saved["scheduler"])
-            torch.set_rng_state(tensors["rng.torch"])
-            start_epoch, start_step = saved["epoch"], saved["step"]
-            best_top1, epoch_stats = saved["best_top1"], saved["epoch_stats"]
-            if not info.is_main:  # rank 0 carries the running totals of all processes
-                epoch_stats = {k: 0 * v for k, v in epoch_stats.items()}
-            if info.is_main:
-                log.info("resuming from %s at epoch %d, step %d", ckpt_last, start_epoch + 1,
-                         start_step)
-        if info.is_main:  # validated (and a resume checked) before anything is written
-            write_run_config(out, "train-cls", cfg.to_json(), RUNTIME_FIELDS)
-        metrics_path = out / "metrics.jsonl"
-        history: list[dict[str, Any]] = []
-        if info.is_main and metrics_path.exists():
-            lines = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
-            history = [m for m in lines if m["epoch"] < start_epoch] if resume else []
-            metrics_path.write_text("".join(json.dumps(m) + "\n" for m in history))
-        if info.is_main:
-            (out / "dataset.json").write_text(json.dumps({
-                "classes": folder.classes, "empty_classes": folder.empty_classes,
-                "counts": {p: len(s.samples) for p, s in zip(("train", "val", "test"), splits)},
-            }, indent=2) + "\n")
-        if cfg.cache_images:
-            for name, s in zip(("train", "val", "test"), splits[:2]):
-                s.images.preload(progress=cfg.progress and info.is_main, desc=f"decoding {name}")
-        ddp = model
-        if info.enabled:
-            ddp = nn.parallel.DistributedDataParallel(model)
-        local_b = cfg.batch_size // info.world_size
-        # with every image decoded up front, undecodable files leave the epoch order, so every
-        # batch has exactly batch_size images (and splits evenly over processes)
-        order = np.array([i for i in range(len(train_split.samples))
-                          if not cfg.cache_images or train_split.images.load(i) is not None],
-                         dtype=np.int64)
-        n_steps = len(order) // cfg.batch_size
-        if n_steps == 0:
-            raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set "
-                             f"({len(order)} images)")
-        from tqdm import tqdm
-
-        for epoch in range(start_epoch, cfg.epochs):
-            size = cfg.epoch_size(epoch)
-            for g in optimizer.param_groups:
-                g["lr"] = sched.lr
-            perm = order[np.random.default_rng([cfg.seed, epoch]).permutation(len(order))]
-            ddp.train()
-            first = start_step if epoch == start_epoch else 0
-            if first == 0:
-                epoch_stats = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0,
-                               "skipped": 0}
-            bar = tqdm(range(first, n_steps), desc=f"epoch {epoch + 1}/{cfg.epochs} @{size}px",
-                       disable=not (cfg.progress and info.is_main), leave=False)
-            for step in bar:
-                t0 = time.perf_counter()
-                batch = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                mine = batch[info.rank * local_b:(info.rank + 1) * local_b]
-                x, y, skipped = make_batch(train_split, mine, cfg, epoch, size, train=True)
-                if len(y):
-                    out_logits = ddp(x.to(device))
-                    loss = F.cross_entropy(out_logits, y.to(device))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    epoch_stats["loss_sum"] += loss.item() * len(y)
-                    epoch_stats["correct"] += topk_correct(out_logits.detach().cpu(), y, (1,))[0]
-                    epoch_stats["seen"] += len(y)
-                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{sched.lr:g}")
-                epoch_stats["skipped"] += skipped
-                epoch_stats["time"] += time.perf_counter() - t0
-                if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and (
-                        step + 1) < n_steps:
-                    # the epoch's running totals over all processes; on resume rank 0
-                    # carries them and the others start from zero
-                    keys = ("loss_sum", "correct", "seen", "time", "skipped")
-                    totals = dict(zip(keys, all_reduce_sum([epoch_stats[k] for k in keys], info)))
-                    totals["time"] = epoch_stats["time"]
-                    if info.is_main:
-                        _save(ckpt_last, model, optimizer, sched, meta,
-                              {"epoch": epoch, "step": step + 1, "best_top1": best_top1,
-                               "epoch_stats": totals})
-                    barrier(info)
-            sums = all_reduce_sum([epoch_stats["loss_sum"], epoch_stats["correct"],
-                                   epoch_stats["seen"], epoch_stats["skipped"]], info)
-            val = evaluate(model, val_split, cfg, info, device)
-            seen = max(sums[2], 1)
-            record = {"epoch": epoch, "size": size, "lr": sched.lr,
-                      "train_loss": sums[0] / seen, "train_top1": sums[1] / seen,
-                      "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-                      "images_per_s": sums[2] / max(epoch_stats["time"], 1e-9),
-                      "epoch_time_s": epoch_stats["time"], "skipped_files": int(sums[3])}
-            dropped = sched.step(1.0 - val["top1"])
-            record["lr_dropped_after"] = dropped
-            is_best = val["top1"] > best_top1
-            best_top1 = max(best_top1, val["top1"])
-            if info.is_main:
-                history.append(record)
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                log.info("epoch %d/%d size %d: train loss %.4f top-1 %.2f%% | val top-1 %.2f%% "
-                         "top-5 %.2f%% | %.1f img/s%s", epoch + 1, cfg.epochs, size,
-                         record["train_loss"], 100 * record["train_top1"], 100 * val["top1"],
-                         100 * val["top5"], record["images_per_s"],
-                         f" | {int(sums[3])} undecodable files skipped" if sums[3] else "")
-                plot_curves(history, out / "curves.png")
-                state = {"epoch": epoch + 1, "step": 0, "best_top1": best_top1,
-                         "epoch_stats": {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0,
-                                         "skipped": 0}}
-                if is_best:
-                    _save(ckpt_best, model, optimizer, sched, meta, state)
-                _save(ckpt_last, model, optimizer, sched, meta, state)
-            barrier(info)
-
-        results = _finish(cfg, splits, info, device, out, ckpt_best, history)
-        return results
+            _resume(run)
+        _start_writing(run, resume)
+        for epoch in range(run.start_epoch, cfg.epochs):
+            size = _train_epoch(run, epoch)
+            _end_epoch(run, epoch, size)
+        return _finish(cfg, run.splits, info, device, run.out, run.ckpt_best, run.history)
     finally:
         shutdown(info)
 
