@@ -308,18 +308,90 @@ def _head_path(out: Path) -> Path:
     return out / "head.safetensors"
 
 
-def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True,
-                   force: bool = False) -> Path:
-    """Run the pipeline; returns ``<output_dir>/model``. Completed stages are loaded, not rerun.
-
-    Under ``torchrun`` with ``stages=("cache",)`` each rank fills its share of the proposal and
-    conv-map caches."""
+def _check_request(cfg: DetConfig, stages: tuple) -> None:
     cfg.validate()
     if not cfg.data:
         raise ValueError("data is required: a VOC-format folder")
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {STAGES}")
+
+
+def _head_stage(st: Stages, out: Path, stages: tuple, times: StageTimes,
+                progress: bool) -> DetectionHead:
+    """Stage 3: the fine-tuned fc6/fc7/fc8 (loaded when ``head.safetensors`` exists)."""
+    cfg = st.cfg
+    pooled_dim = st.pool(0, False, st.windows[0].boxes[:1]).shape[1]
+    fc6 = getattr(st.backbone, "fc6", None)  # a train-cls net brings its own fc6/fc7
+    fc_dim = fc6.out_features if fc6 is not None else cfg.fc_dim
+    head = DetectionHead(pooled_dim, len(st.ds.classes), fc_dim, cfg.dropout)
+    if fc6 is not None and head.init_from(st.backbone):
+        log.info("fc6/fc7 start from %s", cfg.backbone)
+    hp = _head_path(out)
+    if hp.is_file():
+        tensors, _ = load_checkpoint(hp)
+        head.load_state_dict({k[5:]: v for k, v in tensors.items()})
+    elif "finetune" in stages:
+        with times("finetune"):
+            finetune(head, st.windows, [a.image_size[1] for a in st.ds], st.pool, cfg, out,
+                     progress)
+        save_stage(hp, "fine-tuning (the head)",
+                   {f"head.{k}": v for k, v in head.state_dict().items()},
+                   {"iterations": cfg.ft_iters})
+    else:
+        raise CheckpointError(f"{hp} does not exist; run the finetune stage first")
+    return head.eval()
+
+
+def _svm_stage(st: Stages, head: DetectionHead, out: Path, stages: tuple, times: StageTimes,
+               progress: bool) -> dict:
+    """Stage 4: ``{layer: (W, b, feature scale)}`` for each SVM layer (loaded if saved)."""
+    svms = {}
+    for layer in st.cfg.svm_layers:
+        p = out / f"svm_{layer}.safetensors"
+        if p.is_file():
+            t, meta = load_checkpoint(p)
+            svms[layer] = (t["weight"], t["bias"], float(meta["feat_scale"]))
+        elif "svm" in stages:
+            with times(f"svm_{layer}"):
+                w, b, s = train_svms(st, head, layer, progress)
+            save_stage(p, f"SVMs on {layer}", {"weight": w, "bias": b}, {"feat_scale": s})
+            svms[layer] = (w, b, s)
+    return svms
+
+
+def _bbox_stage(st: Stages, out: Path, stages: tuple, times: StageTimes,
+                progress: bool) -> BoxRegressor | None:
+    """Stage 5: the box regressor (loaded if saved; ``None`` when turned off)."""
+    if not st.cfg.bbox_reg:
+        return None
+    p = out / "bbox_reg.safetensors"
+    if p.is_file():
+        return BoxRegressor.from_state(load_checkpoint(p)[0])
+    if "bbox" not in stages:
+        return None
+    with times("bbox"):
+        reg = train_bbox(st, progress)
+    save_stage(p, "box regression", reg.state(), {"lambda": st.cfg.bbox_lambda})
+    return reg
+
+
+def _inference_settings(cfg: DetConfig, svms: dict, reg: BoxRegressor | None):
+    return InferenceSettings(scales=tuple(cfg.scales), levels=tuple(cfg.levels),
+                             score=cfg.score if svms or cfg.score == "softmax" else "softmax",
+                             svm_layer=cfg.svm_layers[-1], bbox_reg=reg is not None,
+                             nms_iou=cfg.nms_iou, max_dets=cfg.max_dets,
+                             ss_max_side=cfg.ss_max_side, max_proposals=cfg.max_proposals,
+                             mode=cfg.mode)
+
+
+def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True,
+                   force: bool = False) -> Path:
+    """Run the pipeline; returns ``<output_dir>/model``. Completed stages are loaded, not rerun.
+
+    Under ``torchrun`` with ``stages=("cache",)`` each rank fills its share of the proposal and
+    conv-map caches."""
+    _check_request(cfg, stages)
     out = Path(cfg.output_dir)
     rank, world = env_rank()
     if world > 1:
@@ -341,59 +413,16 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
         st = prepare(cfg, progress, ds=ds)
     if stages == ("cache",):
         return out / "cache"
-    pooled_dim = st.pool(0, False, st.windows[0].boxes[:1]).shape[1]
-    fc6 = getattr(st.backbone, "fc6", None)  # a train-cls net brings its own fc6/fc7
-    fc_dim = fc6.out_features if fc6 is not None else cfg.fc_dim
-    head = DetectionHead(pooled_dim, len(st.ds.classes), fc_dim, cfg.dropout)
-    if fc6 is not None and head.init_from(st.backbone):
-        log.info("fc6/fc7 start from %s", cfg.backbone)
-    hp = _head_path(out)
-    if hp.is_file():
-        tensors, _ = load_checkpoint(hp)
-        head.load_state_dict({k[5:]: v for k, v in tensors.items()})
-    elif "finetune" in stages:
-        with times("finetune"):
-            finetune(head, st.windows, [a.image_size[1] for a in st.ds], st.pool, cfg, out,
-                     progress)
-        save_stage(hp, "fine-tuning (the head)",
-                   {f"head.{k}": v for k, v in head.state_dict().items()},
-                   {"iterations": cfg.ft_iters})
-    else:
-        raise CheckpointError(f"{hp} does not exist; run the finetune stage first")
-    head.eval()
-    svms = {}
-    for layer in cfg.svm_layers:
-        p = out / f"svm_{layer}.safetensors"
-        if p.is_file():
-            t, meta = load_checkpoint(p)
-            svms[layer] = (t["weight"], t["bias"], float(meta["feat_scale"]))
-        elif "svm" in stages:
-            with times(f"svm_{layer}"):
-                w, b, s = train_svms(st, head, layer, progress)
-            save_stage(p, f"SVMs on {layer}", {"weight": w, "bias": b}, {"feat_scale": s})
-            svms[layer] = (w, b, s)
-    reg = None
-    if cfg.bbox_reg:
-        p = out / "bbox_reg.safetensors"
-        if p.is_file():
-            reg = BoxRegressor.from_state(load_checkpoint(p)[0])
-        elif "bbox" in stages:
-            with times("bbox"):
-                reg = train_bbox(st, progress)
-            save_stage(p, "box regression", reg.state(), {"lambda": cfg.bbox_lambda})
-    settings = InferenceSettings(scales=tuple(cfg.scales), levels=tuple(cfg.levels),
-                                 score=cfg.score if svms or cfg.score == "softmax" else "softmax",
-                                 svm_layer=cfg.svm_layers[-1], bbox_reg=reg is not None,
-                                 nms_iou=cfg.nms_iou, max_dets=cfg.max_dets,
-                                 ss_max_side=cfg.ss_max_side, max_proposals=cfg.max_proposals,
-                                 mode=cfg.mode)
-    det = SPPDetector(st.backbone, st.spec, head, st.ds.classes, settings, svms, reg)
+    head = _head_stage(st, out, stages, times, progress)
+    svms = _svm_stage(st, head, out, stages, times, progress)
+    reg = _bbox_stage(st, out, stages, times, progress)
+    det = SPPDetector(st.backbone, st.spec, head, st.ds.classes,
+                      _inference_settings(cfg, svms, reg), svms, reg)
     model_dir = det.save(out / "model")
     if "eval" in stages and cfg.test_data:
         from .evaluate import evaluate_detector
 
         test = load_dataset(cfg.test_data, cfg.test_split, tuple(st.ds.classes))
         props = get_proposals(test, cfg, Path(cfg.cache_dir or out / "cache"), progress)
-        evaluate_detector(det, test, props, out / "eval", mode=cfg.mode,
-                          progress=progress)
+        evaluate_detector(det, test, props, out / "eval", mode=cfg.mode, progress=progress)
     return model_dir
