@@ -70,20 +70,10 @@ def image_ids(paths: list[Path]) -> list[str]:
     return [p.name if stems[p.stem] > 1 else p.stem for p in paths]
 
 
-def main(args: argparse.Namespace) -> int:
-    import numpy as np
-    from tqdm import tqdm
-
-    from ..data.decode import ImageDecodeError, decode_image
-    from ..detection.combine import detect_combined
+def _load_detectors(args: argparse.Namespace) -> list:
+    """The detectors of ``--model`` with the command line's inference overrides."""
     from ..detection.detector import SPPDetector
-    from ..detection.proposals import ProposalConfig, iter_proposals, load_proposal_file
-    from ..detection.visualize import draw_detections
-    from ..evaluation.voc import write_devkit_results
-    from ..utils.run_dir import atomic_write_text, check_output_dir
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    out = check_output_dir(args.output_dir)
     detectors = [SPPDetector.load(m) for m in args.model]
     for det in detectors:
         if args.scales:
@@ -92,20 +82,42 @@ def main(args: argparse.Namespace) -> int:
             det.configure(score=args.score)
         if args.fc:
             det.configure(fc=args.fc)
+    return detectors
+
+
+def _proposal_stream(args: argparse.Namespace, det, paths: list[Path], ids: list[str],
+                     out: Path):
+    """``(path, boxes or None, error)`` per image: from ``--proposals`` or Selective Search
+    in worker processes (overlapped with the network), with the detector's own settings."""
+    from ..detection.proposals import ProposalConfig, iter_proposals, load_proposal_file
+
+    if args.proposals:
+        given = load_proposal_file(args.proposals, ids)
+        return ((str(p), given[i], "") for p, i in zip(paths, ids))
+    pcfg = ProposalConfig(max_side=args.ss_max_side or det.settings.ss_max_side,
+                          max_proposals=args.max_proposals or det.settings.max_proposals)
+    return iter_proposals(paths, out / "cache" / "proposals", pcfg, args.workers)
+
+
+def main(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..data.decode import ImageDecodeError, decode_image
+    from ..detection.combine import detect_combined
+    from ..detection.visualize import draw_detections
+    from ..evaluation.voc import write_devkit_results
+    from ..utils.run_dir import atomic_write_text, check_output_dir
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = check_output_dir(args.output_dir)
+    detectors = _load_detectors(args)
     det = detectors[0]
     args.mode = args.mode or det.settings.mode
     paths = _images(args.images)
     ids = image_ids(paths)
     id_of = {str(p): i for p, i in zip(paths, ids)}
-    if args.proposals:
-        given = load_proposal_file(args.proposals, ids)
-        stream = ((str(p), given[i], "") for p, i in zip(paths, ids))
-    else:  # Selective Search in worker processes, overlapped with the network below
-        # the windows the detector was trained with (detector.json), unless overridden
-        pcfg = ProposalConfig(max_side=args.ss_max_side or det.settings.ss_max_side,
-                              max_proposals=args.max_proposals or det.settings.max_proposals)
-        stream = iter_proposals(paths, out / "cache" / "proposals", pcfg,
-                                args.workers)
+    stream = _proposal_stream(args, det, paths, ids, out)
     thresh = args.thresh if args.thresh is not None else (
         0.5 if det.settings.score == "softmax" else 0.0)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -121,17 +133,14 @@ def main(args: argparse.Namespace) -> int:
                 stream, total=len(paths), desc=f"detect ({args.mode})",
                 disable=args.no_progress, unit="img")):
             p = Path(path)
-            image_id = id_of[path]
             if boxes is None:
                 logging.warning("no proposals for %s: %s", p, err)
                 failed[str(p)] = f"no proposals: {err}"
                 continue
             try:
                 image = decode_image(p)
-                if len(detectors) > 1:
-                    d = detect_combined(detectors, image, boxes, args.mode)
-                else:
-                    d = det.detect(image, boxes, args.mode)
+                d = (detect_combined(detectors, image, boxes, args.mode) if len(detectors) > 1
+                     else det.detect(image, boxes, args.mode))
             except ImageDecodeError as e:
                 logging.warning("skipping %s", e)
                 failed[str(p)] = str(e)
@@ -140,6 +149,7 @@ def main(args: argparse.Namespace) -> int:
                 logging.warning("skipping %s: %s: %s", p, type(e).__name__, e)
                 failed[str(p)] = f"{type(e).__name__}: {e}"
                 continue
+            image_id = id_of[path]
             results[image_id] = {**d.to_json(det.classes), "image": str(p),
                                  "seconds": {k: round(v, 4) for k, v in d.timings.items()}}
             devkit.append((image_id, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy()))
