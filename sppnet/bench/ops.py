@@ -48,19 +48,9 @@ def _concat_adaptive(x: Tensor, levels: Sequence[int] = LEVELS) -> Tensor:
     return torch.cat([F.adaptive_max_pool2d(x, n).flatten(1) for n in levels], 1)
 
 
-def run_ops_benchmark(windows: int = 2000, channels: int = 256,
-                      map_size: tuple[int, int] = (43, 57),
-                      image_size: tuple[int, int] = (688, 917), batch: int = 64,
-                      repeats: int = 5, loop_repeats: int = 3, seed: int = 0) -> dict:
-    """Measure the pooling ops against their references; returns a JSON-ready dict."""
-    torch.manual_seed(seed)
-    feats = torch.randn(1, channels, *map_size).contiguous(memory_format=torch.channels_last)
-    boxes = random_windows(windows, image_size, seed=seed)
-    rois = torch.cat([torch.zeros(windows, 1), boxes], 1)
-    cells = project_boxes(boxes, 16, map_size)
-    dim = spp_output_dim(channels, LEVELS)
-    result: dict = {"env": environment(), "numba": numba_available(), "levels": list(LEVELS)}
-
+def _window_forward(feats: Tensor, rois: Tensor, cells: Tensor, dim: int, repeats: int,
+                    loop_repeats: int, case: str) -> dict:
+    """Window pooling forward: the obvious loop against spp_roi_pool (and its variants)."""
     # ---- window pooling, forward. The obvious loop runs on the map as a conv returns it
     # (contiguous); the loop on a channels_last map is also shown (a faster baseline).
     feats_nchw = feats.contiguous()
@@ -78,28 +68,32 @@ def run_ops_benchmark(windows: int = 2000, channels: int = 256,
             t_fresh = median_time(lambda: spp_roi_pool(feats, rois), repeats)
         finally:
             _buffers.set_cache_limit(limit)
-        buf = torch.empty(windows, dim)
+        buf = torch.empty(len(rois), dim)
         t_buf = median_time(lambda: spp_roi_pool(feats, rois, out=buf), repeats)
         equal_buf = torch.equal(buf, ref)
         torch_path = spp_roi_pool(feats, rois, backend="torch")
         t_torch = median_time(lambda: spp_roi_pool(feats, rois, backend="torch"), loop_repeats)
-    result["window_forward"] = {
-        "case": f"{channels}x{map_size[0]}x{map_size[1]} map, {windows} windows, image "
-                f"{image_size[0]}x{image_size[1]}, stride 16",
+    return {
+        "case": case,
         "loop_s": t_loop, "loop_channels_last_s": t_loop_cl, "fast_s": t_fast,
         "fast_reused_out_s": t_buf, "fast_pool_off_s": t_fresh, "torch_backend_s": t_torch,
         "ratio": t_loop / t_fast, "ratio_reused_out": t_loop / t_buf,
         "ratio_pool_off": t_loop / t_fresh,
         "ratio_vs_channels_last_loop": t_loop_cl / t_fast,
         "ratio_torch_backend": t_loop / t_torch,
-        "windows_per_s": windows / t_fast,
+        "windows_per_s": len(rois) / t_fast,
         "equal": bool(torch.equal(fast, ref) and equal_buf),
         "equal_torch_backend": bool(torch.equal(torch_path, ref)),
         "output_mb": fast.numel() * fast.element_size() / 1e6,
     }
 
+
+
+def _window_forward_backward(feats: Tensor, rois: Tensor, cells: Tensor, dim: int,
+                             repeats: int, loop_repeats: int) -> dict:
+    """Window pooling forward + backward against the loop's autograd."""
     # ---- window pooling, forward + backward
-    grad_out = torch.randn(windows, dim)
+    grad_out = torch.randn(len(rois), dim)
 
     def loop_fb() -> Tensor:
         f = feats.detach().requires_grad_()
@@ -116,11 +110,15 @@ def run_ops_benchmark(windows: int = 2000, channels: int = 256,
     t_fast_fb = median_time(fast_fb, repeats)
     # float32 sums of up to hundreds of window gradients per cell, in different orders
     rel = float((g_ref - g_fast).abs().max() / g_ref.abs().max().clamp(min=1e-30))
-    result["window_forward_backward"] = {
+    return {
         "loop_s": t_loop_fb, "fast_s": t_fast_fb, "ratio": t_loop_fb / t_fast_fb,
         "grad_max_rel_diff": rel, "grad_close": rel < 1e-5,
     }
 
+
+
+def _image_forward_backward(batch: int, channels: int, dim: int, repeats: int) -> dict:
+    """Whole-image spp_pool forward + backward against concatenated adaptive pooling."""
     # ---- whole-image spp_pool, forward + backward
     x = torch.randn(batch, channels, 13, 13)
     g = torch.randn(batch, dim)
@@ -137,7 +135,7 @@ def run_ops_benchmark(windows: int = 2000, channels: int = 256,
     t_ours = median_time(lambda: fb(lambda t: spp_pool(t, LEVELS), x), repeats)
     t_cat_cl = median_time(lambda: fb(_concat_adaptive, x_cl), repeats)
     t_ours_cl = median_time(lambda: fb(lambda t: spp_pool(t, LEVELS), x_cl), repeats)
-    result["image_forward_backward"] = {
+    return {
         "case": f"N={batch}, C={channels}, 13x13, levels {LEVELS}",
         "concat_adaptive_s": t_cat, "spp_pool_s": t_ours, "ratio": t_cat / t_ours,
         "concat_adaptive_channels_last_s": t_cat_cl, "spp_pool_channels_last_s": t_ours_cl,
@@ -146,27 +144,55 @@ def run_ops_benchmark(windows: int = 2000, channels: int = 256,
         "grad_max_rel_diff": float((ref_grad - ours).abs().max() / ref_grad.abs().max()),
     }
 
+
+def _nms(boxes: Tensor, seed: int, repeats: int, loop_repeats: int) -> dict | None:
+    """Greedy NMS, compiled kernel against the NumPy path (None without numba)."""
     # ---- greedy NMS at test time: every window scored for 20 classes (VOC), IoU 0.3
     from ..ops import boxes as box_ops
 
-    if box_ops._box_kernels is not None:
-        gen = np.random.default_rng(seed)
-        per_class = []
-        for _ in range(20):
-            order = np.argsort(-gen.random(windows), kind="stable")
-            per_class.append(np.ascontiguousarray(boxes.double().numpy()[order]))
-        kernel = [box_ops._box_kernels.nms_sorted(b, 0.3) for b in per_class]
-        numpy_path = [box_ops._nms_sorted_numpy(b, 0.3) for b in per_class]
-        t_np = median_time(lambda: [box_ops._nms_sorted_numpy(b, 0.3) for b in per_class],
-                           loop_repeats)
-        t_k = median_time(lambda: [box_ops._box_kernels.nms_sorted(b, 0.3) for b in per_class],
-                          repeats)
-        result["nms"] = {
-            "case": f"{windows} windows x 20 classes, IoU 0.3",
-            "numpy_s": t_np, "compiled_s": t_k, "ratio": t_np / t_k,
-            "kept_per_class": float(np.mean([len(k) for k in kernel])),
-            "equal": all(np.array_equal(a, b) for a, b in zip(kernel, numpy_path)),
-        }
+    if box_ops._box_kernels is None:
+        return None
+    gen = np.random.default_rng(seed)
+    per_class = []
+    for _ in range(20):
+        order = np.argsort(-gen.random(len(boxes)), kind="stable")
+        per_class.append(np.ascontiguousarray(boxes.double().numpy()[order]))
+    kernel = [box_ops._box_kernels.nms_sorted(b, 0.3) for b in per_class]
+    numpy_path = [box_ops._nms_sorted_numpy(b, 0.3) for b in per_class]
+    t_np = median_time(lambda: [box_ops._nms_sorted_numpy(b, 0.3) for b in per_class],
+                       loop_repeats)
+    t_k = median_time(lambda: [box_ops._box_kernels.nms_sorted(b, 0.3) for b in per_class],
+                      repeats)
+    return {
+        "case": f"{len(boxes)} windows x 20 classes, IoU 0.3",
+        "numpy_s": t_np, "compiled_s": t_k, "ratio": t_np / t_k,
+        "kept_per_class": float(np.mean([len(k) for k in kernel])),
+        "equal": all(np.array_equal(a, b) for a, b in zip(kernel, numpy_path)),
+    }
+
+
+def run_ops_benchmark(windows: int = 2000, channels: int = 256,
+                      map_size: tuple[int, int] = (43, 57),
+                      image_size: tuple[int, int] = (688, 917), batch: int = 64,
+                      repeats: int = 5, loop_repeats: int = 3, seed: int = 0) -> dict:
+    """Measure the pooling ops against their references; returns a JSON-ready dict."""
+    torch.manual_seed(seed)
+    feats = torch.randn(1, channels, *map_size).contiguous(memory_format=torch.channels_last)
+    boxes = random_windows(windows, image_size, seed=seed)
+    rois = torch.cat([torch.zeros(windows, 1), boxes], 1)
+    cells = project_boxes(boxes, 16, map_size)
+    dim = spp_output_dim(channels, LEVELS)
+    result: dict = {"env": environment(), "numba": numba_available(), "levels": list(LEVELS)}
+    case = (f"{channels}x{map_size[0]}x{map_size[1]} map, {windows} windows, image "
+            f"{image_size[0]}x{image_size[1]}, stride 16")
+    result["window_forward"] = _window_forward(feats, rois, cells, dim, repeats, loop_repeats,
+                                               case)
+    result["window_forward_backward"] = _window_forward_backward(feats, rois, cells, dim,
+                                                                 repeats, loop_repeats)
+    result["image_forward_backward"] = _image_forward_backward(batch, channels, dim, repeats)
+    nms = _nms(boxes, seed, repeats, loop_repeats)
+    if nms is not None:
+        result["nms"] = nms
     return result
 
 
