@@ -121,6 +121,49 @@ def _lr(cfg: DetConfig, it: int) -> float:
     return cfg.ft_lr * (0.1 if it >= cfg.ft_lr_step else 1.0)
 
 
+def _resume(head: DetectionHead, opt: torch.optim.Optimizer, ckpt: Path,
+            metrics_path: Path) -> int:
+    """The iteration to start from: that of ``finetune_last.safetensors`` (weights and
+    optimizer restored), else 0 with the old metrics removed."""
+    start = 0
+    if ckpt.is_file():
+        try:
+            tensors, meta = load_checkpoint(ckpt)
+            head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+            optimizer_from_flat(opt, tensors, meta["optimizer"])
+            start = int(meta["iteration"])
+            log.info("resuming fine-tuning from iteration %d (%s)", start, ckpt)
+        except (CheckpointError, KeyError, RuntimeError) as e:
+            log.warning("cannot resume from %s (%s); fine-tuning from the start", ckpt, e)
+            start = 0
+    if start == 0 and metrics_path.exists():
+        metrics_path.unlink()
+    return start
+
+
+def _minibatch(windows: Sequence[WindowSet], widths: Sequence[int], pool: Callable,
+               cfg: DetConfig, usable: list[int], rng: np.random.Generator,
+               it: int) -> tuple[Tensor, Tensor]:
+    """``ft_images`` images (each flipped with probability 1/2 when ``flip``), their share
+    of ``ft_batch`` windows: pooled features ``(B, D)`` (checked finite) and labels ``(B,)``."""
+    per_image = math.ceil(cfg.ft_batch / cfg.ft_images)
+    feats, labels = [], []
+    for i in rng.choice(usable, min(cfg.ft_images, len(usable)), replace=False):
+        flip = bool(cfg.flip and rng.random() < 0.5)
+        ws = windows[i].flipped(widths[i]) if flip else windows[i]
+        idx, lab = sample_windows(ws, per_image, cfg.fg_fraction, cfg.fg_iou,
+                                  cfg.bg_iou_lo, cfg.bg_iou_hi, rng)
+        if len(idx):
+            feats.append(pool(int(i), flip, ws.boxes[idx]))
+            labels.append(torch.from_numpy(lab))
+    x = torch.cat(feats)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"fine-tuning, iteration {it + 1}: the pooled features hold "
+                         "NaN/inf — a corrupt conv-map cache or a diverged backbone; "
+                         "delete the cache folder and rerun")
+    return x, torch.cat(labels)
+
+
 def finetune(head: DetectionHead, windows: Sequence[WindowSet], widths: Sequence[int],
              pool: Callable[[int, bool, np.ndarray], Tensor], cfg: DetConfig, out_dir: Path,
              progress: bool = True) -> DetectionHead:
@@ -139,21 +182,8 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet], widths: Sequence
                           weight_decay=cfg.ft_weight_decay)
     ckpt = out_dir / "finetune_last.safetensors"
     metrics_path = out_dir / "finetune_metrics.jsonl"
-    start = 0
-    if ckpt.is_file():
-        try:
-            tensors, meta = load_checkpoint(ckpt)
-            head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
-            optimizer_from_flat(opt, tensors, meta["optimizer"])
-            start = int(meta["iteration"])
-            log.info("resuming fine-tuning from iteration %d (%s)", start, ckpt)
-        except (CheckpointError, KeyError, RuntimeError) as e:
-            log.warning("cannot resume from %s (%s); fine-tuning from the start", ckpt, e)
-            start = 0
-    if start == 0 and metrics_path.exists():
-        metrics_path.unlink()
+    start = _resume(head, opt, ckpt, metrics_path)
     usable = [i for i, w in enumerate(windows) if len(w.boxes)]
-    per_image = math.ceil(cfg.ft_batch / cfg.ft_images)
     head.train()
     bar = tqdm(range(start, cfg.ft_iters), desc="fine-tune fc", disable=not progress,
                initial=start, total=cfg.ft_iters)
@@ -162,21 +192,7 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet], widths: Sequence
         rng = np.random.default_rng((cfg.seed, it))  # deterministic per iteration: resumable
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, it)
-        feats, labels = [], []
-        for i in rng.choice(usable, min(cfg.ft_images, len(usable)), replace=False):
-            flip = bool(cfg.flip and rng.random() < 0.5)
-            ws = windows[i].flipped(widths[i]) if flip else windows[i]
-            idx, lab = sample_windows(ws, per_image, cfg.fg_fraction, cfg.fg_iou,
-                                      cfg.bg_iou_lo, cfg.bg_iou_hi, rng)
-            if len(idx):
-                feats.append(pool(int(i), flip, ws.boxes[idx]))
-                labels.append(torch.from_numpy(lab))
-        x = torch.cat(feats)  # (B, D)
-        y = torch.cat(labels)  # (B,)
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"fine-tuning, iteration {it + 1}: the pooled features hold "
-                             "NaN/inf — a corrupt conv-map cache or a diverged backbone; "
-                             "delete the cache folder and rerun")
+        x, y = _minibatch(windows, widths, pool, cfg, usable, rng, it)  # (B, D), (B,)
         logits = head(x)
         loss = F.cross_entropy(logits, y)
         if not bool(torch.isfinite(loss)):

@@ -137,8 +137,8 @@ RUNTIME_FIELDS = ("output_dir", "cache_dir", "workers", "test_data", "test_split
                   "max_dets", "nms_iou")
 # what the trained stages write; --force deletes them (the caches are verified and stay)
 STAGE_OUTPUTS = ("head.safetensors", "finetune_last.safetensors", "finetune_metrics.jsonl",
-                 "finetune.png", "svm_*.safetensors", "bbox_reg.safetensors", "model", "eval",
-                 "train_times.json")
+                 "finetune_curves.png", "svm_*.safetensors", "bbox_reg.safetensors", "model",
+                 "eval", "train_times.json")
 
 
 def _check_run_dir(out: Path, cfg: DetConfig, force: bool) -> None:

@@ -334,3 +334,20 @@ def test_rcnn_mode_trains_on_its_own_window_features(det_small, tiny_zf5, tmp_pa
     with pytest.raises(ValueError, match="mode"):
         train_detector(_cfg(det_small, str(tiny_zf5), out, max_images=3,
                             cache_dir=str(tmp_path / "cache")), progress=False)
+
+
+def test_force_recomputes_every_trained_stage(det_small, tiny_zf5, tmp_path):
+    """--force deletes what the trained stages wrote (the fine-tuning curves included), so
+    nothing of the old run survives; the verified caches stay."""
+    out = tmp_path / "run"
+    cfg = _cfg(det_small, str(tiny_zf5), out, max_images=3, cache_dir=str(tmp_path / "cache"))
+    train_detector(cfg, progress=False)
+    outputs = ["head.safetensors", "finetune_metrics.jsonl", "finetune_curves.png",
+               "svm_pool5.safetensors", "svm_fc7.safetensors", "bbox_reg.safetensors",
+               "model/detector.json", "eval/results.json", "train_times.json"]
+    for f in outputs:
+        (out / f).write_text("stale")  # marks every old output
+    train_detector(cfg, progress=False, force=True)
+    for f in outputs:
+        assert (out / f).read_bytes() != b"stale", f
+    assert any((tmp_path / "cache" / "maps").iterdir())
