@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SPP-net against the R-CNN way trained its own way, on the shared real photos: fruit (3 classes)
-# and raccoon (1 class), with the ImageNet-pretrained MobileNetV2 (TFLite).
+# and raccoon (1 class), with the ImageNet-pretrained MobileNetV2 (TFLite) and (fruit) with the
+# quarter-width ZF-5 trained from scratch on Caltech-101 by `sppnet train-cls`.
 #
 # Every column uses the same windows (Selective Search, at most 200 per image), the same
 # fine-tuning (600 iterations, seed 0, no flips), the same SVM mining and box regression; only the
@@ -22,7 +23,8 @@ W=../shared/data/imagenet_tflite/mobilenet_v2_1.0_224_quant.tflite
 F=../shared/data/fruit
 R=../shared/data/raccoon
 FIVE=480,576,688,864,1200
-COMMON=(--weights "$W" --svm-layers pool5,fc7 --ft-iters 600 --max-proposals 200
+ZF5=runs/caltech/zf5_spp_single_s0/best.safetensors  # from docs/experiments/caltech_cls.sh
+COMMON=(--svm-layers pool5,fc7 --ft-iters 600 --max-proposals 200
         --set ft_lr_step=400 --set flip=false --no-progress)
 fruit=(--data $F/train --test-data $F/test --cache-dir runs/det/cache_fruit)
 raccoon=(--data $R --split docs/experiments/raccoon_train.txt --test-data $R
@@ -38,15 +40,19 @@ run() {  # run NAME SET ARGS...: train + evaluate, then commit-ready copy of the
 
 todo=("$@")
 [ ${#todo[@]} -eq 0 ] && todo=(fruit_spp1 fruit_rcnn raccoon_spp1 raccoon_rcnn fruit_spp5
-                               raccoon_spp5)
+                               raccoon_spp5 fruit_zf5_spp1 fruit_zf5_rcnn)
 for t in "${todo[@]}"; do
   case $t in
-    fruit_spp1) run fruit_spp1 fruit ;;
-    fruit_spp5) run fruit_spp5 fruit --scales $FIVE ;;
-    fruit_rcnn) run fruit_rcnn fruit --mode rcnn ;;
-    raccoon_spp1) run raccoon_spp1 raccoon ;;
-    raccoon_spp5) run raccoon_spp5 raccoon --scales $FIVE ;;
-    raccoon_rcnn) run raccoon_rcnn raccoon --mode rcnn ;;
+    fruit_spp1) run fruit_spp1 fruit --weights $W ;;
+    fruit_spp5) run fruit_spp5 fruit --weights $W --scales $FIVE ;;
+    fruit_rcnn) run fruit_rcnn fruit --weights $W --mode rcnn ;;
+    raccoon_spp1) run raccoon_spp1 raccoon --weights $W ;;
+    raccoon_spp5) run raccoon_spp5 raccoon --weights $W --scales $FIVE ;;
+    raccoon_rcnn) run raccoon_rcnn raccoon --weights $W --mode rcnn ;;
+    # the quarter-width ZF-5 SPP-net trained from scratch on Caltech-101 (its fc6/fc7 of 512
+    # are the starting point of fine-tuning)
+    fruit_zf5_spp1) run fruit_zf5_spp1 fruit --backbone $ZF5 ;;
+    fruit_zf5_rcnn) run fruit_zf5_rcnn fruit --backbone $ZF5 --mode rcnn ;;
     *) echo "unknown run $t" >&2; exit 2 ;;
   esac
 done

@@ -15,8 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results" / "detection"
-SETS = [("fruit", "fruit (3 classes, 240 train / 60 test photos)"),
-        ("raccoon", "raccoon (1 class, 160 train / 40 test photos)")]
+SETS = [("fruit", "fruit (3 classes, 240 train / 60 test photos), ImageNet MobileNetV2"),
+        ("raccoon", "raccoon (1 class, 160 train / 40 test photos), ImageNet MobileNetV2"),
+        ("fruit_zf5", "fruit, ZF-5 ¼ trained from scratch on Caltech-101 (18 epochs)")]
 COLUMNS = [("spp1", "SPP 1-scale (trained 1-sc)"), ("spp5", "SPP 5-scale (trained 5-sc)"),
            ("rcnn", "R-CNN (trained its own way)")]
 MAP_ROWS = [("pool5 SVM", "pool5-svm"), ("ftfc7 SVM", "fc7-svm"),
