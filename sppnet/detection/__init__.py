@@ -9,12 +9,13 @@ cached; windows pooled on the fly) -> ``targets`` (windows labelled against the 
 """
 
 from .config import DetConfig
-from .detector import Detections, InferenceSettings, SPPDetector
+from .detector import Detections, InferenceSettings, SPPDetector, load_detector
 from .evaluate import evaluate_detector
 from .features import BackboneSpec, ConvMapCache, pool_windows, select_scales
 from .proposals import ProposalConfig, compute_proposals, jitter_boxes, selective_search
 from .train import train_detector
 
-__all__ = ["BackboneSpec", "ConvMapCache", "DetConfig", "Detections", "InferenceSettings",
+__all__ = ["load_detector", "BackboneSpec", "ConvMapCache", "DetConfig", "Detections",
+           "InferenceSettings",
            "ProposalConfig", "SPPDetector", "compute_proposals", "evaluate_detector",
            "jitter_boxes", "pool_windows", "select_scales", "selective_search", "train_detector"]

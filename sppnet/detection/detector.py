@@ -34,7 +34,7 @@ from .features import (
 from .finetune import DetectionHead
 from .rcnn import rcnn_pool
 
-__all__ = ["Detections", "SPPDetector", "InferenceSettings"]
+__all__ = ["Detections", "SPPDetector", "InferenceSettings", "load_detector", "as_rgb_array"]
 
 FORMAT = "sppnet-detector-1"
 
@@ -53,6 +53,44 @@ class InferenceSettings:
     ss_max_side: int = 500  # Selective Search's longer side
     max_proposals: int = 2000  # windows per image
     mode: str = "spp"  # the feature source the head and SVMs were trained on (spp or rcnn)
+
+
+def as_rgb_array(image) -> np.ndarray:
+    """An RGB ``(H, W, 3)`` uint8 array from a path, a PIL image, an array or a tensor."""
+    from PIL import Image
+
+    from ..data.decode import decode_image
+
+    if isinstance(image, (str, Path)):
+        return decode_image(image)
+    if isinstance(image, Image.Image):
+        return np.array(image.convert("RGB"))
+    if isinstance(image, Tensor):
+        t = image.detach().cpu()
+        if t.dim() != 3 or t.shape[0] not in (1, 3):
+            raise ValueError(f"an image tensor must be (3, H, W), got {tuple(t.shape)}")
+        if t.dtype.is_floating_point:
+            t = (t.clamp(0, 1) * 255).round()
+        return np.ascontiguousarray(t.to(torch.uint8).expand(3, -1, -1).permute(1, 2, 0).numpy())
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, 2)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"an image array must be (H, W, 3) uint8, got {arr.shape} {arr.dtype}")
+    return np.ascontiguousarray(arr)
+
+
+def load_detector(directory: str | Path, device: str = "cpu") -> SPPDetector:
+    """A trained detector (``train-det``'s ``OUTPUT_DIR/model``), ready to call::
+
+        det = load_detector("runs/det/fruit_mnv2/model")
+        out = det([img1, img2])
+        out[0]["boxes"], out[0]["scores"], out[0]["labels"], out[0]["names"]
+    """
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"device {device!r}: the detector runs on the CPU only in this "
+                         "version (it has not been made device-aware or run on a GPU yet)")
+    return SPPDetector.load(directory)
 
 
 @dataclass
@@ -230,6 +268,32 @@ class SPPDetector(nn.Module):
         timings.update(fc=t1 - t0, nms=time.perf_counter() - t1)
         det.timings = timings
         return det
+
+    # ------------------------------------------------------------------ the Python API
+    @torch.no_grad()
+    def forward(self, images, proposals=None, mode: str | None = None) -> list[dict]:
+        """Detect in one image or a list: PIL images, ``(H, W, 3)`` uint8 arrays, file paths,
+        or ``(3, H, W)`` tensors (uint8 0-255, or float 0-1). ``proposals``: one ``(R, 4)``
+        xyxy array per image, or ``None`` for Selective Search with the settings the detector
+        was trained with. Returns torchvision-style dicts: ``boxes (M, 4)``, ``scores``,
+        ``labels`` (indices into ``classes``) and ``names``."""
+        from .proposals import ProposalConfig, selective_search
+
+        many = isinstance(images, (list, tuple))
+        batch = [as_rgb_array(im) for im in (images if many else [images])]
+        if proposals is not None and not many:
+            proposals = [proposals]
+        if proposals is not None and len(proposals) != len(batch):
+            raise ValueError(f"got {len(proposals)} proposal sets for {len(batch)} images")
+        pcfg = ProposalConfig(max_side=self.settings.ss_max_side,
+                              max_proposals=self.settings.max_proposals)
+        out = []
+        for k, image in enumerate(batch):
+            boxes = selective_search(image, pcfg) if proposals is None else proposals[k]
+            d = self.detect(image, boxes, mode or self.settings.mode)
+            out.append({"boxes": d.boxes, "scores": d.scores, "labels": d.labels,
+                        "names": [self.classes[int(i)] for i in d.labels]})
+        return out if many else out[0]
 
     # ------------------------------------------------------------------ files
     def save(self, directory: str | Path) -> Path:

@@ -351,3 +351,35 @@ def test_force_recomputes_every_trained_stage(det_small, tiny_zf5, tmp_path):
     for f in outputs:
         assert (out / f).read_bytes() != b"stale", f
     assert any((tmp_path / "cache" / "maps").iterdir())
+
+
+def test_detector_api_in_three_lines(det_small, tiny_zf5, tmp_path):
+    """load_detector + a call on paths, arrays, PIL images and tensors: the same detections
+    as SPPDetector.detect on the same windows, torchvision-style dicts with names."""
+    import sppnet.detection as D
+
+    model_dir = train_detector(_cfg(det_small, str(tiny_zf5), tmp_path / "run", max_images=3,
+                                    cache_dir=str(tmp_path / "cache")), progress=False)
+    det = D.load_detector(model_dir)
+    paths = sorted((det_small / "test").glob("*.jpg"))[:2]
+    props = dict(np.load(det_small / "proposals.npz"))
+    boxes = [props[p.stem] for p in paths]
+    arr = np.array(Image.open(paths[0]).convert("RGB"))
+    outs = det([paths[0], Image.open(paths[1])], proposals=boxes)
+    want = det.detect(arr, boxes[0])
+    assert torch.equal(outs[0]["boxes"], want.boxes) and torch.equal(outs[0]["scores"],
+                                                                     want.scores)
+    assert outs[0]["names"] == [det.classes[int(i)] for i in want.labels]
+    # one image (not a list) gives one dict; a uint8 array and a float tensor agree
+    one = det(arr, proposals=boxes[0])
+    t = torch.from_numpy(arr).permute(2, 0, 1).float() / 255
+    from_tensor = det(t, proposals=boxes[0])
+    assert torch.equal(one["boxes"], want.boxes) and torch.equal(from_tensor["boxes"],
+                                                                 want.boxes)
+    # without proposals: Selective Search with the detector's stored settings
+    ss = det(arr)
+    assert set(ss) == {"boxes", "scores", "labels", "names"} and ss["boxes"].shape[1] == 4
+    with pytest.raises(ValueError, match="proposal sets"):
+        det([arr, arr], proposals=boxes[:1])
+    with pytest.raises(ValueError, match="CPU"):
+        D.load_detector(model_dir, device="cuda")
