@@ -62,6 +62,12 @@ def check_stride(stride: float, offset: float) -> tuple[float, float]:
     return float(stride), float(offset)
 
 
+def values_checkable() -> bool:
+    """Whether checks that read tensor values run: eagerly yes; while ``torch.compile``
+    traces, no (a data-dependent branch would break the graph) — shapes are still checked."""
+    return not torch.compiler.is_compiling()
+
+
 def check_boxes(boxes: object, name: str = "boxes", columns: int = 4) -> Tensor:
     """Check a float ``(R, columns)`` box tensor whose last 4 columns are finite ``xyxy``."""
     if not isinstance(boxes, Tensor):
@@ -69,7 +75,7 @@ def check_boxes(boxes: object, name: str = "boxes", columns: int = 4) -> Tensor:
                         f"got {type(boxes).__name__}")
     if boxes.dim() != 2 or boxes.shape[1] != columns:
         raise ValueError(f"{name} must have shape (R, {columns}), got shape {tuple(boxes.shape)}")
-    if boxes.numel() == 0:
+    if boxes.numel() == 0 or not values_checkable():
         return boxes
     if boxes.is_floating_point() and not bool(torch.isfinite(boxes).all()):
         bad = int((~torch.isfinite(boxes)).any(dim=1).nonzero()[0, 0])

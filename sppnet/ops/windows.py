@@ -30,6 +30,7 @@ from ._checks import (
     check_levels,
     check_mode,
     check_stride,
+    values_checkable,
 )
 from .pyramid import derivation_plan, spp_output_dim
 
@@ -95,7 +96,7 @@ def _check_cells(cells: Tensor, batch_index: Tensor, features: Tensor) -> None:
     if not isinstance(batch_index, Tensor) or batch_index.shape != (cells.shape[0],):
         shape = tuple(batch_index.shape) if isinstance(batch_index, Tensor) else batch_index
         raise ValueError(f"batch_index must have shape ({cells.shape[0]},), got {shape}")
-    if cells.numel() == 0:
+    if cells.numel() == 0 or not values_checkable():
         return
     n, _, h, w = features.shape
     limits = torch.tensor([w, h, w, h], device=cells.device)
@@ -158,7 +159,7 @@ def spp_pool_cells(
         if out is not None:
             _numba_forward(features, batch_index, cells, levels, mode, out)
             return out
-        return _NumbaWindowPool.apply(features, batch_index, cells, levels, mode)
+        return torch.ops.sppnet.window_pool(features, batch_index, cells, list(levels), mode)
     result = _pool_cells_torch(features, batch_index, cells, levels, mode)
     return result if out is None else out.copy_(result)
 
@@ -203,12 +204,12 @@ def spp_roi_pool(
     check_boxes(rois, "rois", columns=5)
     stride, offset = check_stride(stride, offset)
     bidx = rois[:, 0]
-    if rois.numel() and bool((bidx != torch.floor(bidx)).any()):
+    if rois.numel() and values_checkable() and bool((bidx != torch.floor(bidx)).any()):
         r = int((bidx != torch.floor(bidx)).nonzero()[0, 0])
         raise ValueError(f"rois[:, 0] must hold integer batch indices, got {float(bidx[r])} "
                          f"in row {r}")
     n = features.shape[0]
-    if rois.numel() and bool(((bidx < 0) | (bidx >= n)).any()):
+    if rois.numel() and values_checkable() and bool(((bidx < 0) | (bidx >= n)).any()):
         r = int(((bidx < 0) | (bidx >= n)).nonzero()[0, 0])
         raise ValueError(f"rois[:, 0] batch index {int(bidx[r])} in row {r} is out of range for "
                          f"features with N={n}")
@@ -347,33 +348,61 @@ def _numba_forward(features: Tensor, bidx: Tensor, cells: Tensor, levels: tuple[
     return target.to(features.dtype)
 
 
-class _NumbaWindowPool(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, features: Tensor, bidx: Tensor, cells: Tensor, levels: tuple[int, ...],
-                mode: str) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(features, bidx, cells)
-        ctx.levels, ctx.mode = levels, mode
-        return _numba_forward(features, bidx, cells, levels, mode)
+# The compiled path as torch.library custom ops (forward, backward, fake kernels for tracing),
+# so a model that pools windows runs under torch.compile(fullgraph=True) without graph breaks.
+@torch.library.custom_op("sppnet::window_pool", mutates_args=(), device_types="cpu")
+def _window_pool_op(features: Tensor, bidx: Tensor, cells: Tensor, levels: list[int],
+                    mode: str) -> Tensor:
+    out = _numba_forward(features, bidx, cells, tuple(levels), mode)
+    return out.clone() if out is features else out
 
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        features, bidx, cells = ctx.saved_tensors
-        n_ch = features.shape[1]
-        feat = _nhwc_numpy(features)
-        grad = np.zeros(feat.shape, dtype=feat.dtype)
-        g = grad_out.detach().to(_kernel_dtype(features.dtype)).contiguous().numpy()
-        b = bidx.to(torch.int64).contiguous().numpy()
-        c = cells.contiguous().numpy()
-        _set_threads()
-        chunk = max(1, -(-n_ch // _numba.get_num_threads()))  # one wide slice per thread
-        if ctx.mode == "max":
-            _kernels.window_pool_max_bwd(feat, b, c, *_numba_plan(ctx.levels, n_ch), g, chunk,
-                                         grad)
-        else:
-            ns, out_off, _ = _level_layout(ctx.levels, n_ch)
-            _kernels.window_pool_avg_bwd(feat, b, c, ns, out_off[:-1], g, chunk, grad)
-        grad_features = torch.from_numpy(grad).permute(0, 3, 1, 2).to(features.dtype)
-        return grad_features, None, None, None, None
+
+@_window_pool_op.register_fake
+def _(features, bidx, cells, levels, mode):
+    # (shapes may be symbolic here: no int checks)
+    return features.new_empty(cells.shape[0], features.shape[1] * sum(n * n for n in levels))
+
+
+@torch.library.custom_op("sppnet::window_pool_backward", mutates_args=(), device_types="cpu")
+def _window_pool_backward_op(grad_out: Tensor, features: Tensor, bidx: Tensor, cells: Tensor,
+                             levels: list[int], mode: str) -> Tensor:
+    n_ch = features.shape[1]
+    feat = _nhwc_numpy(features)
+    grad = np.zeros(feat.shape, dtype=feat.dtype)
+    g = grad_out.detach().to(_kernel_dtype(features.dtype)).contiguous().numpy()
+    b = bidx.to(torch.int64).contiguous().numpy()
+    c = cells.contiguous().numpy()
+    _set_threads()
+    chunk = max(1, -(-n_ch // _numba.get_num_threads()))  # one wide slice per thread
+    if mode == "max":
+        _kernels.window_pool_max_bwd(feat, b, c, *_numba_plan(tuple(levels), n_ch), g, chunk,
+                                     grad)
+    else:
+        ns, out_off, _ = _level_layout(tuple(levels), n_ch)
+        _kernels.window_pool_avg_bwd(feat, b, c, ns, out_off[:-1], g, chunk, grad)
+    return torch.from_numpy(grad).permute(0, 3, 1, 2).to(features.dtype).contiguous(
+        memory_format=torch.channels_last)
+
+
+@_window_pool_backward_op.register_fake
+def _(grad_out, features, bidx, cells, levels, mode):
+    return torch.empty_like(features, memory_format=torch.channels_last)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    features, bidx, cells, levels, mode = inputs
+    ctx.save_for_backward(features, bidx, cells)
+    ctx.levels, ctx.mode = levels, mode
+
+
+def _backward(ctx, grad_out: Tensor):
+    features, bidx, cells = ctx.saved_tensors
+    grad = torch.ops.sppnet.window_pool_backward(grad_out, features, bidx, cells, ctx.levels,
+                                                 ctx.mode)
+    return grad, None, None, None, None
+
+
+_window_pool_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _reorder_buf(buf_off: np.ndarray, order: np.ndarray) -> np.ndarray:
