@@ -106,7 +106,8 @@ class WindowFeatureCache:
         return hashlib.sha1(raw.encode()).hexdigest()
 
     def get(self, image_path: str | Path, boxes: np.ndarray, flip: bool = False) -> Tensor:
-        """Features of ``boxes`` (in the flipped image's coordinates when ``flip``), float32."""
+        """Features of ``boxes`` (in the flipped image's coordinates when ``flip``), in the
+        stored dtype (float16 by default; convert the rows you use)."""
         from ..data.decode import decode_image
         from ..data.transforms import to_tensor
         from .features import load_verified, save_verified
@@ -125,4 +126,4 @@ class WindowFeatureCache:
                     batch_size=self.batch_size).to(self.dtype)
             self.computed += len(boxes)
             save_verified(path, feats)
-        return feats.float()
+        return feats
