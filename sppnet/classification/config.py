@@ -11,15 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..utils.config import (
-    apply_overrides,
     check_int,
     check_int_tuple,
     check_number,
-    config_from_args,
-    load_config,
 )
 
-__all__ = ["TrainConfig", "apply_overrides", "load_config", "config_from_args"]
+__all__ = ["TrainConfig"]
 
 
 @dataclass(frozen=True)
