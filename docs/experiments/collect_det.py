@@ -1,7 +1,7 @@
 """Copy a finished train-det run's small outputs (no checkpoints, no caches) to docs/results.
 
 Usage: python docs/experiments/collect_det.py RUN_DIR DEST_DIR
-Copies config.json, train_times.json, finetune_metrics.jsonl, model/detector.json and
+Copies config.json, train_times.json, finetune_metrics.jsonl (+ curves PNG), model/detector.json and
 eval/{results.json,pr_curves.png}. Refuses a DEST_DIR that holds another run's results.
 """
 
@@ -12,7 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
-FILES = ("config.json", "train_times.json", "finetune_metrics.jsonl", "model/detector.json",
+FILES = ("config.json", "train_times.json", "finetune_metrics.jsonl", "finetune_curves.png",
+         "model/detector.json",
          "eval/results.json", "eval/pr_curves.png")
 
 
