@@ -40,7 +40,7 @@ run() {  # run NAME SET ARGS...: train + evaluate, then commit-ready copy of the
 
 todo=("$@")
 [ ${#todo[@]} -eq 0 ] && todo=(fruit_spp1 fruit_rcnn raccoon_spp1 raccoon_rcnn fruit_spp5
-                               raccoon_spp5 fruit_zf5_spp1 fruit_zf5_rcnn)
+                               raccoon_spp5 fruit_zf5_spp1 fruit_zf5_spp5 fruit_zf5_rcnn)
 for t in "${todo[@]}"; do
   case $t in
     fruit_spp1) run fruit_spp1 fruit --weights $W ;;
@@ -52,6 +52,7 @@ for t in "${todo[@]}"; do
     # the quarter-width ZF-5 SPP-net trained from scratch on Caltech-101 (its fc6/fc7 of 512
     # are the starting point of fine-tuning)
     fruit_zf5_spp1) run fruit_zf5_spp1 fruit --backbone $ZF5 ;;
+    fruit_zf5_spp5) run fruit_zf5_spp5 fruit --backbone $ZF5 --scales $FIVE ;;
     fruit_zf5_rcnn) run fruit_zf5_rcnn fruit --backbone $ZF5 --mode rcnn ;;
     *) echo "unknown run $t" >&2; exit 2 ;;
   esac
