@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from ..data.decode import IMAGE_EXTENSIONS, is_image_file, list_images
+from ..detection.proposals import PROPOSERS
 
 FLUSH_EVERY = 20  # detections.json is rewritten (atomically) after this many images
 
@@ -36,6 +37,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                    help="draw detections scoring above this (default 0 for SVMs, 0.5 softmax)")
     p.add_argument("--workers", type=int, default=2, help="proposal worker processes")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--proposer", choices=PROPOSERS,
+                   help="override the detector's proposal method")
     p.add_argument("--ss-max-side", type=int,
                    help="override the detector's Selective Search longer side")
     p.add_argument("--max-proposals", type=int,
@@ -94,7 +97,8 @@ def _proposal_stream(args: argparse.Namespace, det, paths: list[Path], ids: list
     if args.proposals:
         given = load_proposal_file(args.proposals, ids)
         return ((str(p), given[i], "") for p, i in zip(paths, ids))
-    pcfg = ProposalConfig(max_side=args.ss_max_side or det.settings.ss_max_side,
+    pcfg = ProposalConfig(method=args.proposer or det.settings.proposer,
+                          max_side=args.ss_max_side or det.settings.ss_max_side,
                           max_proposals=args.max_proposals or det.settings.max_proposals)
     return iter_proposals(paths, out / "cache" / "proposals", pcfg, args.workers)
 

@@ -11,6 +11,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..detection.proposals import PROPOSERS
+
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser("sppnet eval-det")
@@ -29,6 +31,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--all-point", action="store_true", help="all-point AP instead of 11-point")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--proposer", choices=PROPOSERS,
+                   help="override the detector's proposal method")
     p.add_argument("--ss-max-side", type=int,
                    help="override the detector's Selective Search longer side")
     p.add_argument("--max-proposals", type=int,
@@ -55,7 +59,10 @@ def main(args: argparse.Namespace) -> int:
     if args.max_proposals:
         det.configure(max_proposals=args.max_proposals)
     # the windows the detector was trained with (detector.json), unless overridden
+    if args.proposer:
+        det.configure(proposer=args.proposer)
     cfg = DetConfig(proposals=args.proposals or "", workers=args.workers,
+                    proposer=det.settings.proposer,
                     ss_max_side=det.settings.ss_max_side,
                     max_proposals=det.settings.max_proposals)
     props = get_proposals(ds, cfg, args.cache_dir or args.output_dir / "cache",

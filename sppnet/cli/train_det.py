@@ -12,13 +12,15 @@ import json
 import logging
 from pathlib import Path
 
+from ..detection.proposals import PROPOSERS
+
 # CLI flag -> DetConfig field
 FLAGS = {"data": "data", "split": "split", "test_data": "test_data", "test_split": "test_split",
          "output_dir": "output_dir", "cache_dir": "cache_dir", "backbone": "backbone",
          "weights": "weights", "proposals": "proposals", "scales": "scales",
          "svm_layers": "svm_layers", "ft_iters": "ft_iters", "workers": "workers",
          "classes": "classes", "seed": "seed", "mode": "mode",
-         "max_proposals": "max_proposals"}
+         "max_proposals": "max_proposals", "proposer": "proposer"}
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -38,7 +40,9 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                    help="feature source of every stage: spp (default; windows pooled from the "
                         "image's conv map) or rcnn (the R-CNN way: conv net per warped window, "
                         "trained on its own features)")
-    p.add_argument("--max-proposals", type=int, help="Selective Search windows per image")
+    p.add_argument("--max-proposals", type=int, help="windows per image")
+    p.add_argument("--proposer", choices=PROPOSERS,
+                   help="proposal method (default selective_search_fast)")
     p.add_argument("--svm-layers", help="features the SVMs read: any of pool5,fc6,fc7")
     p.add_argument("--ft-iters", type=int, help="fine-tuning iterations")
     p.add_argument("--workers", type=int, help="proposal worker processes")

@@ -35,6 +35,8 @@ class DetConfig:
     feature_stride: int = 16  # mobilenet_v2 map stride (16: 576 channels; 32: 1280)
     # proposals
     proposals: str = ""  # precomputed windows (.npz per image or one .npz); empty = SS
+    proposer: str = "selective_search_fast"  # or selective_search_quality, edgeboxes (no
+    # learned edge model: detection/proposals.py says how its edge map is made)
     max_proposals: int = 2000  # SPP/R-CNN: ~2000 selective-search windows per image
     ss_max_side: int = 500  # Selective Search runs at this longer side (speed)
     workers: int = 2  # proposal worker processes
@@ -107,6 +109,10 @@ class DetConfig:
         if bad or not self.svm_layers:
             raise ValueError(f"svm_layers must be a non-empty subset of pool5, fc6, fc7; got "
                              f"{self.svm_layers}")
+        from .proposals import PROPOSERS
+
+        if self.proposer not in PROPOSERS:
+            raise ValueError(f"proposer must be one of {PROPOSERS}, got {self.proposer!r}")
         if self.mode not in ("spp", "rcnn"):
             raise ValueError(f"mode must be spp or rcnn, got {self.mode!r}")
         if self.score not in ("svm", "softmax"):

@@ -53,6 +53,7 @@ class InferenceSettings:
     ss_max_side: int = 500  # Selective Search's longer side
     max_proposals: int = 2000  # windows per image
     mode: str = "spp"  # the feature source the head and SVMs were trained on (spp or rcnn)
+    proposer: str = "selective_search_fast"  # the proposal method (proposals.PROPOSERS)
 
 
 def as_rgb_array(image) -> np.ndarray:
@@ -274,10 +275,10 @@ class SPPDetector(nn.Module):
     def forward(self, images, proposals=None, mode: str | None = None) -> list[dict]:
         """Detect in one image or a list: PIL images, ``(H, W, 3)`` uint8 arrays, file paths,
         or ``(3, H, W)`` tensors (uint8 0-255, or float 0-1). ``proposals``: one ``(R, 4)``
-        xyxy array per image, or ``None`` for Selective Search with the settings the detector
+        xyxy array per image, or ``None`` for the proposer and settings the detector
         was trained with. Returns torchvision-style dicts: ``boxes (M, 4)``, ``scores``,
         ``labels`` (indices into ``classes``) and ``names``."""
-        from .proposals import ProposalConfig, selective_search
+        from .proposals import ProposalConfig, propose
 
         many = isinstance(images, (list, tuple))
         batch = [as_rgb_array(im) for im in (images if many else [images])]
@@ -285,11 +286,11 @@ class SPPDetector(nn.Module):
             proposals = [proposals]
         if proposals is not None and len(proposals) != len(batch):
             raise ValueError(f"got {len(proposals)} proposal sets for {len(batch)} images")
-        pcfg = ProposalConfig(max_side=self.settings.ss_max_side,
+        pcfg = ProposalConfig(method=self.settings.proposer, max_side=self.settings.ss_max_side,
                               max_proposals=self.settings.max_proposals)
         out = []
         for k, image in enumerate(batch):
-            boxes = selective_search(image, pcfg) if proposals is None else proposals[k]
+            boxes = propose(image, pcfg) if proposals is None else proposals[k]
             d = self.detect(image, boxes, mode or self.settings.mode)
             out.append({"boxes": d.boxes, "scores": d.scores, "labels": d.labels,
                         "names": [self.classes[int(i)] for i in d.labels]})

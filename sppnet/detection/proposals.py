@@ -45,7 +45,7 @@ MIN_SIZE = 4.0  # pixels (original image) below which a window is dropped
 @dataclass(frozen=True)
 class ProposalConfig:
     version: int = 2  # 2: windows in canonical order (cache entries of version 1 are rebuilt)
-    method: str = "selective_search_fast"  # or selective_search_quality
+    method: str = "selective_search_fast"  # or selective_search_quality, edgeboxes (PROPOSERS)
     max_side: int = SS_MAX_SIDE  # run Selective Search at this longer side
     max_proposals: int = MAX_PROPOSALS
     max_aspect: float = MAX_ASPECT
@@ -55,16 +55,85 @@ class ProposalConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+PROPOSERS = ("selective_search_fast", "selective_search_quality", "edgeboxes")
+
+
+def propose(image: np.ndarray, cfg: ProposalConfig = ProposalConfig()) -> np.ndarray:
+    """The windows of ``cfg.method`` for an RGB ``(H, W, 3)`` uint8 image, ``(R, 4)`` xyxy."""
+    if cfg.method == "edgeboxes":
+        return edge_boxes(image, cfg)
+    return selective_search(image, cfg)
+
+
+def _downscaled(image: np.ndarray, max_side: int) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale >= 1.0:
+        return image
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                      interpolation=cv2.INTER_AREA)
+
+
+def _to_original(boxes: np.ndarray, small: tuple[int, int], image: tuple[int, int],
+                 cfg: ProposalConfig) -> np.ndarray:
+    """Windows found on the downscaled image, in original pixels, clipped, tiny ones dropped,
+    in canonical order."""
+    (sh, sw), (h, w) = small, image
+    boxes = boxes / np.array([sw / w, sh / h, sw / w, sh / h])
+    boxes = np.clip(boxes, 0, [w, h, w, h])
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= cfg.min_size) & (
+        (boxes[:, 3] - boxes[:, 1]) >= cfg.min_size)
+    return canonical_windows(boxes[keep].astype(np.float32), cfg.max_proposals)
+
+
+# EdgeBoxes (Zitnick & Dollar 2014; the paper's Sec. 4.5 alternative) without a learned edge
+# model: the structured-edge model it is usually fed cannot be downloaded here, and OpenCV's
+# EdgeBoxes takes any edge and orientation map. Edges = Sobel gradient magnitude of the blurred
+# grey image, thinned by a Canny mask (dense, unthinned edges are ~40x slower for the same
+# recall); orientation = the gradient's direction turned by 90 degrees (the edge's), in [0, pi).
+EB_BLUR_SIGMA = 1.0
+EB_CANNY = (20, 60)  # Canny hysteresis thresholds on the 0-255 grey image
+EB_ALPHA, EB_BETA, EB_MIN_SCORE = 0.65, 0.75, 0.01  # EdgeBoxes' step size, NMS, min score
+
+
+def edge_maps(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(edges, orientation)`` float32 maps of an RGB uint8 image (see above)."""
+    import cv2
+
+    g = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    g = cv2.GaussianBlur(g, (0, 0), EB_BLUR_SIGMA)
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    mag = np.sqrt(gx * gx + gy * gy)
+    mag /= max(float(mag.max()), 1e-6)
+    thin = cv2.Canny(np.clip(g * 255, 0, 255).astype(np.uint8), *EB_CANNY) > 0
+    edges = np.ascontiguousarray(mag * thin, np.float32)
+    orient = np.ascontiguousarray(np.mod(np.arctan2(gy, gx) + np.pi / 2, np.pi), np.float32)
+    return edges, orient
+
+
+def edge_boxes(image: np.ndarray, cfg: ProposalConfig = ProposalConfig()) -> np.ndarray:
+    """EdgeBoxes windows of an RGB ``(H, W, 3)`` uint8 image -> ``(R, 4)`` float32 xyxy."""
+    import cv2
+
+    small = _downscaled(image, cfg.max_side)
+    edges, orient = edge_maps(small)
+    eb = cv2.ximgproc.createEdgeBoxes(alpha=EB_ALPHA, beta=EB_BETA, minScore=EB_MIN_SCORE,
+                                      maxBoxes=cfg.max_proposals)
+    rects, _ = eb.getBoundingBoxes(edges, orient)
+    rects = np.asarray(rects, np.float64).reshape(-1, 4)  # (x, y, w, h)
+    boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], 1)
+    return _to_original(boxes, small.shape[:2], image.shape[:2], cfg)
+
+
 def selective_search(image: np.ndarray, cfg: ProposalConfig = ProposalConfig()) -> np.ndarray:
     """Selective Search windows of an RGB ``(H, W, 3)`` uint8 image -> ``(R, 4)`` float32 xyxy."""
     import cv2
 
     h, w = image.shape[:2]
-    scale = min(1.0, cfg.max_side / max(h, w))
-    img = image
-    if scale < 1.0:
-        img = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
-                         interpolation=cv2.INTER_AREA)
+    img = _downscaled(image, cfg.max_side)
     sh, sw = img.shape[:2]
     # pad an elongated image (bottom/right) with its mean colour up to cfg.max_aspect
     ph = max(0, int(np.ceil(sw / cfg.max_aspect)) - sh)
@@ -87,11 +156,7 @@ def selective_search(image: np.ndarray, cfg: ProposalConfig = ProposalConfig()) 
     rects = np.asarray(ss.process(), np.float64).reshape(-1, 4)  # (x, y, w, h) in img pixels
     boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], 1)
     boxes = np.minimum(boxes, [sw, sh, sw, sh])  # drop the padding
-    boxes = boxes / np.array([sw / w, sh / h, sw / w, sh / h])
-    boxes = np.clip(boxes, 0, [w, h, w, h])
-    keep = ((boxes[:, 2] - boxes[:, 0]) >= cfg.min_size) & (
-        (boxes[:, 3] - boxes[:, 1]) >= cfg.min_size)
-    return canonical_windows(boxes[keep].astype(np.float32), cfg.max_proposals)
+    return _to_original(boxes, (sh, sw), (h, w), cfg)
 
 
 def canonical_windows(boxes: np.ndarray, max_proposals: int) -> np.ndarray:
@@ -176,7 +241,7 @@ def _work(args: tuple[str, str, ProposalConfig]) -> tuple[str, np.ndarray | None
     boxes = cache.load(key)
     if boxes is None:
         try:
-            boxes = selective_search(decode_image(path), cfg)
+            boxes = propose(decode_image(path), cfg)
         except Exception as e:  # a bad image must not take the other workers down
             return path, None, f"{type(e).__name__}: {e}"
         cache.save(key, boxes)

@@ -72,7 +72,8 @@ def get_proposals(ds: VOCDataset, cfg: DetConfig, cache_dir: Path, progress: boo
     ids = [a.image_id for a in ds]
     if cfg.proposals:
         return load_proposal_file(cfg.proposals, ids)
-    pcfg = ProposalConfig(max_side=cfg.ss_max_side, max_proposals=cfg.max_proposals)
+    pcfg = ProposalConfig(method=cfg.proposer, max_side=cfg.ss_max_side,
+                          max_proposals=cfg.max_proposals)
     by_path = compute_proposals([a.image_path for a in ds], cache_dir / "proposals", pcfg,
                                 cfg.workers, progress, rank, world_size)
     return {a.image_id: by_path[str(a.image_path)] for a in ds if str(a.image_path) in by_path}
@@ -389,7 +390,7 @@ def _inference_settings(cfg: DetConfig, svms: dict, reg: BoxRegressor | None):
                              svm_layer=cfg.svm_layers[-1], bbox_reg=reg is not None,
                              nms_iou=cfg.nms_iou, max_dets=cfg.max_dets,
                              ss_max_side=cfg.ss_max_side, max_proposals=cfg.max_proposals,
-                             mode=cfg.mode)
+                             mode=cfg.mode, proposer=cfg.proposer)
 
 
 def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True,

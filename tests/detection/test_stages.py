@@ -435,3 +435,50 @@ def test_inference_settings_are_frozen_and_configure_makes_new_ones():
     assert s.scales == (688,) and s.fc == "fp32"  # the original is untouched
     with pytest.raises(ValueError):
         det.configure(fc="svd:3")
+
+
+def test_edgeboxes_windows_valid_deterministic_cached(tmp_path):
+    """EdgeBoxes on a generated photo: valid, in-image, distinct windows, the same on two runs,
+    cached and reloaded through compute_proposals like Selective Search."""
+    from PIL import Image
+
+    from sppnet.data.synthetic import background_photos, make_image
+    from sppnet.detection.proposals import ProposalConfig, compute_proposals, edge_boxes
+
+    img = make_image(np.random.default_rng(3), background_photos()).image
+    cfg = ProposalConfig(method="edgeboxes", max_proposals=300)
+    a, b = edge_boxes(img, cfg), edge_boxes(img, cfg)
+    h, w = img.shape[:2]
+    assert a.dtype == np.float32 and 50 <= len(a) <= 300
+    assert np.array_equal(a, b)
+    assert (a[:, 2] - a[:, 0] >= cfg.min_size).all() and (a[:, 3] - a[:, 1] >= cfg.min_size).all()
+    assert (a >= 0).all() and (a[:, [0, 2]] <= w).all() and (a[:, [1, 3]] <= h).all()
+    assert len(np.unique(a, axis=0)) == len(a)
+    Image.fromarray(img).save(tmp_path / "p.png")
+    got = compute_proposals([tmp_path / "p.png"], tmp_path / "cache", cfg, workers=0,
+                            progress=False)
+    assert np.array_equal(got[str(tmp_path / "p.png")], a)
+    import sppnet.detection.proposals as P
+
+    orig = P.edge_boxes
+    try:
+        P.edge_boxes = lambda *x: (_ for _ in ()).throw(AssertionError("recomputed"))
+        again = compute_proposals([tmp_path / "p.png"], tmp_path / "cache", cfg, workers=0,
+                                  progress=False)
+    finally:
+        P.edge_boxes = orig
+    assert np.array_equal(again[str(tmp_path / "p.png")], a)
+
+
+def test_stored_proposer_is_what_the_detector_uses(monkeypatch):
+    import sppnet.detection.proposals as P
+    from sppnet.detection.detector import InferenceSettings
+
+    seen = []
+    monkeypatch.setattr(P, "propose", lambda image, cfg: seen.append(cfg) or np.array(
+        [[0, 0, 20, 20]], np.float32))
+    det = SPPDetector(TinyTrunk(), BackboneSpec(model="tiny"), DetectionHead(6 * 50, 2, 8),
+                      ["a", "b"], InferenceSettings(proposer="edgeboxes", max_proposals=77,
+                                                    score="softmax", bbox_reg=False))
+    det(np.zeros((32, 40, 3), np.uint8))
+    assert [(c.method, c.max_proposals) for c in seen] == [("edgeboxes", 77)]
