@@ -1,4 +1,4 @@
-"""``sppnet bench ops``: measure the pooling ops against their references in one run."""
+"""``sppnet bench``: ops, train, detect and proposals, each against its baseline in one run."""
 
 from __future__ import annotations
 
@@ -43,7 +43,56 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     det.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     det.add_argument("--no-progress", action="store_true")
     det.set_defaults(func=main_detect)
+    pr = sub.add_parser("proposals", help="proposal recall vs windows and seconds per image, "
+                                          "Selective Search and EdgeBoxes")
+    pr.add_argument("--data", action="append", default=[], metavar="NAME=FOLDER[:SPLIT_FILE]",
+                    help="a VOC-format folder (repeatable); default: ../shared/data voc100, "
+                         "fruit/test and the raccoon test split when present")
+    pr.add_argument("--max-images", type=int, default=40, help="first N images of each set")
+    pr.add_argument("--counts", default="100,300,1000,2000", help="windows per image")
+    pr.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    pr.add_argument("--png", type=Path, default=None, help="recall-vs-windows plot")
+    pr.add_argument("--no-progress", action="store_true")
+    pr.set_defaults(func=main_proposals)
     return parser
+
+
+def _proposal_sets(specs: list[str]) -> dict:
+    from ..data.voc import load_voc
+
+    if not specs:
+        shared = Path.cwd() / ".." / "shared" / "data"
+        specs = [s for s, ok in (
+            (f"voc100={shared / 'voc100'}", (shared / "voc100").is_dir()),
+            (f"fruit_test={shared / 'fruit' / 'test'}", (shared / "fruit" / "test").is_dir()),
+            (f"raccoon_test={shared / 'raccoon'}:docs/experiments/raccoon_test.txt",
+             (shared / "raccoon").is_dir() and Path("docs/experiments/raccoon_test.txt")
+             .is_file())) if ok]
+        if not specs:
+            raise FileNotFoundError("no --data given and ../shared/data is not here; pass "
+                                    "--data NAME=FOLDER")
+    sets = {}
+    for spec in specs:
+        if "=" not in spec:
+            raise ValueError(f"--data must be NAME=FOLDER[:SPLIT_FILE], got {spec!r}")
+        name, rest = spec.split("=", 1)
+        folder, _, split = rest.partition(":")
+        sets[name] = load_voc(folder, split or None)
+    return sets
+
+
+def main_proposals(args: argparse.Namespace) -> int:
+    from ..bench.proposals import format_proposal_report, plot_recall, run_proposal_benchmark
+
+    counts = [int(k) for k in args.counts.split(",")]
+    result = run_proposal_benchmark(_proposal_sets(args.data), counts=counts,
+                                    max_images=args.max_images, progress=not args.no_progress)
+    print(format_proposal_report(result))
+    _write_json(result, args.json)
+    if args.png is not None:
+        plot_recall(result, args.png)
+        print(f"wrote {args.png}")
+    return 0
 
 
 def _default_images() -> Path:

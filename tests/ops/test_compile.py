@@ -39,7 +39,8 @@ def test_fullgraph_compile_matches_eager():
     torch.manual_seed(0)
     net = _Net()
     x = torch.randn(2, 3, 32, 40)
-    rois = torch.tensor([[0, 0, 0, 20, 16], [1, 4, 2, 39, 31], [0, 8, 8, 9, 9]], dtype=torch.float32)
+    rois = torch.tensor([[0, 0, 0, 20, 16], [1, 4, 2, 39, 31], [0, 8, 8, 9, 9]],
+                        dtype=torch.float32)
     eager = net(x, rois)
     eager.sum().backward()
     want = [p.grad.clone() for p in net.parameters()]
