@@ -24,6 +24,10 @@ class TrainConfig:
     data: str = ""  # image folder laid out root/<class>/<image> (Caltech-101 style)
     output_dir: str = "runs/cls"  # config.json, metrics.jsonl, curves.png, checkpoints
     model: str = "zf5_spp"  # a name from sppnet.models.list_models()
+    weights: str = ""  # mobilenet_v2_{spp,gap,fixed}: the TFLite file (ImageNet trunk)
+    trunk_lr_mult: float = 1.0  # the trunk's learning rate = lr * this (fine-tuning: e.g. 0.1)
+    freeze_layers: int = 0  # the first N conv layers of the trunk are not trained (MobileNetV2:
+    # 39 = the stem and blocks 1-13, everything at stride <= 16)
     width_mult: float = 1.0  # conv filter multiplier (0.25 trains in minutes on a CPU)
     fc_dim: int = 4096  # width of fc6 / fc7 (paper: 4096)
     dropout: float = 0.5  # on fc6 / fc7 (paper: 0.5)
@@ -48,6 +52,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_patience: int = 3  # epochs without a better val error before lr /= 10
     lr_drops: int = 2  # how many times to divide by 10 (paper: twice)
+    stop_when_done: bool = False  # stop early once the lr has been divided lr_drops times
+    # and validation has again not improved for lr_patience + 1 epochs
     checkpoint_every: int = 0  # also write last.safetensors every N steps (0: epoch ends only)
     threads: int = 0  # torch CPU threads (0: torch's default)
     device: str = "auto"  # "auto", "cpu" or "cuda"
@@ -60,6 +66,14 @@ class TrainConfig:
             raise ValueError("data: give the image folder (root/<class>/<image>)")
         check_number("width_mult", self.width_mult, 0, lo_open=True)
         check_int("fc_dim", self.fc_dim, 1)
+        check_number("trunk_lr_mult", self.trunk_lr_mult, 0)
+        check_int("freeze_layers", self.freeze_layers, 0)
+        if self.model.startswith("mobilenet_v2_") and not self.weights:
+            raise ValueError(f"{self.model} fine-tunes the ImageNet MobileNetV2: give --weights "
+                             "FILE.tflite (e.g. ../shared/data/imagenet_tflite/"
+                             "mobilenet_v2_1.0_224_quant.tflite)")
+        if self.weights and not self.model.startswith("mobilenet_v2_"):
+            raise ValueError(f"--weights is for the mobilenet_v2_* models, not {self.model}")
         check_number("dropout", self.dropout, 0, 1, hi_open=True)
         check_int_tuple("levels", self.levels)
         check_int_tuple("sizes", self.sizes)

@@ -76,6 +76,12 @@ class PlateauSchedule:
             return True
         return False
 
+    @property
+    def exhausted(self) -> bool:
+        """Every drop used and validation again without progress for more than ``patience``
+        epochs: training has converged under this schedule."""
+        return self.drops >= self.max_drops and self.bad_epochs > self.patience
+
     def state_dict(self) -> dict[str, Any]:
         return {"lr": self.lr, "best": self.best if math.isfinite(self.best) else None,
                 "bad_epochs": self.bad_epochs, "drops": self.drops}
@@ -86,29 +92,67 @@ class PlateauSchedule:
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    kwargs: dict[str, Any] = {"num_classes": num_classes, "width_mult": cfg.width_mult,
-                              "fc_dim": cfg.fc_dim, "dropout": cfg.dropout}
-    kwargs.update(_arch_kwargs(cfg))
-    if not cfg.model.endswith("_spp") and (cfg.size_range is not None or len(set(cfg.sizes)) > 1):
+    """The model of ``cfg``, its first ``freeze_layers`` trunk convs frozen."""
+    model = get_model(cfg.model, num_classes=num_classes, **_model_kwargs(cfg))
+    if getattr(model, "fixed_input_size", None) is not None and (
+            cfg.size_range is not None or len(set(cfg.sizes)) > 1):
         raise ValueError(f"{cfg.model} has no SPP: its fc6 needs one fixed input size, but "
-                         f"training sizes are {cfg.size_range or cfg.sizes}; use "
-                         f"{cfg.model}_spp for multi-size training")
-    return get_model(cfg.model, **kwargs)
+                         f"training sizes are {cfg.size_range or cfg.sizes}; use an SPP "
+                         "variant (e.g. zf5_spp, mobilenet_v2_spp) for multi-size training")
+    freeze_trunk(model, cfg.freeze_layers)
+    return model
 
 
-def _arch_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """Levels for SPP nets; the fixed input size (= the crop size) for no-SPP baselines."""
+def freeze_trunk(model: nn.Module, n: int) -> list[nn.Conv2d]:
+    """Stop training the first ``n`` conv layers of ``model.features`` (in the order they run);
+    returns them."""
+    convs = [m for m in model.features.modules() if isinstance(m, nn.Conv2d)]
+    if n > len(convs):
+        raise ValueError(f"freeze_layers {n}: {getattr(model, 'name', 'the model')} has only "
+                         f"{len(convs)} conv layers in its trunk")
+    for conv in convs[:n]:
+        for p in conv.parameters():
+            p.requires_grad_(False)
+    return convs[:n]
+
+
+def _model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """What the registry builder of ``cfg.model`` takes (kept in checkpoints to rebuild it)."""
+    kw: dict[str, Any] = {"fc_dim": cfg.fc_dim, "dropout": cfg.dropout}
+    if cfg.model.startswith("mobilenet_v2_"):
+        kw["weights"] = str(Path(cfg.weights).resolve())
+        head = cfg.model[len("mobilenet_v2_"):]
+        if head == "spp":
+            kw["levels"] = list(cfg.levels)
+        elif head == "fixed":
+            kw["input_size"] = cfg.crop_size
+        return kw
+    kw["width_mult"] = cfg.width_mult
+    # levels for SPP nets; the fixed input size (= the crop size) for no-SPP baselines
     if cfg.model.endswith("_spp"):
-        return {"levels": list(cfg.levels)}
-    return {"input_size": cfg.crop_size}
+        kw["levels"] = list(cfg.levels)
+    else:
+        kw["input_size"] = cfg.crop_size
+    return kw
 
 
 def model_meta(cfg: TrainConfig, classes: list[str]) -> dict[str, Any]:
     return {"arch": cfg.model, "num_classes": len(classes), "classes": classes,
-            "model_kwargs": {"width_mult": cfg.width_mult, "fc_dim": cfg.fc_dim,
-                             "dropout": cfg.dropout, **_arch_kwargs(cfg)},
+            "model_kwargs": _model_kwargs(cfg),
             "input": {"mean": cfg.mean, "input_scale": cfg.input_scale, "resize": cfg.resize,
                       "crop_size": cfg.crop_size}}
+
+
+def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The trunk at ``lr * trunk_lr_mult``, the head at ``lr``; frozen parameters left out."""
+    if cfg.trunk_lr_mult == 1.0:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr_mult": 1.0}]
+    trunk = {id(p) for p in model.features.parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) in trunk and p.requires_grad],
+               "lr_mult": cfg.trunk_lr_mult},
+              {"params": [p for p in model.parameters()
+                          if id(p) not in trunk and p.requires_grad], "lr_mult": 1.0}]
+    return [g for g in groups if g["params"]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +370,7 @@ def _set_up(cfg: TrainConfig, resume: bool, force: bool, info: DistInfo,
     min_size = max(model.min_input_size, cfg.crop_size)
     splits = [Split(p, DecodedImages(p, cfg.resize, min_size, cfg.cache_images)) for p in parts]
     model = model.to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+    optimizer = torch.optim.SGD(_param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     return _Run(cfg, info, device, Path(cfg.output_dir), folder.classes, folder.empty_classes,
                 splits, model, optimizer, PlateauSchedule(cfg.lr, cfg.lr_patience, cfg.lr_drops),
@@ -392,7 +436,7 @@ def _train_epoch(run: _Run, epoch: int) -> int:
     cfg, info = run.cfg, run.info
     size = cfg.epoch_size(epoch)
     for g in run.optimizer.param_groups:
-        g["lr"] = run.sched.lr
+        g["lr"] = run.sched.lr * g.get("lr_mult", 1.0)
     perm = run.order[np.random.default_rng([cfg.seed, epoch]).permutation(len(run.order))]
     run.ddp.train()
     first = run.start_step if epoch == run.start_epoch else 0
@@ -485,6 +529,10 @@ def train(cfg: TrainConfig, resume: bool = False, force: bool = False) -> dict[s
             _resume(run)
         _start_writing(run, resume)
         for epoch in range(run.start_epoch, cfg.epochs):
+            if cfg.stop_when_done and run.sched.exhausted:
+                log.info("stopping after epoch %d: the lr was divided %d times and validation "
+                         "has not improved since", epoch, run.sched.drops)
+                break
             size = _train_epoch(run, epoch)
             _end_epoch(run, epoch, size)
         return _finish(cfg, run.splits, info, device, run.out, run.ckpt_best, run.history)

@@ -97,7 +97,7 @@ def _window_scores(model, fmap: Tensor, boxes: Tensor) -> Tensor:
     """Softmax of windows ``boxes`` (pixels of the image behind ``fmap (1, C, H, W)``)."""
     cells = project_boxes(boxes, model.feature_stride, fmap.shape[-2:], model.feature_offset)
     pooled = spp_pool_cells(fmap, cells, torch.zeros(len(cells), dtype=torch.long),
-                            model.spp_levels)
+                            model.spp_levels, getattr(model, "pool_mode", "max"))
     return model.classify_pooled(pooled).softmax(1)
 
 

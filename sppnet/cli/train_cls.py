@@ -12,6 +12,8 @@ import logging
 # CLI flag -> TrainConfig field (flags left unset keep the config file's or default value)
 FLAGS = {
     "data": "data", "output_dir": "output_dir", "model": "model", "width_mult": "width_mult",
+    "weights": "weights", "trunk_lr_mult": "trunk_lr_mult", "freeze_layers": "freeze_layers",
+    "stop_when_done": "stop_when_done", "lr_drops": "lr_drops",
     "fc_dim": "fc_dim", "dropout": "dropout", "levels": "levels", "sizes": "sizes",
     "size_range": "size_range", "resize": "resize", "split": "split", "seed": "seed",
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
@@ -25,6 +27,18 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--data", help="image folder laid out root/<class>/<image>")
     p.add_argument("--output-dir", help="where config, metrics, curves, checkpoints go")
     p.add_argument("--model", help="model name (sppnet.models.list_models()); default zf5_spp")
+    p.add_argument("--weights", help="mobilenet_v2_{spp,gap,fixed}: the TFLite file whose "
+                                     "ImageNet trunk is fine-tuned")
+    p.add_argument("--trunk-lr-mult", type=float,
+                   help="trunk learning rate = lr * this (default 1; fine-tuning e.g. 0.1)")
+    p.add_argument("--freeze-layers", type=int,
+                   help="do not train the first N trunk conv layers (MobileNetV2: 39 = stem "
+                        "and blocks 1-13)")
+    p.add_argument("--stop-when-done", action="store_const", const=True,
+                   help="stop once the lr was divided --lr-drops times and validation stopped "
+                        "improving again")
+    p.add_argument("--lr-drops", type=int, help="how often the plateau schedule divides lr "
+                                               "by 10 (default 2)")
     p.add_argument("--width-mult", type=float, help="conv filter multiplier, e.g. 0.25")
     p.add_argument("--fc-dim", type=int, help="fc6/fc7 width (default 4096)")
     p.add_argument("--dropout", type=float, help="fc6/fc7 dropout (default 0.5)")

@@ -22,10 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn import SpatialPyramidPooling
 from .registry import register_model
+from .spp_nets import PooledHeadNet
 from .tflite_import import TFLiteError, TFLiteGraph, TFLiteOp, conv_weight, read_tflite
 
-__all__ = ["MobileNetV2TFLite", "mobilenet_v2", "same_padding"]
+__all__ = ["MobileNetV2TFLite", "MobileNetV2Classifier", "mobilenet_v2", "same_padding",
+           "MOBILENET_HEADS"]
 
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "RESHAPE", "SOFTMAX")
 
@@ -44,11 +47,15 @@ class _TFConv(nn.Module):
                  padding: str, groups: int, activation: str | None) -> None:
         super().__init__()
         out_c, in_per_group, kh, kw = weight.shape
-        self.conv = nn.Conv2d(in_per_group * groups, out_c, (kh, kw), stride, groups=groups)
+        # SAME at stride 1 with an odd kernel pads (k - 1) / 2 on every side whatever the size:
+        # that goes into the conv itself (one op instead of pad + conv; the same values)
+        inner = (padding == "SAME" and tuple(stride) == (1, 1) and kh % 2 == 1 and kw % 2 == 1)
+        self.conv = nn.Conv2d(in_per_group * groups, out_c, (kh, kw), stride, groups=groups,
+                              padding=((kh - 1) // 2, (kw - 1) // 2) if inner else 0)
         with torch.no_grad():
             self.conv.weight.copy_(torch.from_numpy(weight))
             self.conv.bias.copy_(torch.from_numpy(bias))
-        self.same = padding == "SAME"
+        self.same = padding == "SAME" and not inner
         self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
@@ -121,6 +128,14 @@ class MobileNetV2TFLite(nn.Module):
         self.num_classes = int(graph.tensor(graph.outputs[0]).shape[-1])
         self.min_input_size = 1
 
+    def drop_classifier(self) -> None:
+        """Keep only what ``forward_features`` runs (a trunk to put a new head on): the plan
+        after the stop and the layers only it used (the ImageNet classifier) go."""
+        self.plan = self.plan[:self.stop + 1]
+        used = max(p[3] for p in self.plan if p[0] == "CONV")
+        self.layers = nn.ModuleList(list(self.layers)[:used + 1])
+        self.head_at = None
+
     def _add_conv(self, graph: TFLiteGraph, op: TFLiteOp, geometry: dict, stride_of: dict) -> None:
         w, b = conv_weight(graph, op)
         groups = 1
@@ -167,6 +182,9 @@ class MobileNetV2TFLite(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """ImageNet logits ``(N, 1001)`` (index 0 = background), from the whole graph."""
+        if self.head_at is None:
+            raise RuntimeError("this trunk's ImageNet classifier was dropped; use "
+                               "forward_features")
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"input must have shape (N, 3, H, W), got {tuple(x.shape)}")
         values = self._run(self.pad_input(x, 32), len(self.plan) - 1)
@@ -190,3 +208,99 @@ def mobilenet_v2(weights: str | Path | None = None, feature_stride: int = 32,
         raise ValueError(f"mobilenet_v2 takes weights and feature_stride, got {sorted(kwargs)}")
     return MobileNetV2TFLite(read_tflite(weights), feature_stride).eval()
 
+
+
+# ---------------------------------------------------------------------------------------------
+# trainable classifiers on the ImageNet trunk (issue 17): the paper's three heads
+
+MOBILENET_HEADS = ("spp", "gap", "fixed")
+
+
+class MobileNetV2Classifier(PooledHeadNet):
+    """The ImageNet MobileNetV2 trunk (weights dequantised to float, trainable) with a new head
+    on its stride-32 map (1280 channels, 7x7 at 224): pooling, then fc6, fc7, fc8.
+
+    Heads (the same fc widths for all three):
+
+    - ``"spp"``: max pyramid pooling over ``levels`` (default {3, 2, 1}: 14 bins); any input size.
+    - ``"gap"``: global average pooling (the "1-level pyramid" with averaging, as MobileNetV2
+      itself); any input size.
+    - ``"fixed"``: the paper's no-SPP role: a 3x3 / stride 2 max pool that turns the 7x7 map of
+      a ``input_size`` = 224 input into a fixed 3x3 grid; accepts only that input size.
+
+    Args:
+        weights: the TFLite file (its graph gives the trunk; a checkpoint then sets the values).
+        head: ``"spp"``, ``"gap"`` or ``"fixed"``.
+        num_classes, fc_dim, dropout: as :class:`~sppnet.models.SPPNet`.
+        levels: the ``spp`` head's pyramid.
+        input_size: the ``fixed`` head's input side.
+    """
+
+    def __init__(self, weights: str | Path, head: str = "spp", num_classes: int = 1000,
+                 fc_dim: int = 1024, dropout: float = 0.5,
+                 levels: tuple[int, ...] = (3, 2, 1), input_size: int = 224) -> None:
+        super().__init__()
+        if head not in MOBILENET_HEADS:
+            raise ValueError(f"head must be one of {MOBILENET_HEADS}, got {head!r}")
+        trunk = MobileNetV2TFLite(read_tflite(weights), feature_stride=32)
+        trunk.drop_classifier()
+        self.features = trunk
+        self.name = f"mobilenet_v2_{head}"
+        self.head = head
+        self.feature_stride = trunk.feature_stride
+        self.feature_offset = trunk.feature_offset
+        self.feature_channels = c = trunk.feature_channels
+        self.min_input_size = 1
+        self.fixed_input_size: int | None = None
+        if head == "spp":
+            self.pool: nn.Module = SpatialPyramidPooling(levels)
+            self.spp_levels: tuple[int, ...] | None = tuple(self.pool.levels)
+            pooled = self.pool.output_dim(c)
+        elif head == "gap":
+            self.pool = SpatialPyramidPooling((1,), "avg")
+            self.spp_levels = (1,)
+            self.pool_mode = "avg"
+            pooled = c
+        else:
+            side = -(-input_size // trunk.feature_stride)
+            self.pool = nn.MaxPool2d(3, 2)
+            self.pool_side = (side - 3) // 2 + 1
+            if self.pool_side < 1:
+                raise ValueError(f"input_size {input_size} is too small for the fixed head")
+            self.fixed_input_size = input_size
+            self.spp_levels = None
+            pooled = c * self.pool_side ** 2
+        self._build_fcs(pooled, fc_dim, num_classes, dropout)
+        self._init_fcs()
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(N, 3, H, W) -> (N, 1280, ceil(H/32), ceil(W/32))``."""
+        return self.features.forward_features(x)
+
+    def extra_repr(self) -> str:
+        return f"head={self.head!r}, fc_dim={self.fc6.out_features}"
+
+
+def _mobilenet_classifier(head: str):
+    name = f"mobilenet_v2_{head}"
+
+    def builder(weights: str | Path | None = None, **kwargs) -> MobileNetV2Classifier:
+        if weights is None:
+            raise ValueError(f"{name} needs weights=PATH to the TFLite file (its graph and "
+                             "ImageNet values), e.g. "
+                             "../shared/data/imagenet_tflite/mobilenet_v2_1.0_224_quant.tflite")
+        if head != "spp" and "levels" in kwargs:
+            raise ValueError(f"{name} has no pyramid; levels are for mobilenet_v2_spp")
+        if head != "fixed" and "input_size" in kwargs:
+            raise ValueError(f"{name} accepts any input size; input_size is for "
+                             "mobilenet_v2_fixed")
+        return MobileNetV2Classifier(weights, head, **kwargs)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = (f"ImageNet MobileNetV2 (TFLite, trainable) with the {head!r} head; see "
+                       ":class:`MobileNetV2Classifier`.")
+    register_model(builder)
+
+
+for _head in MOBILENET_HEADS:
+    _mobilenet_classifier(_head)

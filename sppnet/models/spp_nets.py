@@ -19,7 +19,7 @@ from ..nn import SpatialPyramidPooling
 from ..nn.lrn import FastLRN
 from .registry import register_model
 
-__all__ = ["Conv", "LRN", "Pool", "SPPNet", "cfgs", "head_pools"]
+__all__ = ["Conv", "LRN", "Pool", "PooledHeadNet", "SPPNet", "cfgs", "head_pools"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,71 @@ def fc_activations(head: nn.Module, pooled: Tensor, layer: str = "fc7") -> Tenso
     return torch.relu(head.fc7(head.dropout(h)))
 
 
-class SPPNet(nn.Module):
+class PooledHeadNet(nn.Module):
+    """What every classifier here shares after its conv trunk: a pooling (SPP or a fixed pool5)
+    to a fixed-length vector, then fc6, fc7 (dropout on both) and fc8.
+
+    Subclasses set ``features`` (the trunk), ``pool``, ``spp_levels`` (``None`` for a fixed
+    pool5), ``pool_side`` / ``fixed_input_size`` (fixed pool5 only), ``pool_mode``, ``fc6``,
+    ``fc7``, ``fc8``, ``dropout``, ``name`` and ``forward_features``.
+    """
+
+    pool_mode = "max"
+
+    def _build_fcs(self, pooled: int, fc_dim: int, num_classes: int, dropout: float) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.pooled_dim = pooled
+        self.fc6 = nn.Linear(pooled, fc_dim)
+        self.fc7 = nn.Linear(fc_dim, fc_dim)
+        self.fc8 = nn.Linear(fc_dim, num_classes)
+        self.dropout = nn.Dropout(dropout)
+        self.num_classes = num_classes
+
+    def _init_fcs(self) -> None:
+        # He init for fc6/fc7, N(0, 0.01) for fc8, zero biases. (Caffe's N(0, 0.005) for
+        # fc6/fc7 shrinks the logits ~100x and a net trained from scratch sat at chance for the
+        # first epochs here; He init starts learning at once.)
+        for fc in (self.fc6, self.fc7):
+            nn.init.kaiming_normal_(fc.weight, nonlinearity="relu")
+            nn.init.zeros_(fc.bias)
+        nn.init.normal_(self.fc8.weight, std=0.01)
+        nn.init.zeros_(self.fc8.bias)
+
+    @property
+    def has_spp(self) -> bool:
+        return self.spp_levels is not None
+
+    def pool_features(self, feats: Tensor) -> Tensor:
+        """Conv map -> the fixed-length vector fc6 reads (SPP, or the baseline's fixed pool5)."""
+        pooled = self.pool(feats)
+        if not self.has_spp and pooled.shape[-2:] != (self.pool_side, self.pool_side):
+            raise ValueError(
+                f"{self.name or 'this no-SPP net'} needs a {self.fixed_input_size}x"
+                f"{self.fixed_input_size} input (pool5 must give {self.pool_side}x"
+                f"{self.pool_side}, got {tuple(pooled.shape[-2:])}); use an SPP variant for "
+                "other sizes")
+        return pooled.flatten(1)
+
+    def fc_features(self, pooled: Tensor, layer: str = "fc7") -> Tensor:
+        """fc6 or fc7 activations (after ReLU, before dropout) of pooled vectors."""
+        if layer not in ("fc6", "fc7"):
+            raise ValueError(f"layer must be 'fc6' or 'fc7', got {layer!r}")
+        return fc_activations(self, pooled, layer)
+
+    def classify_pooled(self, pooled: Tensor) -> Tensor:
+        """Pooled vectors -> class scores (fc6 -> fc7 -> fc8)."""
+        return self.fc8(self.dropout(self.fc_features(pooled, "fc7")))
+
+    def forward_head(self, feats: Tensor) -> Tensor:
+        """Conv map -> class scores."""
+        return self.classify_pooled(self.pool_features(feats))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class SPPNet(PooledHeadNet):
     """A Table-1 net: conv trunk, then SPP (or the baseline pool5), fc6, fc7, fc8.
 
     Args:
@@ -177,32 +241,17 @@ class SPPNet(nn.Module):
             pooled = channels * side * side
             self.fixed_input_size = input_size
         self.spp_levels = tuple(spp_levels) if spp_levels is not None else None
-        self.pooled_dim = pooled
-        self.fc6 = nn.Linear(pooled, fc_dim)
-        self.fc7 = nn.Linear(fc_dim, fc_dim)
-        self.fc8 = nn.Linear(fc_dim, num_classes)
-        self.dropout = nn.Dropout(dropout)
-        self.num_classes = num_classes
+        self._build_fcs(pooled, fc_dim, num_classes, dropout)
         self.min_input_size = next(s for s in range(1, 4096) if map_size(self.cfg, s) >= 1)
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # He init for the convs and fc6/fc7, N(0, 0.01) for fc8, zero biases. (Caffe's
-        # N(0, 0.005) for fc6/fc7 shrinks the logits ~100x and a net trained from scratch sat at
-        # chance for the first epochs here; He init starts learning at once.)
+        # He init for the convs, zero biases; then the fcs
         for m in self.features.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
-        for fc in (self.fc6, self.fc7):
-            nn.init.kaiming_normal_(fc.weight, nonlinearity="relu")
-            nn.init.zeros_(fc.bias)
-        nn.init.normal_(self.fc8.weight, std=0.01)
-        nn.init.zeros_(self.fc8.bias)
-
-    @property
-    def has_spp(self) -> bool:
-        return self.spp_levels is not None
+        self._init_fcs()
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, 3, H, W) -> (N, C, H', W')``, the last conv map, for any ``H, W >=
@@ -214,34 +263,6 @@ class SPPNet(nn.Module):
                              f"{self.min_input_size}x{self.min_input_size} pixels, got "
                              f"{tuple(x.shape[-2:])}")
         return self.features(x)
-
-    def pool_features(self, feats: Tensor) -> Tensor:
-        """Conv map -> the fixed-length vector fc6 reads (SPP, or the baseline's 6x6 pool5)."""
-        pooled = self.pool(feats)
-        if not self.has_spp and pooled.shape[-2:] != (self.pool_side, self.pool_side):
-                raise ValueError(
-                f"{self.name or 'this no-SPP net'} needs a {self.fixed_input_size}x"
-                f"{self.fixed_input_size} input (pool5 must give {self.pool_side}x"
-                f"{self.pool_side}, got {tuple(pooled.shape[-2:])}); use the _spp variant for "
-                "other sizes")
-        return pooled.flatten(1)
-
-    def fc_features(self, pooled: Tensor, layer: str = "fc7") -> Tensor:
-        """fc6 or fc7 activations (after ReLU, before dropout) of pooled vectors."""
-        if layer not in ("fc6", "fc7"):
-            raise ValueError(f"layer must be 'fc6' or 'fc7', got {layer!r}")
-        return fc_activations(self, pooled, layer)
-
-    def classify_pooled(self, pooled: Tensor) -> Tensor:
-        """Pooled vectors -> class scores (fc6 -> fc7 -> fc8)."""
-        return self.fc8(self.dropout(self.fc_features(pooled, "fc7")))
-
-    def forward_head(self, feats: Tensor) -> Tensor:
-        """Conv map -> class scores."""
-        return self.classify_pooled(self.pool_features(feats))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _build(arch: str, spp: bool, num_classes: int = 1000, width_mult: float = 1.0,

@@ -87,7 +87,7 @@ def test_spp_nets_accept_odd_sizes_and_aspect_ratios(name, hw):
 @pytest.mark.parametrize("name", ["zf5", "convnet5", "overfeat7"])
 def test_baselines_reject_other_sizes_with_a_clear_message(name):
     model = get_model(name, num_classes=3, width_mult=0.25, fc_dim=32).eval()
-    with pytest.raises(ValueError, match="needs a 224x224 input .* use the _spp variant"):
+    with pytest.raises(ValueError, match="needs a 224x224 input .* use an SPP variant"):
         model(torch.randn(1, 3, 180, 180))
     with pytest.raises(ValueError, match="takes no levels"):
         get_model(name, levels=(4, 2, 1))

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Issue 17, the fine-tuned study: the ImageNet MobileNetV2 trunk with the fixed / spp / gap heads
+# on Caltech-101, 3 seeds (= 3 splits). Run from the repository root:
+#   nice -n 10 bash docs/experiments/classification_finetune.sh [RUN ...]
+# RUN names (default: all, seed by seed): fixed_s0 spp_s0 sppmulti_s0 gap_s0 ... _s2.
+# Each run writes runs/cls_ft/<RUN>/ and copies its small files to
+# docs/results/classification/ft_<RUN>/ (config, metrics, results, test views, curves).
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+DATA=${DATA:-../shared/data/caltech101/101_ObjectCategories}
+W=${W:-../shared/data/imagenet_tflite/mobilenet_v2_1.0_224_quant.tflite}
+# the schedule (the same for every head): SGD, batch 32, head lr 0.001, trunk 0.1x, the first 39
+# trunk convs (stem + blocks 1-13) frozen; lr /10 as soon as an epoch does not improve val
+# top-1, once; stop when it again does not improve; at most 10 epochs.
+COMMON=(--split 25,5,50 --fc-dim 1024 --dropout 0.5 --batch-size 32 --lr 0.001
+        --trunk-lr-mult 0.1 --freeze-layers 39 --lr-patience 0 --lr-drops 1 --stop-when-done
+        --epochs 10 --resize 256 --no-progress ${EXTRA:-})
+runs=("$@")
+if [ ${#runs[@]} -eq 0 ]; then
+  for s in 0 1 2; do runs+=(fixed_s$s spp_s$s sppmulti_s$s gap_s$s); done
+fi
+for run in "${runs[@]}"; do
+  kind=${run%_s*}; seed=${run##*_s}
+  case $kind in
+    fixed) args=(--model mobilenet_v2_fixed --sizes 224); views=center ;;
+    spp) args=(--model mobilenet_v2_spp --levels 3,2,1 --sizes 224); views=center,full ;;
+    sppmulti) args=(--model mobilenet_v2_spp --levels 3,2,1 --sizes 224,180); views=center,full ;;
+    gap) args=(--model mobilenet_v2_gap --sizes 224); views=center,full ;;
+    *) echo "unknown run $run" >&2; exit 2 ;;
+  esac
+  out=runs/cls_ft/$run
+  if [ -f "$out/results.json" ]; then
+    echo "== $run: done already"
+  else
+    echo "== $run: training ($(date +%T))"
+    resume=()
+    [ -f "$out/last.safetensors" ] && resume=(--resume)
+    "$PY" -m sppnet train-cls --data "$DATA" --weights "$W" --seed "$seed" \
+      --output-dir "$out" "${COMMON[@]}" "${args[@]}" "${resume[@]}"
+  fi
+  if [ ! -f "$out/views_test.json" ]; then
+    echo "== $run: test views $views ($(date +%T))"
+    "$PY" -m sppnet eval-cls --run "$out" --views "$views" --full-size 224 --no-progress
+  fi
+  dest=docs/results/classification/ft_$run
+  mkdir -p "$dest"
+  cp "$out"/{config.json,metrics.jsonl,results.json,views_test.json,curves.png,dataset.json} "$dest"/
+  echo "== $run: copied to $dest ($(date +%T))"
+done
