@@ -5,10 +5,13 @@
 # RUN names (default: all, seed by seed): fixed_s0 spp_s0 sppmulti_s0 gap_s0 ... _s2.
 # Each run writes runs/cls_ft/<RUN>/ and copies its small files to
 # docs/results/classification/ft_<RUN>/ (config, metrics, results, test views, curves).
+# RUNS and RESULTS move those two folders (e.g. to run the code of another worktree).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-../shared/data/caltech101/101_ObjectCategories}
 W=${W:-../shared/data/imagenet_tflite/mobilenet_v2_1.0_224_quant.tflite}
+RUNS=${RUNS:-runs/cls_ft}
+RESULTS=${RESULTS:-docs/results/classification}
 # the schedule (the same for every head): SGD, batch 32, head lr 0.001, trunk 0.1x, the first 39
 # trunk convs (stem + blocks 1-13) frozen; lr /10 as soon as an epoch does not improve val
 # top-1, once; stop when it again does not improve; at most 10 epochs.
@@ -28,7 +31,7 @@ for run in "${runs[@]}"; do
     gap) args=(--model mobilenet_v2_gap --sizes 224); views=center,full ;;
     *) echo "unknown run $run" >&2; exit 2 ;;
   esac
-  out=runs/cls_ft/$run
+  out=$RUNS/$run
   if [ -f "$out/results.json" ]; then
     echo "== $run: done already"
   else
@@ -42,7 +45,7 @@ for run in "${runs[@]}"; do
     echo "== $run: test views $views ($(date +%T))"
     "$PY" -m sppnet eval-cls --run "$out" --views "$views" --full-size 224 --no-progress
   fi
-  dest=docs/results/classification/ft_$run
+  dest=$RESULTS/ft_$run
   mkdir -p "$dest"
   cp "$out"/{config.json,metrics.jsonl,results.json,views_test.json,curves.png,dataset.json} "$dest"/
   echo "== $run: copied to $dest ($(date +%T))"
