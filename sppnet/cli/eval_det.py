@@ -17,7 +17,8 @@ from ..detection.proposals import PROPOSERS
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser("sppnet eval-det")
     p.add_argument("--model", type=Path, required=True, help="detector folder")
-    p.add_argument("--data", required=True, help="labelled VOC-format folder")
+    p.add_argument("--data", required=True, help="labelled VOC-format folder or COCO .json")
+    p.add_argument("--images", help="COCO --data: the folder its file_names are in")
     p.add_argument("--split", help="ImageSets/Main/<split>.txt of --data")
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--mode", choices=("spp", "rcnn"),
@@ -53,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
         det.configure(scales=tuple(int(s) for s in args.scales.split(",")))
     if args.fc:
         det.configure(fc=args.fc)  # fails early on a bad spec
-    ds = load_dataset(args.data, args.split or "", tuple(det.classes))
+    ds = load_dataset(args.data, args.split or "", tuple(det.classes), args.images or "")
     if args.ss_max_side:
         det.configure(ss_max_side=args.ss_max_side)
     if args.max_proposals:

@@ -9,7 +9,6 @@ pixel widths (``--no-plus-one`` for continuous coordinates).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -33,69 +32,17 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     return p
 
 
-def _json_entry(path: Path, image_id: str, d: object, classes: list[str] | None):
-    """One image's detections from detections.json -> ``(boxes (continuous), scores,
-    class names)``; raises naming the file and the image when malformed."""
-    import numpy as np
-
-    where = f"--detections {path}, image {image_id!r}"
-    if not isinstance(d, dict):
-        raise ValueError(f"{where}: expected an object with boxes/scores/labels, got "
-                         f"{type(d).__name__}")
-    missing = [k for k in ("boxes", "scores") if k not in d]
-    if "labels" not in d and "names" not in d:
-        missing.append("labels (or names)")
-    if missing:
-        raise ValueError(f"{where}: missing {', '.join(missing)}")
-    try:
-        boxes = np.asarray(d["boxes"], np.float64)
-        scores = np.asarray(d["scores"], np.float64).reshape(-1)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: boxes and scores must be numbers ({e})") from None
-    if boxes.size == 0:
-        boxes = boxes.reshape(0, 4)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{where}: boxes must be a list of [x1, y1, x2, y2], got shape "
-                         f"{boxes.shape}")
-    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-        raise ValueError(f"{where}: boxes and scores must be finite")
-    if "names" in d:
-        names = [str(n) for n in d["names"]]
-    else:  # labels alone are indices into the detector's classes: they need --classes
-        if classes is None:
-            raise ValueError(f"{where}: labels without names are indices into the detector's "
-                             "classes; give --classes in its label order")
-        try:
-            labels = [int(v) for v in d["labels"]]
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}: labels must be integers") from None
-        bad = [v for v in labels if not 0 <= v < len(classes)]
-        if bad:
-            raise ValueError(f"{where}: label {bad[0]} is not an index into --classes")
-        names = [classes[v] for v in labels]
-    if not len(boxes) == len(scores) == len(names):
-        raise ValueError(f"{where}: {len(boxes)} boxes, {len(scores)} scores and "
-                         f"{len(names)} labels")
-    return boxes, scores, names
-
-
 def _load_detections(path: Path, classes: list[str] | None, prefix: str,
                      candidates: list[str]) -> dict:
     """``{image_id: (boxes continuous xyxy, scores, class names)}`` from ``detections.json``
     or a folder of devkit files (for the classes in ``classes`` or else ``candidates``)."""
     import numpy as np
 
+    from ..evaluation.detections import read_detections_json
     from ..evaluation.voc import class_file_name, from_devkit, read_devkit_results
 
     if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"--detections {path} is not valid JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"--detections {path}: expected a JSON object of image id -> "
-                             f"detections, got {type(data).__name__}")
-        return {str(i): _json_entry(path, str(i), d, classes) for i, d in data.items()}
+        return read_detections_json(path, classes)
     if not path.is_dir():
         raise FileNotFoundError(f"--detections {path} does not exist")
     rows: dict = {}

@@ -31,6 +31,9 @@ COMMANDS = {
     "eval-det": ("sppnet.cli.eval_det", "evaluate a trained detector on a labelled folder "
                                         "(SPP or R-CNN mode, any scales)"),
     "eval-voc": ("sppnet.cli.eval_voc", "VOC mAP of detections against VOC XML"),
+    "eval-coco": ("sppnet.cli.eval_coco", "COCO metrics (pycocotools) and VOC07 mAP of "
+                                          "detections against a COCO JSON"),
+    "convert": ("sppnet.cli.convert", "VOC folders to COCO JSON and back"),
 }
 
 

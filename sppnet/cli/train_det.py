@@ -16,6 +16,7 @@ from ..detection.proposals import PROPOSERS
 
 # CLI flag -> DetConfig field
 FLAGS = {"data": "data", "split": "split", "test_data": "test_data", "test_split": "test_split",
+         "images": "images", "test_images": "test_images",
          "output_dir": "output_dir", "cache_dir": "cache_dir", "backbone": "backbone",
          "weights": "weights", "proposals": "proposals", "scales": "scales",
          "svm_layers": "svm_layers", "ft_iters": "ft_iters", "workers": "workers",
@@ -25,9 +26,13 @@ FLAGS = {"data": "data", "split": "split", "test_data": "test_data", "test_split
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser("sppnet train-det")
-    p.add_argument("--data", help="VOC-format training folder (devkit layout or image + XML)")
+    p.add_argument("--data", help="VOC-format training folder (devkit layout or image + XML) or "
+                                  "a COCO instances .json")
     p.add_argument("--split", help="ImageSets/Main/<split>.txt of --data")
-    p.add_argument("--test-data", help="VOC-format folder to evaluate on after training")
+    p.add_argument("--images", help="COCO --data: the folder its file_names are in")
+    p.add_argument("--test-data", help="VOC-format folder or COCO .json to evaluate on after "
+                                       "training")
+    p.add_argument("--test-images", help="COCO --test-data: its image folder")
     p.add_argument("--test-split")
     p.add_argument("--output-dir", help="run folder (default runs/det)")
     p.add_argument("--cache-dir", help="proposal and conv-map cache (default OUTPUT_DIR/cache)")

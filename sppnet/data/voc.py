@@ -73,6 +73,7 @@ class VOCDataset:
     annotations: list[Annotation]
     skipped: dict[str, str] = field(default_factory=dict)  # file -> why it was left out
     found_classes: list[str] = field(default_factory=list)  # every name in the XML, sorted
+    coco_ids: dict[str, int] = field(default_factory=dict)  # image id -> COCO id (COCO files)
 
     def __len__(self) -> int:
         return len(self.annotations)
@@ -86,7 +87,8 @@ class VOCDataset:
         if missing:
             raise ValueError(f"{len(missing)} image id(s) are not in {self.root}: {missing[:5]}")
         return VOCDataset(self.root, self.classes, [by_id[i] for i in ids], dict(self.skipped),
-                          list(self.found_classes))
+                          list(self.found_classes),
+                          {i: self.coco_ids[i] for i in ids if i in self.coco_ids})
 
 
 def read_image_size(path: Path) -> tuple[int, int]:

@@ -20,10 +20,13 @@ __all__ = ["DetConfig"]
 @dataclass(frozen=True)
 class DetConfig:
     # data
-    data: str = ""  # VOC-format training folder (devkit layout or image + XML side by side)
+    data: str = ""  # VOC-format training folder (devkit layout or image + XML side by side),
+    # or a COCO instances .json
     split: str = ""  # devkit ImageSets/Main/<split>.txt of `data`; empty = every annotated image
-    test_data: str = ""  # VOC-format folder evaluated after training; empty = none
+    images: str = ""  # COCO `data`: the folder its file_names are in (default: the JSON's)
+    test_data: str = ""  # VOC-format folder or COCO .json evaluated after training; empty = none
     test_split: str = ""
+    test_images: str = ""  # COCO `test_data`: its image folder
     classes: tuple[str, ...] = ()  # class names in label order; empty = sorted names in `data`
     output_dir: str = "runs/det"  # config.json, stage outputs, model/, eval/
     cache_dir: str = ""  # proposals and conv maps; empty = <output_dir>/cache

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.voc import VOCDataset, load_voc
+from ..data.coco import load_annotations
+from ..data.voc import VOCDataset
 from ..models.backbone import backbone_spec as models_backbone_spec
 from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..utils.distributed import env_rank, shard
@@ -59,8 +60,9 @@ def backbone_spec(cfg: DetConfig) -> BackboneSpec:
     return models_backbone_spec(cfg.backbone, cfg.weights or None, cfg.feature_stride)
 
 
-def load_dataset(root: str, split: str, classes: tuple) -> VOCDataset:
-    ds = load_voc(root, split or None, classes or None)
+def load_dataset(root: str, split: str, classes: tuple, images: str = "") -> VOCDataset:
+    """A VOC folder or a COCO JSON (with ``images``, its image folder), skips logged."""
+    ds = load_annotations(root, split or None, classes or None, images=images or None)
     for f, why in ds.skipped.items():
         log.warning("left out %s: %s", f, why)
     return ds
@@ -141,8 +143,8 @@ class Stages:
 
 
 # fields that do not change what the trained stages compute
-RUNTIME_FIELDS = ("output_dir", "cache_dir", "workers", "test_data", "test_split", "score",
-                  "max_dets", "nms_iou")
+RUNTIME_FIELDS = ("output_dir", "cache_dir", "workers", "test_data", "test_split", "test_images",
+                  "score", "max_dets", "nms_iou")
 # what the trained stages write; --force deletes them (the caches are verified and stay)
 STAGE_OUTPUTS = ("head.safetensors", "finetune_last.safetensors", "finetune_metrics.jsonl",
                  "finetune_curves.png", "svm_*.safetensors", "bbox_reg.safetensors", "model",
@@ -173,7 +175,7 @@ def _check_run_dir(out: Path, cfg: DetConfig, force: bool) -> None:
 
 def training_set(cfg: DetConfig) -> VOCDataset:
     """The training images; classes named in ``cfg.classes`` must occur in them."""
-    ds = load_dataset(cfg.data, cfg.split, cfg.classes)
+    ds = load_dataset(cfg.data, cfg.split, cfg.classes, cfg.images)
     unknown = [c for c in cfg.classes if c not in ds.found_classes]
     if unknown:
         raise ValueError(f"classes {unknown} occur in no annotation of {cfg.data} (found: "
@@ -430,7 +432,8 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
     if "eval" in stages and cfg.test_data:
         from .evaluate import evaluate_detector
 
-        test = load_dataset(cfg.test_data, cfg.test_split, tuple(st.ds.classes))
+        test = load_dataset(cfg.test_data, cfg.test_split, tuple(st.ds.classes),
+                            cfg.test_images)
         props = get_proposals(test, cfg, Path(cfg.cache_dir or out / "cache"), progress)
         evaluate_detector(det, test, props, out / "eval", mode=cfg.mode, progress=progress)
     return model_dir

@@ -1,0 +1,99 @@
+"""``sppnet eval-coco``: the official COCO metrics (pycocotools) of detections against a COCO
+instances JSON — ``eval-voc``'s sibling — with the VOC07 mAP of the same detections beside them.
+
+    sppnet eval-coco --annotations GT.json --detections RESULTS.json --output-dir OUT
+
+Detections: a COCO results list (``[{image_id, category_id, bbox [x, y, w, h], score}]``) or
+``sppnet detect``'s ``detections.json`` (keys: image file stems; boxes continuous ``xyxy``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+
+def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser("sppnet eval-coco")
+    p.add_argument("--annotations", type=Path, required=True, help="COCO instances JSON")
+    p.add_argument("--detections", type=Path, required=True,
+                   help="COCO results JSON (a list) or sppnet's detections.json")
+    p.add_argument("--output-dir", type=Path, required=True)
+    p.set_defaults(func=main)
+    return p
+
+
+def _from_results(results: list, ds, path: Path) -> dict:
+    """A COCO results list -> ``{image_id: (xyxy, scores, names)}`` (for the VOC mAP)."""
+    import numpy as np
+
+    from ..data.coco import _categories, read_coco_json
+
+    cats = _categories(read_coco_json(ds.root), ds.root)
+    ours = {cid: i for i, cid in ds.coco_ids.items()}
+    rows: dict = {}
+    for n, r in enumerate(results):
+        try:
+            x, y, w, h = (float(v) for v in r["bbox"])
+            img, cat, score = r["image_id"], r["category_id"], float(r["score"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"--detections {path}: result {n} needs image_id, category_id, "
+                             f"bbox [x, y, w, h] and score, got {r!r}") from None
+        if cat not in cats:
+            raise ValueError(f"--detections {path}: result {n} has category_id {cat!r}, which "
+                             f"{ds.root} does not declare")
+        if img not in ours:
+            raise ValueError(f"--detections {path}: result {n} has image_id {img!r}, which "
+                             f"is not in {ds.root}")
+        rows.setdefault(ours[img], []).append(([x, y, x + w, y + h], score, cats[cat]))
+    return {i: (np.array([b for b, _, _ in r]), np.array([s for _, s, _ in r]),
+                [c for _, _, c in r]) for i, r in rows.items()}
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..data.coco import load_coco, read_coco_json
+    from ..evaluation.coco import coco_eval, detections_to_coco, voc_map_of
+    from ..evaluation.detections import read_detections_json
+    from ..utils.provenance import write_results
+    from ..utils.run_dir import check_output_dir
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    check_output_dir(args.output_dir)
+    gt = read_coco_json(args.annotations)
+    ds = load_coco(args.annotations, need_images=False)
+    if not args.detections.is_file():
+        raise FileNotFoundError(f"--detections {args.detections} does not exist")
+    try:
+        raw = json.loads(args.detections.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"--detections {args.detections} is not valid JSON: {e}") from None
+    category_ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
+    if isinstance(raw, list):
+        results, dets = raw, _from_results(raw, ds, args.detections)
+    else:
+        dets = read_detections_json(args.detections)
+        unknown = sorted({n for _, _, names in dets.values() for n in names} - set(category_ids))
+        if unknown:
+            raise ValueError(f"--detections {args.detections} names classes {unknown} that "
+                             f"{args.annotations} does not declare")
+        extra = sorted(set(dets) - set(ds.coco_ids))
+        if extra:
+            logging.warning("%d detected image id(s) are not in the annotations, ignored: %s",
+                            len(extra), extra[:5])
+        results = detections_to_coco(dets, ds, category_ids)
+    coco = coco_eval(gt, results)
+    voc = voc_map_of(dets, ds)
+    out = {"coco": {k: v for k, v in coco.items() if k != "summary"},
+           "voc07_mAP": voc["mAP"], "voc07_per_class_AP": voc["per_class_AP"],
+           "images": len(ds), "detections": len(results),
+           "note": "COCO: pycocotools COCOeval (bbox), 101-point, IoU .50:.95, no +1; VOC07: "
+                   "11-point at IoU 0.5, continuous boxes, crowds as difficult"}
+    write_results(args.output_dir / "results.json", out, {})
+    (args.output_dir / "cocoeval.txt").write_text(coco["summary"])
+    print(coco["summary"].rstrip())
+    print(f"AP {100 * coco['AP']:.1f}  AP50 {100 * coco['AP50']:.1f}  AP75 "
+          f"{100 * coco['AP75']:.1f}  |  VOC07 mAP {100 * voc['mAP']:.1f}  over {len(ds)} images;"
+          f" wrote {args.output_dir}")
+    return 0

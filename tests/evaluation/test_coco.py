@@ -1,0 +1,147 @@
+"""COCO-format data and metrics (issue 14.4): the reader's box and crowd conventions, the
+converter both ways, and ``eval-coco`` (official pycocotools) beside VOC07 mAP — the same
+detections give the same VOC mAP from a VOC folder and from its COCO conversion."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sppnet.cli.main import main
+from sppnet.data.coco import load_annotations, load_coco
+from sppnet.data.voc import load_voc
+from tests.cli_util import cli_error
+from tests.shared_data import need
+
+pytest.importorskip("pycocotools", reason="eval-coco needs pycocotools (pip install "
+                                          "pycocotools; it is in the test extra)")
+
+
+def _gt(tmp_path, crowd=False):
+    """Two images: a.png (40x60) with a cat and a dog, b.png (30x30) with a cat (a crowd)."""
+    Image.new("RGB", (60, 40)).save(tmp_path / "a.png")
+    Image.new("RGB", (30, 30)).save(tmp_path / "b.png")
+    gt = {"images": [{"id": 7, "file_name": "a.png", "width": 60, "height": 40},
+                     {"id": 9, "file_name": "b.png", "width": 30, "height": 30}],
+          "categories": [{"id": 5, "name": "dog"}, {"id": 2, "name": "cat"}],
+          "annotations": [
+              {"id": 1, "image_id": 7, "category_id": 2, "bbox": [10.0, 5.0, 20.0, 15.0],
+               "area": 300.0, "iscrowd": 0},
+              {"id": 2, "image_id": 7, "category_id": 5, "bbox": [30.0, 10.0, 25.0, 20.0],
+               "area": 500.0, "iscrowd": 0},
+              {"id": 3, "image_id": 9, "category_id": 2, "bbox": [2.0, 2.0, 20.0, 20.0],
+               "area": 400.0, "iscrowd": int(crowd)}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    return path
+
+
+def test_reader_converts_xywh_orders_categories_by_id_and_flags_crowds(tmp_path):
+    ds = load_coco(_gt(tmp_path, crowd=True))
+    assert ds.classes == ["cat", "dog"]  # ids 2, 5
+    a, b = ds[0], ds[1]
+    assert (a.image_id, b.image_id) == ("a", "b") and ds.coco_ids == {"a": 7, "b": 9}
+    np.testing.assert_array_equal(a.boxes, [[10, 5, 30, 20], [30, 10, 55, 30]])
+    assert a.labels.tolist() == [0, 1] and a.image_size == (40, 60)
+    assert b.difficult.tolist() == [True]
+
+
+def test_unknown_category_and_missing_image_are_named(tmp_path, caplog):
+    path = _gt(tmp_path)
+    gt = json.loads(path.read_text())
+    (tmp_path / "b.png").unlink()
+    path.write_text(json.dumps(gt))
+    ds = load_coco(path)
+    assert [a.image_id for a in ds] == ["a"] and "b.png" in caplog.text
+    gt["annotations"][0]["category_id"] = 99
+    path.write_text(json.dumps(gt))
+    with pytest.raises(ValueError, match="category_id 99, which no category declares"):
+        load_coco(path)
+    with pytest.raises(ValueError, match="a split .* is for VOC folders"):
+        load_annotations(path, split="train")
+
+
+def _eval_coco(tmp_path, gt, dets, name):
+    out = tmp_path / name
+    assert main(["eval-coco", "--annotations", str(gt), "--detections", str(dets),
+                 "--output-dir", str(out)]) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def test_perfect_detections_score_one_and_a_crowd_hit_is_not_a_false_positive(tmp_path):
+    gt = _gt(tmp_path, crowd=True)
+    dets = {"a": {"boxes": [[10, 5, 30, 20], [30, 10, 55, 30]], "scores": [0.9, 0.8],
+                  "names": ["cat", "dog"]},
+            # the highest-scoring cat is on the crowd: ignored by both metrics, so AP stays 1
+            "b": {"boxes": [[2, 2, 22, 22]], "scores": [0.95], "names": ["cat"]}}
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    r = _eval_coco(tmp_path, gt, tmp_path / "dets.json", "ours")
+    assert r["coco"]["AP"] == pytest.approx(1.0) and r["coco"]["AP50"] == pytest.approx(1.0)
+    assert r["voc07_mAP"] == pytest.approx(1.0)
+    # the same detections as a COCO results list give the same numbers
+    results = [{"image_id": 7, "category_id": 2, "bbox": [10, 5, 20, 15], "score": 0.9},
+               {"image_id": 7, "category_id": 5, "bbox": [30, 10, 25, 20], "score": 0.8},
+               {"image_id": 9, "category_id": 2, "bbox": [2, 2, 20, 20], "score": 0.95}]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    r2 = _eval_coco(tmp_path, gt, tmp_path / "results.json", "coco")
+    assert r2["coco"] == r["coco"] and r2["voc07_mAP"] == r["voc07_mAP"]
+
+
+def test_a_missed_object_halves_that_class(tmp_path):
+    gt = _gt(tmp_path)  # no crowd: the cat in b counts
+    dets = {"a": {"boxes": [[10, 5, 30, 20], [30, 10, 55, 30]], "scores": [0.9, 0.8],
+                  "names": ["cat", "dog"]}}
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    r = _eval_coco(tmp_path, gt, tmp_path / "dets.json", "out")
+    # cat: recall 1/2 at precision 1 -> VOC07 points 0..0.5 (6 of 11) -> 6/11; dog: 1
+    assert r["voc07_per_class_AP"]["cat"] == pytest.approx(6 / 11)
+    assert r["voc07_mAP"] == pytest.approx((6 / 11 + 1) / 2)
+    # COCO: cat precision 1 up to recall 0.5 (51 of 101 points), dog 1 -> (51/101 + 1) / 2
+    assert r["coco"]["AP50"] == pytest.approx((51 / 101 + 1) / 2)
+
+
+def test_eval_coco_refuses_a_class_the_annotations_lack(tmp_path, capsys):
+    gt = _gt(tmp_path)
+    (tmp_path / "dets.json").write_text(json.dumps(
+        {"a": {"boxes": [[1, 1, 5, 5]], "scores": [0.5], "names": ["horse"]}}))
+    msg = cli_error(capsys, ["eval-coco", "--annotations", str(gt), "--detections",
+                             str(tmp_path / "dets.json"), "--output-dir", str(tmp_path / "o")])
+    assert "names classes ['horse']" in msg
+
+
+def test_fruit_voc_and_its_coco_conversion_give_the_same_voc_map(tmp_path):
+    fruit = need("fruit/test")
+    coco = tmp_path / "fruit_test.json"
+    assert main(["convert", "--voc", str(fruit), "--to-coco", str(coco)]) == 0
+    voc_ds, coco_ds = load_voc(fruit), load_coco(coco, fruit)
+    assert [a.image_id for a in voc_ds] == [a.image_id for a in coco_ds]
+    for a, b in zip(voc_ds, coco_ds):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        assert a.labels.tolist() == b.labels.tolist()
+    # back to VOC XML: the same objects again
+    assert main(["convert", "--coco", str(coco), "--images", str(fruit), "--to-voc",
+                 str(tmp_path / "xml")]) == 0
+    back = load_voc(tmp_path / "xml", need_images=False)
+    for a, b in zip(voc_ds, back):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+    # detections: each object's box shifted, a random score, and one false positive per image
+    rng = np.random.default_rng(0)
+    dets = {}
+    for a in voc_ds:
+        boxes = a.boxes + rng.normal(0, 4, a.boxes.shape)
+        boxes = np.vstack([boxes, [[0, 0, 20, 20]]])
+        names = [voc_ds.classes[k] for k in a.labels] + [voc_ds.classes[0]]
+        dets[a.image_id] = {"boxes": boxes.tolist(), "scores": rng.random(len(boxes)).tolist(),
+                            "names": names}
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    assert main(["eval-voc", "--annotations", str(fruit), "--detections",
+                 str(tmp_path / "dets.json"), "--output-dir", str(tmp_path / "voc"),
+                 "--no-plus-one"]) == 0
+    voc = json.loads((tmp_path / "voc" / "results.json").read_text())
+    r = _eval_coco(tmp_path, coco, tmp_path / "dets.json", "coco")
+    assert r["voc07_mAP"] == pytest.approx(voc["mAP"], abs=1e-12)
+    assert 0.2 < voc["mAP"] < 1.0  # jittered boxes and false positives: not perfect
+    print(f"fruit test, jittered boxes: VOC07 mAP {voc['mAP']:.4f}, pycocotools AP50 "
+          f"{r['coco']['AP50']:.4f}, AP {r['coco']['AP']:.4f}")
+    assert r["coco"]["AP50"] != pytest.approx(voc["mAP"], abs=1e-6)  # 101 points, not 11
