@@ -145,7 +145,9 @@ class DecodedImages:
             self.failed[path] = str(e)
             log.warning("skipping %s", e)
             return None
-        img = resize_shorter(ensure_min_size(img, self.min_size), self.resize)
+        # one resize to the working size (as eval-cls does); upscaling only if that is still
+        # below what the net needs
+        img = ensure_min_size(resize_shorter(img, self.resize), self.min_size)
         if self.cache:
             self._arrays[i] = img
         return img

@@ -85,3 +85,18 @@ def test_lighting_is_seeded_and_to_tensor_mean():
     assert t.shape == (3, 4, 4) and torch.allclose(t, torch.full((3, 4, 4), -28 / 128))
     mean_image = torch.full((3, 8, 8), 100.0)  # warped to the input size
     assert torch.allclose(to_tensor(img, mean_image, 1.0), torch.zeros(3, 4, 4))
+
+
+def test_a_small_image_is_resized_once_as_eval_cls_resizes_it(tmp_path):
+    """Training's decode cache and eval-cls must see the same pixels: a 60x90 photo goes to
+    shorter side 128 in one resize, not 60 -> min_size 100 -> 128 (two resamplings)."""
+    from sppnet.data.decode import decode_image
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "c").mkdir()
+    Image.fromarray(rng.integers(0, 256, (60, 90, 3), np.uint8)).save(tmp_path / "c" / "a.png")
+    folder = ClassFolder.scan(tmp_path)
+    got = DecodedImages(folder.samples, resize=128, min_size=100).load(0)
+    want = resize_shorter(decode_image(tmp_path / "c" / "a.png"), 128)
+    assert got.shape == want.shape == (128, 192, 3)
+    np.testing.assert_array_equal(got, want)
