@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.transforms import crop_boxes, resize_shorter, to_tensor
+from ..data.transforms import crop_boxes, pad_batch, resize_shorter, to_tensor
 from ..ops import project_boxes, spp_pool_cells
 
 __all__ = ["VIEW_MODES", "PAPER_SCALES", "ViewSettings", "ViewOutput", "predict_views",
@@ -159,9 +159,24 @@ def predict_views(model, img: np.ndarray, mode: str, settings: ViewSettings) -> 
     return ViewOutput(probs.mean(0), len(probs), passes)
 
 
+@torch.no_grad()
+def predict_full_batch(model, imgs: Sequence[np.ndarray], settings: ViewSettings) -> Tensor:
+    """The ``full`` view of several images in one zero-padded batch (``(N, K)`` softmax): each
+    image at shorter side ``full_size`` and its own aspect ratio, pooled over its valid map."""
+    _requires_spp(model, "full")
+    device = next(model.parameters()).device
+    batch, sizes = pad_batch([_tensor(resize_shorter(im, settings.full_size), settings)
+                              for im in imgs])
+    x = batch.to(device).contiguous(memory_format=torch.channels_last)
+    return model.forward_padded(x, sizes).softmax(1)
+
+
 def evaluate_views(model, images: Sequence[tuple[np.ndarray, int]], modes: Sequence[str],
-                   settings: ViewSettings, progress: bool = True) -> dict[str, dict[str, float]]:
-    """Top-1 / top-5, views and conv passes per image, and seconds per image, for each mode."""
+                   settings: ViewSettings, progress: bool = True,
+                   batch_size: int = 1) -> dict[str, dict[str, float]]:
+    """Top-1 / top-5, views and conv passes per image, and seconds per image, for each mode.
+    ``batch_size > 1`` runs the ``full`` view on padded batches of that many images
+    (:func:`predict_full_batch`); the other views are per image."""
     import time
 
     from tqdm import tqdm
@@ -172,7 +187,19 @@ def evaluate_views(model, images: Sequence[tuple[np.ndarray, int]], modes: Seque
     for mode in modes:
         c1 = c5 = n = views = passes = 0
         t0 = time.perf_counter()
-        for img, label in tqdm(images, desc=f"views {mode}", disable=not progress, leave=False):
+        if mode == "full" and batch_size > 1:
+            for i in tqdm(range(0, len(images), batch_size), desc="views full (batched)",
+                          disable=not progress, leave=False):
+                chunk = images[i:i + batch_size]
+                probs = predict_full_batch(model, [im for im, _ in chunk], settings)
+                t1, t5 = topk_correct(probs, torch.tensor([lab for _, lab in chunk]), (1, 5))
+                c1, c5, n = c1 + t1, c5 + t5, n + len(chunk)
+            views = passes = n
+            images_iter: Sequence = []
+        else:
+            images_iter = images
+        for img, label in tqdm(images_iter, desc=f"views {mode}", disable=not progress,
+                               leave=False):
             out = predict_views(model, img, mode, settings)
             t1, t5 = topk_correct(out.probs[None], torch.tensor([label]), (1, 5))
             c1, c5, n = c1 + t1, c5 + t5, n + 1
@@ -181,5 +208,6 @@ def evaluate_views(model, images: Sequence[tuple[np.ndarray, int]], modes: Seque
         results[mode] = {"top1": c1 / max(n, 1), "top5": c5 / max(n, 1), "images": n,
                          "views_per_image": views / max(n, 1),
                          "conv_passes_per_image": passes / max(n, 1),
-                         "seconds_per_image": dt / max(n, 1)}
+                         "seconds_per_image": dt / max(n, 1),
+                         "batch_size": batch_size if mode == "full" else 1}
     return results

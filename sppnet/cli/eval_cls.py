@@ -23,6 +23,9 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--full-size", type=int, default=None,
                    help="shorter side of the full-image view (default: the run's resize)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="full view: images per zero-padded batch (default 1: one at a time, "
+                        "exact)")
     p.add_argument("--output", type=Path, default=None,
                    help="results JSON (default RUN/views_<split>.json)")
     p.add_argument("--no-progress", action="store_true")
@@ -74,7 +77,10 @@ def main(args: argparse.Namespace) -> int:
                             full_size=args.full_size or inp["resize"], mean=inp["mean"],
                             input_scale=inp["input_scale"])
     model = model.to(memory_format=torch.channels_last)
-    results = evaluate_views(model, images, modes, settings, progress=not args.no_progress)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    results = evaluate_views(model, images, modes, settings, progress=not args.no_progress,
+                             batch_size=args.batch_size)
     out = args.output or args.run / f"views_{args.split}.json"
     out.write_text(json.dumps({"checkpoint": str(ckpt), "split": args.split,
                                "settings": settings.__dict__, "views": results}, indent=2) + "\n")

@@ -10,6 +10,8 @@ augmentation depends only on ``(seed, epoch, index)`` — resumable and identica
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from PIL import Image
 from torch import Tensor
 
 __all__ = [
+    "pad_batch",
     "CROP_POSITIONS",
     "IMAGENET_EIGVAL",
     "IMAGENET_EIGVEC",
@@ -98,3 +101,19 @@ def to_tensor(img: np.ndarray, mean: float | Tensor = 128.0, scale: float = 1.0 
         mean = F.interpolate(mean[None].float(), size=tuple(t.shape[-2:]), mode="bilinear",
                              align_corners=False)[0]
     return (t - mean) * scale
+
+
+def pad_batch(images: Sequence[Tensor], multiple: int = 1) -> tuple[Tensor, Tensor]:
+    """Images ``(3, H_i, W_i)`` of different sizes -> one zero-padded ``(N, 3, H, W)`` batch
+    (each at the top left; ``H, W`` rounded up to ``multiple``) and the ``(N, 2)`` sizes
+    ``(H_i, W_i)``. With a net's ``feature_size`` the sizes become the valid conv-map regions
+    for ``spp_pool(..., image_sizes=...)``."""
+    if not images:
+        raise ValueError("pad_batch needs at least one image")
+    sizes = torch.tensor([tuple(t.shape[-2:]) for t in images], dtype=torch.long)
+    h, w = (int(v) for v in sizes.max(0).values)
+    h, w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    out = images[0].new_zeros((len(images), images[0].shape[0], h, w))
+    for i, t in enumerate(images):
+        out[i, :, :t.shape[-2], :t.shape[-1]] = t
+    return out, sizes

@@ -273,6 +273,11 @@ class MobileNetV2Classifier(PooledHeadNet):
         self._build_fcs(pooled, fc_dim, num_classes, dropout)
         self._init_fcs()
 
+    def feature_size(self, h: int, w: int) -> tuple[int, int]:
+        """``(ceil(h / 32), ceil(w / 32))``: the map of an ``h x w`` input."""
+        s = self.feature_stride
+        return -(-h // s), -(-w // s)
+
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, 3, H, W) -> (N, 1280, ceil(H/32), ceil(W/32))``."""
         return self.features.forward_features(x)

@@ -184,6 +184,21 @@ class PooledHeadNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def forward_padded(self, x: Tensor, image_sizes: Tensor) -> Tensor:
+        """Class scores of a zero-padded batch of images of different sizes (``image_sizes``
+        ``(N, 2)``, e.g. from :func:`sppnet.data.transforms.pad_batch`): the conv trunk runs
+        on the padded batch and the pyramid pools each image's valid map region. Not bit-equal
+        to one image at a time: trunk cells near an image's bottom/right edge see the padding
+        through their receptive field."""
+        if not self.has_spp:
+            raise ValueError(f"{self.name or 'this net'} has a fixed pool5 and takes one input "
+                             "size; batches of mixed sizes need an SPP head")
+        feats = self.forward_features(x)
+        valid = torch.tensor([self.feature_size(int(h), int(w)) for h, w in image_sizes.tolist()],
+                             dtype=torch.long)
+        valid = torch.minimum(valid, torch.tensor(feats.shape[-2:]))
+        return self.classify_pooled(self.pool(feats, valid))
+
 
 class SPPNet(PooledHeadNet):
     """A Table-1 net: conv trunk, then SPP (or the baseline pool5), fc6, fc7, fc8.
@@ -252,6 +267,10 @@ class SPPNet(PooledHeadNet):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
         self._init_fcs()
+
+    def feature_size(self, h: int, w: int) -> tuple[int, int]:
+        """``(H', W')`` of the last conv map for an ``h x w`` input."""
+        return map_size(self.cfg, h), map_size(self.cfg, w)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, 3, H, W) -> (N, C, H', W')``, the last conv map, for any ``H, W >=

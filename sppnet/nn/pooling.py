@@ -41,8 +41,10 @@ class SpatialPyramidPooling(nn.Module):
     def num_bins(self) -> int:
         return sum(n * n for n in self.levels)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return spp_pool(x, self.levels, self.mode)
+    def forward(self, x: Tensor, image_sizes: Tensor | None = None) -> Tensor:
+        """``image_sizes (N, 2)``: the valid ``(h, w)`` of each map of a zero-padded batch of
+        different sizes (see :func:`~sppnet.ops.spp_pool`)."""
+        return spp_pool(x, self.levels, self.mode, image_sizes)
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, mode={self.mode!r}, bins={self.num_bins}"

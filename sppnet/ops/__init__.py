@@ -6,7 +6,15 @@ Nothing here knows about models, files or the command line.
 from .box_coder import BoxCoder
 from .boxes import batched_nms, box_area, box_iou, clip_boxes, nms, remove_small_boxes
 from .pyramid import bin_edges, spp_output_dim, spp_pool
-from .windows import BACKENDS, numba_available, project_boxes, spp_pool_cells, spp_roi_pool
+from .windows import (
+    BACKENDS,
+    boxes_to_rois,
+    numba_available,
+    project_boxes,
+    spp_pool_cells,
+    spp_pool_valid,
+    spp_roi_pool,
+)
 
 __all__ = [
     "BACKENDS",
@@ -14,6 +22,7 @@ __all__ = [
     "batched_nms",
     "bin_edges",
     "box_area",
+    "boxes_to_rois",
     "box_iou",
     "clip_boxes",
     "nms",
@@ -23,5 +32,6 @@ __all__ = [
     "spp_output_dim",
     "spp_pool",
     "spp_pool_cells",
+    "spp_pool_valid",
     "spp_roi_pool",
 ]

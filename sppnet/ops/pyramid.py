@@ -92,7 +92,8 @@ def _pool_level_masked(x: Tensor, n: int, mode: str) -> Tensor:
     return ph @ (x @ pw.transpose(0, 1))
 
 
-def spp_pool(x: Tensor, levels: Sequence[int] = (6, 3, 2, 1), mode: str = "max") -> Tensor:
+def spp_pool(x: Tensor, levels: Sequence[int] = (6, 3, 2, 1), mode: str = "max",
+             image_sizes: Tensor | Sequence[Sequence[int]] | None = None) -> Tensor:
     """Spatial pyramid pooling of a batch of feature maps into fixed-length vectors.
 
     Args:
@@ -100,11 +101,18 @@ def spp_pool(x: Tensor, levels: Sequence[int] = (6, 3, 2, 1), mode: str = "max")
             contiguous or channels_last.
         levels: pyramid levels; level ``n`` pools into ``n x n`` bins. Paper: ``(6, 3, 2, 1)``.
         mode: ``"max"`` (the paper) or ``"avg"``.
+        image_sizes (Tensor[N, 2] or list of ``(h, w)``, optional): for a zero-padded batch of
+            maps of different sizes, the valid top-left region of each; row ``i`` is then
+            ``spp_pool`` of ``x[i, :, :h_i, :w_i]`` (see :func:`sppnet.ops.spp_pool_valid`).
 
     Returns:
         Tensor[N, C * sum(n*n)]: level by level in the order given, each flattened ``(C, n, n)``.
         Differentiable with respect to ``x``.
     """
+    if image_sizes is not None:
+        from .windows import spp_pool_valid
+
+        return spp_pool_valid(x, image_sizes, levels, mode)
     check_feature_map(x)
     levels = check_levels(levels)
     check_mode(mode)

@@ -42,7 +42,8 @@ except ImportError:  # pragma: no cover - exercised only without numba
     _numba = None
     _kernels = None
 
-__all__ = ["project_boxes", "spp_pool_cells", "spp_roi_pool", "numba_available", "BACKENDS"]
+__all__ = ["project_boxes", "spp_pool_cells", "spp_roi_pool", "spp_pool_valid", "boxes_to_rois",
+           "numba_available", "BACKENDS"]
 
 BACKENDS = ("auto", "numba", "torch")
 
@@ -178,7 +179,7 @@ def _check_out(out: Tensor, features: Tensor, n_windows: int, dim: int) -> None:
 
 def spp_roi_pool(
     features: Tensor,
-    rois: Tensor,
+    rois: Tensor | Sequence[Tensor],
     levels: Sequence[int] = (6, 3, 2, 1),
     stride: float = 16,
     offset: float = 0.0,
@@ -190,7 +191,9 @@ def spp_roi_pool(
 
     Args:
         features (Tensor[N, C, H, W]): conv maps of N images.
-        rois (Tensor[R, 5]): rows ``(batch_index, x1, y1, x2, y2)`` in image pixels.
+        rois (Tensor[R, 5] or list[Tensor[L_i, 4]]): rows ``(batch_index, x1, y1, x2, y2)``
+            in image pixels, or, as torchvision's ``roi_pool`` also takes them, one
+            ``(x1, y1, x2, y2)`` tensor per image (``len(rois) == N``).
         levels: pyramid levels (paper: ``(6, 3, 2, 1)``).
         stride, offset: the map's receptive-field geometry (see :func:`project_boxes`).
         mode: ``"max"`` or ``"avg"``.
@@ -201,6 +204,8 @@ def spp_roi_pool(
         ``rois[r, 0]`` (exactly, for max). ``R = 0`` gives ``(0, D)``.
     """
     check_feature_map(features, "features")
+    if isinstance(rois, (list, tuple)):
+        rois = boxes_to_rois(rois, features.shape[0])
     check_boxes(rois, "rois", columns=5)
     stride, offset = check_stride(stride, offset)
     bidx = rois[:, 0]
@@ -215,6 +220,44 @@ def spp_roi_pool(
                          f"features with N={n}")
     cells = project_boxes(rois[:, 1:], stride, features.shape[-2:], offset)
     return spp_pool_cells(features, cells, bidx.to(torch.long), levels, mode, backend, out)
+
+
+def boxes_to_rois(boxes: Sequence[Tensor], n_images: int | None = None) -> Tensor:
+    """``[Tensor[L_i, 4]]`` (one per image) -> ``Tensor[sum L_i, 5]`` rows ``(i, x1, y1, x2,
+    y2)`` (torchvision's ``convert_boxes_to_roi_format``)."""
+    if n_images is not None and len(boxes) != n_images:
+        raise ValueError(f"rois as a list needs one (L, 4) tensor per image: got {len(boxes)} for "
+                         f"{n_images} feature maps")
+    rows = []
+    for i, b in enumerate(boxes):
+        b = check_boxes(b, f"rois[{i}]")
+        rows.append(torch.cat([b.new_full((len(b), 1), float(i)), b], 1))
+    if not rows:
+        return torch.zeros(0, 5)
+    return torch.cat(rows)
+
+
+def spp_pool_valid(x: Tensor, image_sizes: Tensor | Sequence[Sequence[int]],
+                   levels: Sequence[int] = (6, 3, 2, 1), mode: str = "max",
+                   backend: str = "auto") -> Tensor:
+    """Pyramid-pool the valid ``(h_i, w_i)`` top-left region of each map of a zero-padded batch
+    (images of different sizes in one batch): row ``i`` equals ``spp_pool`` of
+    ``x[i, :, :h_i, :w_i]``, with gradients."""
+    check_feature_map(x)
+    sizes = torch.as_tensor(image_sizes, dtype=torch.long).reshape(-1, 2) if not (
+        isinstance(image_sizes, Tensor) and image_sizes.dim() == 2) else image_sizes.long()
+    n, _, h, w = x.shape
+    if sizes.shape != (n, 2):
+        raise ValueError(f"image_sizes must be one (h, w) per map: shape ({n}, 2), got "
+                         f"{tuple(sizes.shape)}")
+    if values_checkable() and n and bool(((sizes < 1) | (sizes[:, 0] > h)[:, None]
+                                          | (sizes[:, 1] > w)[:, None]).any()):
+        r = int(((sizes < 1).any(1) | (sizes[:, 0] > h) | (sizes[:, 1] > w)).nonzero()[0, 0])
+        raise ValueError(f"image_sizes[{r}] = {tuple(sizes[r].tolist())} is not a region of the "
+                         f"{h}x{w} maps")
+    cells = torch.stack([torch.zeros_like(sizes[:, 0]), torch.zeros_like(sizes[:, 0]),
+                         sizes[:, 1] - 1, sizes[:, 0] - 1], 1).to(x.device)
+    return spp_pool_cells(x, cells, torch.arange(n, device=x.device), levels, mode, backend)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -148,6 +148,12 @@ def test_mobilenet_fine_tunes_resumes_exactly_and_serves_every_consumer(shapes_f
                  "--no-progress"]) == 0
     views = json.loads((run / "views_test.json").read_text())["views"]
     assert views["center"]["images"] == views["full"]["images"] == 9
+    # the full view in zero-padded batches of 4 images of different sizes
+    assert main(["eval-cls", "--run", str(run), "--views", "full", "--full-size", "64",
+                 "--batch-size", "4", "--output", str(run / "batched.json"),
+                 "--no-progress"]) == 0
+    batched = json.loads((run / "batched.json").read_text())["views"]["full"]
+    assert batched["images"] == 9 and batched["batch_size"] == 4
 
     # a backbone for the transfer features and for detection: the stride-32 trunk
     ckpt = str(run / "best.safetensors")

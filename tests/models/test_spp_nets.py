@@ -134,3 +134,27 @@ def test_width_mult_and_fc_dim():
     assert m.fc6.out_features == 128 and m.fc8.out_features == 10
     with pytest.raises(ValueError, match="num_classes must be >= 1"):
         get_model("zf5_spp", num_classes=0)
+
+
+def test_forward_padded_pools_each_images_valid_map():
+    """In a padded batch, the image that fills the batch is computed exactly as alone; a smaller
+    one pools only its own map cells (close to alone: its edge cells see the padding)."""
+    from sppnet.data.transforms import pad_batch
+
+    torch.manual_seed(0)
+    net = get_model("zf5_spp", num_classes=4, width_mult=0.25, fc_dim=16).eval()
+    big, small = torch.randn(3, 96, 128), torch.randn(3, 70, 64)
+    batch, sizes = pad_batch([big, small])
+    assert batch.shape == (2, 3, 96, 128) and sizes.tolist() == [[96, 128], [70, 64]]
+    assert torch.equal(batch[1, :, 70:], torch.zeros(3, 26, 128))
+    with torch.no_grad():
+        got = net.forward_padded(batch, sizes)
+        torch.testing.assert_close(got[0], net(big[None])[0])
+        alone = net(small[None])[0]
+        assert not torch.equal(got[1], alone)
+        torch.testing.assert_close(got[1], alone, rtol=0.05, atol=0.05)
+        # pooling the whole padded map instead (no sizes) is further off
+        whole = net.forward_head(net.forward_features(batch))[1]
+        assert (whole - alone).abs().max() > (got[1] - alone).abs().max()
+    with pytest.raises(ValueError, match="mixed sizes need an SPP head"):
+        get_model("zf5", num_classes=4, width_mult=0.25, fc_dim=16).forward_padded(batch, sizes)
