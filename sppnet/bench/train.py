@@ -22,6 +22,23 @@ DEFAULT_CASES = (
 )
 
 
+
+def mobilenet_cases(weights: str) -> tuple:
+    """The fine-tuning regimes of the Caltech study (docs/classification.md), on the ImageNet
+    MobileNetV2 trunk: the whole trunk trained, and the first 39 trunk convs frozen (the study's
+    setting); the three heads at fc 1024."""
+    w = {"weights": weights, "fc_dim": 1024}
+    return (
+        ("MobileNetV2 SPP {3,2,1}, whole trunk", "mobilenet_v2_spp", w, 32, 224),
+        ("MobileNetV2 SPP {3,2,1}, 39 convs frozen", "mobilenet_v2_spp",
+         {**w, "_freeze": 39}, 32, 224),
+        ("MobileNetV2 SPP, 39 frozen, @180", "mobilenet_v2_spp", {**w, "_freeze": 39}, 32, 180),
+        ("MobileNetV2 fixed 3x3, 39 frozen", "mobilenet_v2_fixed", {**w, "_freeze": 39}, 32,
+         224),
+        ("MobileNetV2 GAP, 39 frozen", "mobilenet_v2_gap", {**w, "_freeze": 39}, 32, 224),
+    )
+
+
 def _sgd_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
               y: torch.Tensor) -> None:
     opt.zero_grad(set_to_none=True)
@@ -34,15 +51,22 @@ def run_train_benchmark(cases: Sequence[tuple] = DEFAULT_CASES, repeats: int = 5
     results = {"env": environment(), "channels_last": channels_last, "cases": []}
     for label, name, kwargs, batch, size in cases:
         torch.manual_seed(0)
-        model = get_model(name, num_classes=num_classes, **kwargs)
+        build = {k: v for k, v in kwargs.items() if not k.startswith("_")}
+        model = get_model(name, num_classes=num_classes, **build)
+        frozen = kwargs.get("_freeze", 0)
+        convs = [m for m in model.features.modules() if isinstance(m, torch.nn.Conv2d)]
+        for conv in convs[:frozen]:
+            conv.requires_grad_(False)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(memory_format=fmt).train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3,
+                              momentum=0.9)
         x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
         y = torch.randint(0, num_classes, (batch,))
 
         t = median_time(lambda m=model, o=opt, x=x, y=y: _sgd_step(m, o, x, y), repeats,
                         warmup=2)
+        kwargs = {k: (str(v) if k == "weights" else v) for k, v in kwargs.items()}
         results["cases"].append({"label": label, "model": name, "kwargs": kwargs,
                                  "batch": batch, "size": size, "step_s": t,
                                  "images_per_s": batch / t})

@@ -25,6 +25,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     tr = sub.add_parser("train", help="training throughput (fwd+bwd+step) of the paper's nets")
     tr.add_argument("--repeats", type=int, default=5, help="timed steps per case (median)")
     tr.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    tr.add_argument("--weights", help="also the ImageNet MobileNetV2 fine-tuning regimes (the "
+                                      "TFLite file)")
     tr.set_defaults(func=main_train)
     det = sub.add_parser("detect", help="the paper's Table 10: SPP-net vs the R-CNN way on the "
                                         "same windows")
@@ -129,9 +131,19 @@ def _write_json(result: dict, path: Path | None) -> None:
 
 
 def main_train(args: argparse.Namespace) -> int:
-    from ..bench.train import format_train_report, run_train_benchmark
+    from ..bench.train import (
+        DEFAULT_CASES,
+        format_train_report,
+        mobilenet_cases,
+        run_train_benchmark,
+    )
 
-    result = run_train_benchmark(repeats=args.repeats)
+    cases = DEFAULT_CASES
+    if args.weights:
+        if not Path(args.weights).is_file():
+            raise FileNotFoundError(f"--weights {args.weights} does not exist")
+        cases = cases + mobilenet_cases(args.weights)
+    result = run_train_benchmark(cases, repeats=args.repeats)
     print(format_train_report(result))
     _write_json(result, args.json)
     return 0
