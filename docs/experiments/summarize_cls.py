@@ -20,7 +20,8 @@ CONFIGS = [("zf5_nospp", "no SPP (pool5 3x3), 128 px"),
 
 
 def main(runs: Path, out_prefix: Path) -> None:
-    rows, fig = [], plt.figure(figsize=(7, 4))
+    rows = []
+    plt.figure(figsize=(7, 4))
     for (key, label), colour in zip(CONFIGS, ("tab:gray", "tab:blue", "tab:red")):
         tops, top5s, vals = [], [], []
         for run in sorted(runs.glob(f"{key}_s*")):

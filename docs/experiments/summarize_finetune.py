@@ -1,4 +1,5 @@
-"""Tables and curves of the fine-tuned Caltech-101 study (docs/experiments/classification_finetune.sh)
+"""Tables and curves of the fine-tuned Caltech-101 study
+(docs/experiments/classification_finetune.sh)
 from its committed result files, docs/results/classification/ft_<kind>_s<seed>/.
 
     python docs/experiments/summarize_finetune.py           # print

@@ -114,6 +114,12 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
                "windows_per_image_mean": float(np.mean([t["windows"] for t in timings]))
                if timings else 0.0,
                "scales": list(det.settings.scales)}
+    if ds.coco_ids:  # COCO-format data: the official metrics beside VOC07
+        from ..evaluation.coco import coco_metrics_of
+
+        results["coco"] = coco_metrics_of(
+            {i: (d.boxes.numpy(), d.scores.numpy(), [det.classes[int(k)] for k in d.labels])
+             for i, d in keep_dets.items()}, ds.subset([a.image_id for a in anns]))
     from ..utils.provenance import write_results
 
     write_results(out / "results.json", results, {})  # evaluation draws no random numbers

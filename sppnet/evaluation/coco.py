@@ -17,7 +17,7 @@ import numpy as np
 from ..data.voc import VOCDataset
 from .voc import VOCEvaluator
 
-__all__ = ["COCO_STATS", "coco_eval", "detections_to_coco", "voc_map_of"]
+__all__ = ["COCO_STATS", "coco_eval", "coco_metrics_of", "detections_to_coco", "voc_map_of"]
 
 # COCOeval.stats, in its order
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
@@ -48,9 +48,9 @@ def detections_to_coco(dets: dict[str, tuple[np.ndarray, np.ndarray, Sequence[st
     return out
 
 
-def coco_eval(gt: dict, results: list[dict]) -> dict:
-    """Run COCOeval (bbox) on a ground-truth dict and a results list; its printed table is
-    returned under ``summary`` instead of going to stdout."""
+def coco_eval(gt: dict, results: list[dict], image_ids: Sequence[int] | None = None) -> dict:
+    """Run COCOeval (bbox) on a ground-truth dict and a results list (over ``image_ids`` only,
+    when given); its printed table is returned under ``summary`` instead of going to stdout."""
     COCO, COCOeval = _pycocotools()
     with contextlib.redirect_stdout(io.StringIO()) as log:
         coco_gt = COCO()
@@ -59,6 +59,8 @@ def coco_eval(gt: dict, results: list[dict]) -> dict:
         if results:
             coco_dt = coco_gt.loadRes(results)
             ev = COCOeval(coco_gt, coco_dt, "bbox")
+            if image_ids is not None:
+                ev.params.imgIds = sorted(int(i) for i in image_ids)
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
@@ -80,3 +82,17 @@ def voc_map_of(dets: dict[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], ds
         ev.process(a.image_id, a.boxes, a.labels, a.difficult, b, s,
                    np.array([index[n] for n in names], np.int64))
     return ev.evaluate()
+
+
+def coco_metrics_of(dets: dict[str, tuple[np.ndarray, np.ndarray, Sequence[str]]],
+                    ds: VOCDataset) -> dict:
+    """COCOeval of detections on a dataset read from a COCO file (``ds.root`` is the JSON),
+    over the images of ``ds``."""
+    from ..data.coco import read_coco_json
+
+    gt = read_coco_json(ds.root)
+    category_ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
+    ids = [ds.coco_ids[a.image_id] for a in ds]
+    out = coco_eval(gt, detections_to_coco(dets, ds, category_ids), ids)
+    out.pop("summary")
+    return out

@@ -56,3 +56,23 @@ def test_trained_detector_reaches_the_floor_and_is_reproducible(shapes, tmp_path
     for k in ta:
         assert torch.equal(ta[k], tb[k]), k
     assert first["variants"] == second["variants"]
+
+
+def test_the_same_detector_on_the_coco_conversion_gives_the_same_voc_map_and_coco_metrics(
+        shapes, tmp_path, monkeypatch):
+    pytest.importorskip("pycocotools", reason="COCO metrics need pycocotools")
+    from sppnet.cli.main import main
+    from sppnet.detection.detector import SPPDetector
+    from sppnet.detection.evaluate import evaluate_detector
+    from sppnet.detection.train import load_dataset
+
+    voc = _train(shapes, tmp_path / "a", monkeypatch)
+    assert main(["convert", "--voc", str(shapes / "test"), "--to-coco",
+                 str(tmp_path / "test.json")]) == 0
+    ds = load_dataset(str(tmp_path / "test.json"), "", CLASSES, str(shapes / "test"))
+    det = SPPDetector.load(tmp_path / "a" / "model", backbone=EdgeTrunk())
+    props = dict(np.load(shapes / "proposals.npz"))
+    r = evaluate_detector(det, ds, {a.image_id: props[a.image_id] for a in ds},
+                          tmp_path / "coco_eval", progress=False)
+    assert r["mAP"] == pytest.approx(voc["mAP"], abs=1e-12)
+    assert 0.4 < r["coco"]["AP50"] <= 1.0 and r["coco"]["AP"] < r["coco"]["AP50"]

@@ -145,3 +145,17 @@ def test_fruit_voc_and_its_coco_conversion_give_the_same_voc_map(tmp_path):
     print(f"fruit test, jittered boxes: VOC07 mAP {voc['mAP']:.4f}, pycocotools AP50 "
           f"{r['coco']['AP50']:.4f}, AP {r['coco']['AP']:.4f}")
     assert r["coco"]["AP50"] != pytest.approx(voc["mAP"], abs=1e-6)  # 101 points, not 11
+
+
+def test_train_det_and_eval_det_read_a_coco_file_like_the_voc_folder(tmp_path):
+    from sppnet.detection.train import load_dataset
+
+    fruit = need("fruit/test")
+    coco = tmp_path / "fruit_test.json"
+    assert main(["convert", "--voc", str(fruit), "--to-coco", str(coco)]) == 0
+    voc_ds = load_dataset(str(fruit), "", ())
+    coco_ds = load_dataset(str(coco), "", (), str(fruit))
+    assert coco_ds.classes == voc_ds.classes
+    assert [a.image_path for a in coco_ds] == [a.image_path for a in voc_ds]
+    with pytest.raises(ValueError, match="an image folder .* is for COCO files"):
+        load_dataset(str(fruit), "", (), str(fruit))
