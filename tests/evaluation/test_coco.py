@@ -159,3 +159,15 @@ def test_train_det_and_eval_det_read_a_coco_file_like_the_voc_folder(tmp_path):
     assert [a.image_path for a in coco_ds] == [a.image_path for a in voc_ds]
     with pytest.raises(ValueError, match="an image folder .* is for COCO files"):
         load_dataset(str(fruit), "", (), str(fruit))
+
+
+def test_convert_never_overwrites(tmp_path, capsys):
+    gt = _gt(tmp_path)
+    out = tmp_path / "again.json"
+    out.write_text("keep me")
+    msg = cli_error(capsys, ["convert", "--coco", str(gt), "--to-coco", str(out)])
+    assert "exists; not overwriting it" in msg and out.read_text() == "keep me"
+    assert main(["convert", "--coco", str(gt), "--to-voc", str(tmp_path / "xml")]) == 0
+    assert sorted(p.name for p in (tmp_path / "xml").glob("*.xml")) == ["a.xml", "b.xml"]
+    msg = cli_error(capsys, ["convert", "--coco", str(gt), "--to-voc", str(tmp_path / "xml")])
+    assert "already holds XML files" in msg
