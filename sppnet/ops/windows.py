@@ -290,49 +290,94 @@ def _floor_log2(values: Tensor, upto: int) -> Tensor:
     return torch.tensor(table, device=values.device)[values]
 
 
+# the torch path gathers (windows, bins, 4, C) corner values; it does so this many bytes at a
+# time (a whole 2000-window batch on a 576-channel map would gather ~0.9 GB at once). Measured
+# (benchmarks/window_pool_memory.py): 2000 windows on a 576 x 43 x 57 map, peak memory beyond the
+# output 1336 MB (max) / 2451 MB (avg) before chunking
+TORCH_GATHER_BYTES = 16 << 20
+
+
+def _max_table(f: Tensor, kh_n: int, kw_n: int) -> Tensor:
+    """2-D sparse max table of ``f (N, H, W, C)``: ``T[j, k, n, y, x] = max f[n, y:y+2^j,
+    x:x+2^k]`` (clamped at the map's edge) for ``j < kh_n, k < kw_n``. Without autograd it is
+    filled in place (no stacked copies); with it, built out of place."""
+    n_img, h, w, n_ch = f.shape
+    if torch.is_grad_enabled() and f.requires_grad:
+        cols = [f]
+        for k in range(1, kw_n):
+            s, prev = 1 << (k - 1), cols[-1]
+            cols.append(torch.cat([torch.maximum(prev[:, :, : w - s], prev[:, :, s:]),
+                                   prev[:, :, w - s:]], 2))
+        table = [torch.stack(cols)]
+        for j in range(1, kh_n):
+            s, prev = 1 << (j - 1), table[-1]
+            table.append(torch.cat([torch.maximum(prev[:, :, : h - s], prev[:, :, s:]),
+                                    prev[:, :, h - s:]], 2))
+        return torch.stack(table)
+    t = f.new_empty((kh_n, kw_n, n_img, h, w, n_ch))
+    t[0, 0] = f
+    for k in range(1, kw_n):
+        s, prev = 1 << (k - 1), t[0, k - 1]
+        t[0, k, :, :, : w - s] = torch.maximum(prev[:, :, : w - s], prev[:, :, s:])
+        t[0, k, :, :, w - s:] = prev[:, :, w - s:]
+    for j in range(1, kh_n):
+        s = 1 << (j - 1)
+        for k in range(kw_n):  # one (N, H, W, C) temporary at a time
+            prev = t[j - 1, k]
+            t[j, k, :, : h - s] = torch.maximum(prev[:, : h - s], prev[:, s:])
+            t[j, k, :, h - s:] = prev[:, h - s:]
+    return t
+
+
 def _pool_cells_torch(features: Tensor, bidx: Tensor, cells: Tensor, levels: Sequence[int],
                       mode: str) -> Tensor:
     n_img, n_ch, h, w = features.shape
     r = cells.shape[0]
+    if r == 0:  # a well-shaped empty result, still part of the graph
+        return features.new_zeros((0, n_ch * sum(n * n for n in levels))) + features.sum() * 0
     f = features.permute(0, 2, 3, 1)  # (N, H, W, C)
     ys, ye, xs, xe = _all_bins(cells, levels)  # (R, B)
     n_bins = ys.shape[1]
     b = bidx[:, None]
     if mode == "max":
-        kh_n, kw_n = int(math.log2(h)) + 1, int(math.log2(w)) + 1
-        cols = [f]  # cols[k][.., x, :] = max over x .. x + 2^k - 1
-        for k in range(1, kw_n):
-            s, prev = 1 << (k - 1), cols[-1]
-            cols.append(torch.cat([torch.maximum(prev[:, :, : w - s], prev[:, :, s:]),
-                                   prev[:, :, w - s:]], 2))
-        table = [torch.stack(cols)]  # (KW, N, H, W, C) per row power
-        for k in range(1, kh_n):
-            s, prev = 1 << (k - 1), table[-1]
-            table.append(torch.cat([torch.maximum(prev[:, :, : h - s], prev[:, :, s:]),
-                                    prev[:, :, h - s:]], 2))
-        flat = torch.stack(table).reshape(-1, n_ch)  # (KH*KW*N*H*W, C)
         kh = _floor_log2(ye - ys, h)
         kw = _floor_log2(xe - xs, w)
+        # powers up to the largest bin (not the map): a smaller table. While compiling, the
+        # map's (static shapes)
+        kh_n, kw_n = int(math.log2(h)) + 1, int(math.log2(w)) + 1
+        if values_checkable() and kh.numel():
+            kh_n, kw_n = int(kh.max()) + 1, int(kw.max()) + 1
+        table = _max_table(f, kh_n, kw_n)
+        flat = table.reshape(-1, n_ch)  # (KH*KW*N*H*W, C)
         y_hi, x_hi = ye - (1 << kh), xe - (1 << kw)
         base = ((kh * kw_n + kw) * n_img + b) * (h * w)
         corners = torch.stack([base + ys * w + xs, base + ys * w + x_hi,
                                base + y_hi * w + xs, base + y_hi * w + x_hi], -1)  # (R, B, 4)
-        pooled = flat[corners.reshape(-1)].reshape(r, n_bins, 4, n_ch).amax(2)  # (R, B, C)
+        elem = flat.element_size()
     else:
         acc = torch.float64 if features.device.type != "mps" else torch.float32
-        s = F.pad(f.to(acc).cumsum(1).cumsum(2), (0, 0, 1, 0, 1, 0))  # (N, H+1, W+1, C)
-        flat = s.reshape(-1, n_ch)
+        flat = F.pad(f.to(acc).cumsum(1).cumsum(2), (0, 0, 1, 0, 1, 0)).reshape(-1, n_ch)
         base = b * ((h + 1) * (w + 1))
-        idx = torch.stack([base + ye * (w + 1) + xe, base + ys * (w + 1) + xe,
-                           base + ye * (w + 1) + xs, base + ys * (w + 1) + xs], -1)
-        g = flat[idx.reshape(-1)].reshape(r, n_bins, 4, n_ch)
+        corners = torch.stack([base + ye * (w + 1) + xe, base + ys * (w + 1) + xe,
+                               base + ye * (w + 1) + xs, base + ys * (w + 1) + xs], -1)
         area = ((ye - ys) * (xe - xs)).to(acc)[..., None]
-        pooled = ((g[:, :, 0] - g[:, :, 1] - g[:, :, 2] + g[:, :, 3]) / area).to(features.dtype)
-    outs, start = [], 0
-    for n in levels:
-        outs.append(pooled[:, start:start + n * n].transpose(1, 2).reshape(r, n_ch * n * n))
-        start += n * n
-    return torch.cat(outs, 1) if outs else pooled.new_zeros((r, 0))
+        elem = torch.finfo(acc).bits // 8
+    result = features.new_empty((r, n_ch * n_bins))
+    step = max(1, TORCH_GATHER_BYTES // max(1, n_bins * 4 * n_ch * elem))
+    for lo in range(0, r, step):
+        hi = min(r, lo + step)
+        g = flat[corners[lo:hi].reshape(-1)].reshape(hi - lo, n_bins, 4, n_ch)
+        if mode == "max":
+            pooled = g.amax(2)  # (r_c, B, C)
+        else:
+            pooled = ((g[:, :, 0] - g[:, :, 1] - g[:, :, 2] + g[:, :, 3])
+                      / area[lo:hi]).to(features.dtype)
+        start = 0
+        for n in levels:  # level by level, each flattened (C, n, n)
+            result[lo:hi, n_ch * start:n_ch * (start + n * n)] = (
+                pooled[:, start:start + n * n].transpose(1, 2).reshape(hi - lo, n_ch * n * n))
+            start += n * n
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
