@@ -82,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
         if extra:
             logging.warning("%d detected image id(s) are not in the annotations, ignored: %s",
                             len(extra), extra[:5])
-        results = detections_to_coco(dets, ds, category_ids)
+        results = detections_to_coco(dets, ds.coco_ids, category_ids)
     coco = coco_eval(gt, results)
     voc = voc_map_of(dets, ds)
     out = {"coco": {k: v for k, v in coco.items() if k != "summary"},

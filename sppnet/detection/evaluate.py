@@ -115,15 +115,26 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
                if timings else 0.0,
                "scales": list(det.settings.scales)}
     if ds.coco_ids:  # COCO-format data: the official metrics beside VOC07
-        from ..evaluation.coco import coco_metrics_of
-
-        results["coco"] = coco_metrics_of(
-            {i: (d.boxes.numpy(), d.scores.numpy(), [det.classes[int(k)] for k in d.labels])
-             for i, d in keep_dets.items()}, ds.subset([a.image_id for a in anns]))
+        results["coco"] = _coco_metrics(det, keep_dets, ds, anns)
     from ..utils.provenance import write_results
 
     write_results(out / "results.json", results, {})  # evaluation draws no random numbers
     return results
+
+
+def _coco_metrics(det: SPPDetector, keep_dets: dict, ds: VOCDataset, anns: Sequence) -> dict:
+    """pycocotools' COCOeval of the detections, over the evaluated images of a COCO file."""
+    from ..data.coco import read_coco_json
+    from ..evaluation.coco import coco_eval, detections_to_coco
+
+    gt = read_coco_json(ds.root)
+    category_ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
+    dets = {i: (d.boxes.numpy(), d.scores.numpy(), [det.classes[int(k)] for k in d.labels])
+            for i, d in keep_dets.items()}
+    out = coco_eval(gt, detections_to_coco(dets, ds.coco_ids, category_ids),
+                    [ds.coco_ids[a.image_id] for a in anns])
+    out.pop("summary")
+    return out
 
 
 def draw_threshold(dets, n_objects: int) -> float:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ..data.voc import VOCDataset
 from .voc import VOCEvaluator
 
-__all__ = ["COCO_STATS", "coco_eval", "coco_metrics_of", "detections_to_coco", "voc_map_of"]
+__all__ = ["COCO_STATS", "coco_eval", "detections_to_coco", "voc_map_of"]
 
 # COCOeval.stats, in its order
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
@@ -34,15 +34,16 @@ def _pycocotools():
 
 
 def detections_to_coco(dets: dict[str, tuple[np.ndarray, np.ndarray, Sequence[str]]],
-                       ds: VOCDataset, category_ids: dict[str, int]) -> list[dict]:
+                       coco_ids: dict[str, int], category_ids: dict[str, int]) -> list[dict]:
     """``{image_id: (boxes continuous xyxy, scores, class names)}`` -> COCO results
-    (``image_id`` the COCO id, ``bbox`` ``[x, y, w, h]``), for the images of ``ds``."""
+    (``image_id`` the COCO id from ``coco_ids``, ``bbox`` ``[x, y, w, h]``); images without a
+    COCO id are left out."""
     out = []
     for image_id, (boxes, scores, names) in dets.items():
-        if image_id not in ds.coco_ids:
+        if image_id not in coco_ids:
             continue
         for (x1, y1, x2, y2), s, n in zip(np.asarray(boxes, np.float64), scores, names):
-            out.append({"image_id": ds.coco_ids[image_id], "category_id": category_ids[n],
+            out.append({"image_id": coco_ids[image_id], "category_id": category_ids[n],
                         "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
                         "score": float(s)})
     return out
@@ -70,10 +71,11 @@ def coco_eval(gt: dict, results: list[dict], image_ids: Sequence[int] | None = N
     return {**dict(zip(COCO_STATS, stats)), "summary": log.getvalue()}
 
 
-def voc_map_of(dets: dict[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], ds: VOCDataset,
+def voc_map_of(dets: dict[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], ds: Any,
                use_07_metric: bool = True) -> dict:
-    """VOC AP at IoU 0.5 of the same detections, continuous boxes (no ``+1``), crowds as
-    ``difficult``."""
+    """VOC AP at IoU 0.5 of the same detections against a dataset (``classes`` and annotations
+    with ``image_id``, ``boxes``, ``labels``, ``difficult``), continuous boxes (no ``+1``),
+    crowds as ``difficult``."""
     ev = VOCEvaluator(ds.classes, 0.5, use_07_metric, plus_one=False)
     index = {c: k for k, c in enumerate(ds.classes)}
     empty = (np.zeros((0, 4)), np.zeros(0), [])
@@ -83,16 +85,3 @@ def voc_map_of(dets: dict[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], ds
                    np.array([index[n] for n in names], np.int64))
     return ev.evaluate()
 
-
-def coco_metrics_of(dets: dict[str, tuple[np.ndarray, np.ndarray, Sequence[str]]],
-                    ds: VOCDataset) -> dict:
-    """COCOeval of detections on a dataset read from a COCO file (``ds.root`` is the JSON),
-    over the images of ``ds``."""
-    from ..data.coco import read_coco_json
-
-    gt = read_coco_json(ds.root)
-    category_ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
-    ids = [ds.coco_ids[a.image_id] for a in ds]
-    out = coco_eval(gt, detections_to_coco(dets, ds, category_ids), ids)
-    out.pop("summary")
-    return out
