@@ -39,3 +39,48 @@ def environment() -> dict[str, object]:
     except ImportError:  # pragma: no cover
         env["numba"] = None
     return env
+
+
+class StageClock:
+    """Seconds per named stage of one item, and the item's wall time: the time since the last
+    :meth:`lap` (for an image in ``sppnet detect``: waiting for its proposals included)."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self._stages: dict[str, float] = {}
+        self._name, self._t = "", 0.0
+
+    def start(self, name: str) -> None:
+        self._name, self._t = name, time.perf_counter()
+
+    def stop(self) -> None:
+        self._stages[self._name] = self._stages.get(self._name, 0.0) + (
+            time.perf_counter() - self._t)
+
+    def lap(self) -> dict[str, float]:
+        """The stages since the last lap and ``wall``; starts the next item."""
+        now = time.perf_counter()
+        out = {**self._stages, "wall": now - self._last}
+        self._last, self._stages = now, {}
+        return out
+
+
+def summarize_timings(per_item: list[dict[str, float]], skip_first: bool = True) -> dict:
+    """Medians per key over items (the first left out as a warm-up when there are others)."""
+    items = per_item[1:] if skip_first and len(per_item) > 1 else per_item
+    keys = sorted({k for d in items for k in d})
+    return {"images": len(items), "first_excluded": len(items) < len(per_item),
+            "median": {k: statistics.median(d[k] for d in items if k in d) for k in keys},
+            "environment": environment()}
+
+
+def timing_line(summary: dict) -> str:
+    """One printed line of :func:`summarize_timings`' medians, the wall time first."""
+    m = dict(summary["median"])
+    parts = [f"wall {m.pop('wall'):.3f}"] if "wall" in m else []
+    windows = m.pop("windows", None)
+    parts += [f"{k} {v:.3f}" for k, v in m.items() if k != "unique"]
+    first = ", first excluded" if summary["first_excluded"] else ""
+    extra = f"; {windows:.0f} windows" if windows is not None else ""
+    return (f"seconds per image (median of {summary['images']}{first}{extra}): "
+            + " | ".join(parts))

@@ -90,23 +90,37 @@ def _load_detectors(args: argparse.Namespace) -> list:
 
 def _proposal_stream(args: argparse.Namespace, det, paths: list[Path], ids: list[str],
                      out: Path):
-    """``(path, boxes or None, error)`` per image: from ``--proposals`` or Selective Search
-    in worker processes (overlapped with the network), with the detector's own settings."""
+    """``(path, boxes or None, error, seconds)`` per image: from ``--proposals`` or the
+    detector's proposer in worker processes (overlapped with the network), with the detector's
+    own settings."""
     from ..detection.proposals import ProposalConfig, iter_proposals, load_proposal_file
 
     if args.proposals:
         given = load_proposal_file(args.proposals, ids)
-        return ((str(p), given[i], "") for p, i in zip(paths, ids))
+        return ((str(p), given[i], "", 0.0) for p, i in zip(paths, ids))
     pcfg = ProposalConfig(method=args.proposer or det.settings.proposer,
                           max_side=args.ss_max_side or det.settings.ss_max_side,
                           max_proposals=args.max_proposals or det.settings.max_proposals)
     return iter_proposals(paths, out / "cache" / "proposals", pcfg, args.workers)
 
 
+def _settings_record(args: argparse.Namespace, det) -> dict:
+    """What the timings were measured with."""
+    import torch
+
+    st = det.settings
+    return {"proposer": "given" if args.proposals else (args.proposer or st.proposer),
+            "ss_max_side": args.ss_max_side or st.ss_max_side,
+            "max_proposals": args.max_proposals or st.max_proposals, "scales": list(st.scales),
+            "fc": st.fc, "mode": args.mode, "workers": args.workers,
+            "torch_threads": torch.get_num_threads()}
+
+
 def main(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from ..bench.timing import StageClock, summarize_timings, timing_line
     from ..data.decode import ImageDecodeError, decode_image
     from ..detection.combine import detect_combined
     from ..detection.visualize import draw_detections
@@ -132,37 +146,52 @@ def main(args: argparse.Namespace) -> int:
         if failed:
             atomic_write_text(out / "failed.json", json.dumps(failed, indent=1))
 
+    clock = StageClock()
     try:
-        for n, (path, boxes, err) in enumerate(tqdm(
+        for n, (path, boxes, err, prop_s) in enumerate(tqdm(
                 stream, total=len(paths), desc=f"detect ({args.mode})",
                 disable=args.no_progress, unit="img")):
             p = Path(path)
+            clock.start("decode")
             if boxes is None:
                 logging.warning("no proposals for %s: %s", p, err)
                 failed[str(p)] = f"no proposals: {err}"
+                clock.lap()
                 continue
             try:
                 image = decode_image(p)
+                clock.stop()
                 d = (detect_combined(detectors, image, boxes, args.mode) if len(detectors) > 1
                      else det.detect(image, boxes, args.mode))
             except ImageDecodeError as e:
                 logging.warning("skipping %s", e)
                 failed[str(p)] = str(e)
+                clock.lap()
                 continue
             except (RuntimeError, MemoryError, ValueError) as e:  # one image never ends the job
                 logging.warning("skipping %s: %s: %s", p, type(e).__name__, e)
                 failed[str(p)] = f"{type(e).__name__}: {e}"
+                clock.lap()
                 continue
             image_id = id_of[path]
-            results[image_id] = {**d.to_json(det.classes), "image": str(p),
-                                 "seconds": {k: round(v, 4) for k, v in d.timings.items()}}
             devkit.append((image_id, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy()))
+            clock.start("draw")
             draw_detections(image, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(),
                             det.classes, thresh).save(out / "images" / f"{image_id}.png")
+            clock.stop()
+            seconds = {**d.timings, **clock.lap(), "proposals": prop_s,
+                       "windows": len(boxes)}
+            results[image_id] = {**d.to_json(det.classes), "image": str(p),
+                                 "seconds": {k: round(float(v), 4) for k, v in seconds.items()}}
             if (n + 1) % FLUSH_EVERY == 0:
                 flush()
     finally:
         flush()
+    timing = summarize_timings([r["seconds"] for r in results.values()])
+    atomic_write_text(out / "timing.json", json.dumps(
+        {**timing, "settings": _settings_record(args, det)}, indent=1))
+    if timing["images"]:
+        print(timing_line(timing))
     write_devkit_results(out / "devkit", det.classes, devkit)
     n = sum(int((np.array(r["scores"]) > thresh).sum()) for r in results.values())
     print(f"{len(results)} image(s), {n} detection(s) above {thresh}; wrote {out}"

@@ -20,9 +20,10 @@ import hashlib
 import json
 import logging
 import os
+import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +56,28 @@ class ProposalConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-PROPOSERS = ("selective_search_fast", "selective_search_quality", "edgeboxes")
+# a "+" joins proposers: the union of their windows, each up to max_proposals (the paper's
+# Sec. 4.5 trains with both Selective Search and EdgeBoxes windows)
+UNION = "+"
+PROPOSERS = ("selective_search_fast", "selective_search_quality", "edgeboxes",
+             "selective_search_fast+edgeboxes")
+
+
+def proposer_parts(cfg: ProposalConfig) -> list[ProposalConfig]:
+    """The single-method configurations a (possibly joined) ``cfg.method`` is made of."""
+    return [replace(cfg, method=m) for m in cfg.method.split(UNION)]
+
+
+def union_windows(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The windows of several proposers as one set, in canonical order (nothing dropped)."""
+    boxes = np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b in parts])
+    return canonical_windows(boxes, len(boxes))
 
 
 def propose(image: np.ndarray, cfg: ProposalConfig = ProposalConfig()) -> np.ndarray:
     """The windows of ``cfg.method`` for an RGB ``(H, W, 3)`` uint8 image, ``(R, 4)`` xyxy."""
+    if UNION in cfg.method:
+        return union_windows([propose(image, part) for part in proposer_parts(cfg)])
     if cfg.method == "edgeboxes":
         return edge_boxes(image, cfg)
     return selective_search(image, cfg)
@@ -231,21 +249,42 @@ def _boxes_digest(boxes: np.ndarray) -> str:
                            digest_size=16).hexdigest()
 
 
-def _work(args: tuple[str, str, ProposalConfig]) -> tuple[str, np.ndarray | None, str]:
+def _cached(path: str, cache_dir: str | Path, cfg: ProposalConfig) -> np.ndarray | None:
+    """The windows of ``path`` if the cache holds them (every part of a joined proposer)."""
+    parts = []
+    for part in proposer_parts(cfg):
+        cache = ProposalCache(cache_dir, part)
+        boxes = cache.load(cache.key(Path(path)))
+        if boxes is None:
+            return None
+        parts.append(boxes)
+    return parts[0] if len(parts) == 1 else union_windows(parts)
+
+
+def _work(args: tuple[str, str, ProposalConfig]) -> tuple[str, np.ndarray | None, str, float]:
+    """``(path, boxes or None, error, seconds spent proposing)`` of one image. A joined
+    proposer's parts are cached each under its own key, so a union reuses the windows of
+    runs with one proposer."""
     path, cache_dir, cfg = args
     import cv2
 
     cv2.setNumThreads(1)
-    cache = ProposalCache(cache_dir, cfg)
-    key = cache.key(Path(path))
-    boxes = cache.load(key)
-    if boxes is None:
-        try:
-            boxes = propose(decode_image(path), cfg)
-        except Exception as e:  # a bad image must not take the other workers down
-            return path, None, f"{type(e).__name__}: {e}"
-        cache.save(key, boxes)
-    return path, boxes, ""
+    t0 = time.perf_counter()
+    parts, image = [], None
+    for part in proposer_parts(cfg):
+        cache = ProposalCache(cache_dir, part)
+        key = cache.key(Path(path))
+        boxes = cache.load(key)
+        if boxes is None:
+            try:
+                image = decode_image(path) if image is None else image
+                boxes = propose(image, part)
+            except Exception as e:  # a bad image must not take the other workers down
+                return path, None, f"{type(e).__name__}: {e}", time.perf_counter() - t0
+            cache.save(key, boxes)
+        parts.append(boxes)
+    boxes = parts[0] if len(parts) == 1 else union_windows(parts)
+    return path, boxes, "", time.perf_counter() - t0
 
 
 def compute_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
@@ -270,7 +309,7 @@ def compute_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
     out: dict[str, np.ndarray] = {}
     bar = tqdm(total=len(paths), desc="proposals", disable=not progress, unit="img")
 
-    def record(path: str, boxes: np.ndarray | None, err: str) -> None:
+    def record(path: str, boxes: np.ndarray | None, err: str, seconds: float = 0.0) -> None:
         if boxes is None:
             log.warning("no proposals for %s: %s", path, err)
         else:
@@ -278,10 +317,9 @@ def compute_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
         bar.update(1)
 
     try:
-        cache = ProposalCache(cache_dir, cfg)
         missing = []
         for p in paths:  # cached entries load here, without starting workers
-            boxes = cache.load(cache.key(Path(p)))
+            boxes = _cached(p, cache_dir, cfg)
             if boxes is None:
                 missing.append(p)
             else:
@@ -313,8 +351,9 @@ def compute_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
 
 def iter_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
                    cfg: ProposalConfig = ProposalConfig(), workers: int = 2):
-    """Yield ``(path, boxes or None, error)`` in input order while worker processes compute the
-    next images' windows — so the caller's network runs while Selective Search works ahead."""
+    """Yield ``(path, boxes or None, error, seconds)`` in input order while worker processes
+    compute the next images' windows — so the caller's network runs while Selective Search
+    works ahead. ``seconds`` is the time the proposer took on that image (0 if cached)."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -329,7 +368,7 @@ def iter_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
             try:
                 yield fut.result()
             except Exception as e:  # a crashed worker: report the image, keep going
-                yield p, None, f"{type(e).__name__}: {e}"
+                yield p, None, f"{type(e).__name__}: {e}", 0.0
 
 
 def jitter_boxes(gt: np.ndarray, image_size: tuple[int, int], n: int,

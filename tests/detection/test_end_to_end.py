@@ -229,6 +229,17 @@ def test_detect_with_selective_search_overlapped(det_small, tiny_zf5, tmp_path):
     for f in (out / "cache" / "proposals").glob("*.npz"):
         with np.load(f) as z:
             assert 0 < len(z["boxes"]) <= 40
+    # end-to-end seconds per image: proposals (in the workers), each network stage, the wall
+    # time; the medians leave the first image out
+    per_image = [d["seconds"] for d in dets.values()]
+    assert all(s["proposals"] > 0 and s["wall"] > 0 and 0 < s["windows"] <= 40
+               for s in per_image)
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing["images"] == 2 and timing["first_excluded"]
+    assert {"wall", "proposals", "decode", "conv", "pool", "fc", "nms", "draw"} <= set(
+        timing["median"])
+    assert timing["settings"]["proposer"] == "selective_search_fast"
+    assert timing["settings"]["max_proposals"] == 40 and timing["settings"]["fc"] == "int8"
 
 
 def test_detect_odd_folders_keep_every_finished_image(det_small, tiny_zf5, tmp_path,

@@ -2,6 +2,7 @@
 box regression, the R-CNN warp, model combination."""
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -468,6 +469,42 @@ def test_edgeboxes_windows_valid_deterministic_cached(tmp_path):
     finally:
         P.edge_boxes = orig
     assert np.array_equal(again[str(tmp_path / "p.png")], a)
+
+
+def test_union_proposer_is_both_sets_and_reuses_their_caches(tmp_path):
+    """'selective_search_fast+edgeboxes' (the paper's Sec. 4.5 training windows): exactly the
+    union of the two proposers' windows, each up to max_proposals; computed from the cache
+    entries of the two single proposers, so a union after single runs proposes nothing."""
+    from PIL import Image
+
+    import sppnet.detection.proposals as P
+    from sppnet.data.synthetic import background_photos, make_image
+
+    img = make_image(np.random.default_rng(4), background_photos()).image
+    Image.fromarray(img).save(tmp_path / "p.png")
+    path = str(tmp_path / "p.png")
+    ss = P.selective_search(img, ProposalConfig(max_side=200, max_proposals=150))
+    eb = P.edge_boxes(img, ProposalConfig(method="edgeboxes", max_side=200, max_proposals=150))
+    cfg = ProposalConfig(method="selective_search_fast+edgeboxes", max_side=200,
+                         max_proposals=150)
+    expected = np.unique(np.concatenate([ss, eb]), axis=0)
+    assert len(expected) > max(len(ss), len(eb))  # the two sets differ: a real union
+    got = P.compute_proposals([path], tmp_path / "cache", cfg, workers=0, progress=False)[path]
+    assert np.array_equal(got, expected)
+    assert np.array_equal(P.propose(img, cfg), expected)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # one entry per proposer
+    fresh = tmp_path / "cache2"  # the single proposers run first, then the union
+    for one, boxes in (("selective_search_fast", ss), ("edgeboxes", eb)):
+        single = P.compute_proposals([path], fresh, replace(cfg, method=one), workers=0,
+                                     progress=False)[path]
+        assert np.array_equal(single, boxes)
+    orig = P.propose
+    try:
+        P.propose = lambda *x: (_ for _ in ()).throw(AssertionError("recomputed"))
+        again = P.compute_proposals([path], fresh, cfg, workers=0, progress=False)[path]
+    finally:
+        P.propose = orig
+    assert np.array_equal(again, expected)
 
 
 def test_stored_proposer_is_what_the_detector_uses(monkeypatch):
