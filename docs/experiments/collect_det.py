@@ -1,8 +1,10 @@
 """Copy a finished train-det run's small outputs (no checkpoints, no caches) to docs/results.
 
 Usage: python docs/experiments/collect_det.py RUN_DIR DEST_DIR
-Copies config.json, train_times.json, finetune_metrics.jsonl (+ curves PNG), model/detector.json and
-eval/{results.json,pr_curves.png}. Refuses a DEST_DIR that holds another run's results.
+Copies config.json, train_times.json, finetune_metrics.jsonl (+ curves PNG), model/detector.json,
+eval/{results.json,pr_curves.png} and the same two files of every further evaluation of the run's
+detector (eval_<name>/, e.g. eval_edgeboxes/ from `sppnet eval-det --proposer edgeboxes`).
+Refuses a DEST_DIR that holds another run's results.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ def main() -> int:
             (run / "config.json").read_text()).get("config_hash"):
         print(f"collect_det: {dest} holds another configuration's results", file=sys.stderr)
         return 2
-    for f in FILES:
+    extra = [f"{d.name}/{f}" for d in sorted(run.glob("eval_*")) if d.is_dir()
+             for f in ("results.json", "pr_curves.png")]
+    for f in (*FILES, *extra):
         src = run / f
         if src.is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)

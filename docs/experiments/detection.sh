@@ -10,6 +10,10 @@
 #   spp5   SPP, trained and tested at 5 scales (480..1200), each window at its ~224^2 scale
 #   rcnn   the R-CNN way: every window warped (16 px context) to 224 x 224, conv net per window,
 #          the same pyramid on its map; fc/SVM/bbox trained on these features (--mode rcnn)
+# and the paper's Sec. 4.5 (EdgeBoxes instead of Selective Search), SPP 1-scale:
+#   spp1 + eval_edgeboxes   trained with Selective Search, tested with EdgeBoxes (the same model)
+#   both                    trained with the union of both proposers' windows (each <= 200),
+#                           tested with the union (eval/) and with EdgeBoxes (eval_edgeboxes/)
 # Deviations from the paper, forced by 2 CPU cores: 200 windows instead of ~2000, no flipped
 # training images, 600 fine-tuning iterations. They apply to every column alike.
 #
@@ -29,6 +33,18 @@ COMMON=(--svm-layers pool5,fc7 --ft-iters 600 --max-proposals 200
 fruit=(--data $F/train --test-data $F/test --cache-dir runs/det/cache_fruit)
 raccoon=(--data $R --split docs/experiments/raccoon_train.txt --test-data $R
          --test-split docs/experiments/raccoon_test.txt --cache-dir runs/det/cache_raccoon)
+
+fruit_test=(--data $F/test --cache-dir runs/det/cache_fruit)
+raccoon_test=(--data $R --split docs/experiments/raccoon_test.txt --cache-dir runs/det/cache_raccoon)
+
+retest() {  # retest NAME SET PROPOSER: evaluate NAME's detector with other windows -> eval_<P>/
+  local name=$1 set=$2 proposer=$3
+  local -n test=${set}_test
+  [ -f "runs/det/$name/eval_$proposer/results.json" ] ||
+    sppnet eval-det --model "runs/det/$name/model" "${test[@]}" --proposer "$proposer" \
+      --output-dir "runs/det/$name/eval_$proposer" --no-progress
+  python docs/experiments/collect_det.py "runs/det/$name" "docs/results/detection/$name"
+}
 
 run() {  # run NAME SET ARGS...: train + evaluate, then commit-ready copy of the small outputs
   local name=$1 set=$2; shift 2
@@ -54,6 +70,13 @@ for t in "${todo[@]}"; do
     fruit_zf5_spp1) run fruit_zf5_spp1 fruit --backbone $ZF5 ;;
     fruit_zf5_spp5) run fruit_zf5_spp5 fruit --backbone $ZF5 --scales $FIVE ;;
     fruit_zf5_rcnn) run fruit_zf5_rcnn fruit --backbone $ZF5 --mode rcnn ;;
+    # Sec. 4.5: EdgeBoxes at test time, after training with Selective Search or with both
+    fruit_spp1_eb) retest fruit_spp1 fruit edgeboxes ;;
+    raccoon_spp1_eb) retest raccoon_spp1 raccoon edgeboxes ;;
+    fruit_both) run fruit_both fruit --weights $W --proposer selective_search_fast+edgeboxes
+                retest fruit_both fruit edgeboxes ;;
+    raccoon_both) run raccoon_both raccoon --weights $W --proposer selective_search_fast+edgeboxes
+                  retest raccoon_both raccoon edgeboxes ;;
     *) echo "unknown run $t" >&2; exit 2 ;;
   esac
 done
