@@ -36,6 +36,9 @@ class TrainConfig:
     # the first is the crop size, others are that crop resized (paper: 224 or 224,180)
     size_range: tuple[int, int] | None = None  # instead of sizes: a random size in [lo, hi]
     # per epoch, the hi crop resized (paper variant: 180,224)
+    full_image: bool = False  # train (and validate) on whole images instead of crops: shorter
+    # side = the epoch's size, aspect kept, several sizes per zero-padded batch (SPP heads only)
+    full_max_side: int = 0  # full_image: longer side capped at this (0: twice the size)
     resize: int = 256  # shorter side before cropping (paper: 256)
     crop_mode: str = "corners"  # "corners": centre or one of 4 corners (paper); "random"
     flip: bool = True  # random horizontal flips
@@ -82,6 +85,9 @@ class TrainConfig:
             if len(self.size_range) != 2:
                 raise ValueError(f"size_range must be lo,hi, got {self.size_range}")
         check_int("resize", self.resize, 1)
+        check_int("full_max_side", self.full_max_side, 0)
+        if self.full_image and self.size_range is not None:
+            raise ValueError("full_image takes --sizes (shorter sides), not --size-range")
         check_int("epochs", self.epochs, 1)
         check_int("batch_size", self.batch_size, 1)
         check_number("lr", self.lr, 0, lo_open=True)

@@ -22,8 +22,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.folder import ClassFolder, DecodedImages, Sample, split_per_class
-from ..data.transforms import CROP_POSITIONS, crop, lighting, to_tensor
+from ..data.folder import (
+    ClassFolder,
+    DecodedImages,
+    Sample,
+    group_by_orientation,
+    split_per_class,
+)
+from ..data.transforms import (
+    CROP_POSITIONS,
+    crop,
+    ensure_min_size,
+    lighting,
+    pad_batch,
+    resize_full,
+    to_tensor,
+)
 from ..evaluation.topk import topk_correct
 from ..models import get_model
 from ..models.backbone import _load_weights, load_model
@@ -46,7 +60,8 @@ from ..utils.run_dir import (
 )
 from .config import TrainConfig
 
-__all__ = ["PlateauSchedule", "train", "build_model", "load_model", "make_batch", "evaluate"]
+__all__ = ["PlateauSchedule", "train", "build_model", "load_model", "make_batch",
+           "make_full_batch", "evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +114,10 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         raise ValueError(f"{cfg.model} has no SPP: its fc6 needs one fixed input size, but "
                          f"training sizes are {cfg.size_range or cfg.sizes}; use an SPP "
                          "variant (e.g. zf5_spp, mobilenet_v2_spp) for multi-size training")
+    if cfg.full_image and not getattr(model, "has_spp", False):
+        raise ValueError(f"{cfg.model} has no SPP (a fixed pool5 takes one input size); "
+                         "--full-image needs an SPP head (e.g. zf5_spp, mobilenet_v2_spp, "
+                         "mobilenet_v2_gap)")
     freeze_trunk(model, cfg.freeze_layers)
     return model
 
@@ -205,20 +224,69 @@ def make_batch(split: Split, indices: np.ndarray, cfg: TrainConfig, epoch: int, 
     return x.contiguous(memory_format=torch.channels_last), torch.tensor(labels), skipped
 
 
+def full_max_side(cfg: TrainConfig, size: int) -> int:
+    return cfg.full_max_side or 2 * size
+
+
+def make_full_batch(split: Split, indices: np.ndarray, cfg: TrainConfig, epoch: int, size: int,
+                    train: bool) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Whole images ``indices`` of ``split`` in one zero-padded batch (``--full-image``).
+
+    Each image at shorter side ``size`` and its own aspect ratio (longer side capped by
+    ``full_max_side``); training adds the flip and colour noise of :func:`make_batch` (from the
+    same ``(seed, epoch, index)`` generator). Returns ``(images (B, 3, H, W), image_sizes
+    (B, 2), labels, skipped)``."""
+    tensors, labels, skipped = [], [], 0
+    for idx in indices.tolist():
+        img = split.images.load(idx)
+        if img is None:
+            skipped += 1
+            continue
+        img = ensure_min_size(resize_full(img, size, full_max_side(cfg, size)),
+                              split.images.min_size)
+        if train:
+            rng = np.random.default_rng([cfg.seed, epoch, idx])
+            if cfg.flip and rng.random() < 0.5:
+                img = img[:, ::-1]
+            if cfg.lighting > 0:
+                img = lighting(img, rng, cfg.lighting)
+        tensors.append(to_tensor(img, cfg.mean, cfg.input_scale))
+        labels.append(split.samples[idx].label)
+    if not tensors:
+        return (torch.empty(0, 3, size, size), torch.empty(0, 2, dtype=torch.long),
+                torch.empty(0, dtype=torch.long), skipped)
+    x, sizes = pad_batch(tensors)
+    return x.contiguous(memory_format=torch.channels_last), sizes, torch.tensor(labels), skipped
+
+
+def _batch(split: Split, indices: np.ndarray, cfg: TrainConfig, epoch: int, size: int,
+           train: bool) -> tuple[Tensor, Tensor | None, Tensor, int]:
+    """``(images, image_sizes or None, labels, skipped)``: crops, or whole images."""
+    if cfg.full_image:
+        return make_full_batch(split, indices, cfg, epoch, size, train)
+    x, y, skipped = make_batch(split, indices, cfg, epoch, size, train)
+    return x, None, y, skipped
+
+
+def _forward(model: nn.Module, x: Tensor, sizes: Tensor | None, device: torch.device) -> Tensor:
+    return model(x.to(device)) if sizes is None else model(x.to(device), sizes)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, cfg: TrainConfig, info: DistInfo,
              device: torch.device, batch_size: int = 64) -> dict[str, float]:
-    """Centre-crop loss / top-1 / top-5 over a split (sharded across processes)."""
+    """Loss / top-1 / top-5 over a split (sharded across processes): the centre crop, or with
+    ``full_image`` whole images at the first training size (padded batches)."""
     model.eval()
     idx = np.arange(len(split.samples))[info.rank::info.world_size]
     loss_sum, c1, c5, n, skipped = 0.0, 0, 0, 0, 0
-    size = min(cfg.crop_size, cfg.resize)
+    size = cfg.sizes[0] if cfg.full_image else min(cfg.crop_size, cfg.resize)
     for s in range(0, len(idx), batch_size):
-        x, y, sk = make_batch(split, idx[s:s + batch_size], cfg, 0, size, train=False)
+        x, sizes, y, sk = _batch(split, idx[s:s + batch_size], cfg, 0, size, train=False)
         skipped += sk
         if len(y) == 0:
             continue
-        out = model(x.to(device))
+        out = _forward(model, x, sizes, device)
         loss_sum += float(F.cross_entropy(out, y.to(device), reduction="sum"))
         t1, t5 = topk_correct(out.cpu(), y, (1, 5))
         c1, c5, n = c1 + t1, c5 + t5, n + len(y)
@@ -343,6 +411,7 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     ddp: nn.Module | None = None
     order: np.ndarray | None = None  # training images in the epoch order's pool
+    landscape: np.ndarray | None = None  # full_image: order's images as wide as high or wider
     n_steps: int = 0
 
     @property
@@ -367,7 +436,9 @@ def _set_up(cfg: TrainConfig, resume: bool, force: bool, info: DistInfo,
         raise ValueError(f"the split {cfg.split} leaves an empty train or val set")
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, len(folder.classes))
-    min_size = max(model.min_input_size, cfg.crop_size)
+    # crops need the crop to fit; whole images only what the net needs (make_full_batch)
+    min_size = model.min_input_size if cfg.full_image else max(model.min_input_size,
+                                                                cfg.crop_size)
     splits = [Split(p, DecodedImages(p, cfg.resize, min_size, cfg.cache_images)) for p in parts]
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(_param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
@@ -422,6 +493,9 @@ def _start_writing(run: _Run, resume: bool) -> None:
     run.order = np.array([i for i in range(len(train_split.samples))
                           if not cfg.cache_images or train_split.images.load(i) is not None],
                          dtype=np.int64)
+    if cfg.full_image:  # batches grouped by orientation: less padding
+        shapes = [train_split.images.load(int(i)) for i in run.order]
+        run.landscape = np.array([im is None or im.shape[1] >= im.shape[0] for im in shapes])
     run.n_steps = len(run.order) // cfg.batch_size
     if run.n_steps == 0:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set "
@@ -437,7 +511,11 @@ def _train_epoch(run: _Run, epoch: int) -> int:
     size = cfg.epoch_size(epoch)
     for g in run.optimizer.param_groups:
         g["lr"] = run.sched.lr * g.get("lr_mult", 1.0)
-    perm = run.order[np.random.default_rng([cfg.seed, epoch]).permutation(len(run.order))]
+    pick = np.random.default_rng([cfg.seed, epoch]).permutation(len(run.order))
+    perm = run.order[pick]
+    if run.landscape is not None:
+        perm = group_by_orientation(perm, run.landscape[pick], cfg.batch_size,
+                                    np.random.default_rng([cfg.seed, epoch, 1]))
     run.ddp.train()
     first = run.start_step if epoch == run.start_epoch else 0
     if first == 0:
@@ -450,9 +528,9 @@ def _train_epoch(run: _Run, epoch: int) -> int:
         t0 = time.perf_counter()
         batch = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         mine = batch[info.rank * local_b:(info.rank + 1) * local_b]
-        x, y, skipped = make_batch(run.splits[0], mine, cfg, epoch, size, train=True)
+        x, sizes, y, skipped = _batch(run.splits[0], mine, cfg, epoch, size, train=True)
         if len(y):
-            logits = run.ddp(x.to(run.device))
+            logits = _forward(run.ddp, x, sizes, run.device)
             loss = F.cross_entropy(logits, y.to(run.device))
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()

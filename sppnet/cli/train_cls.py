@@ -18,7 +18,7 @@ FLAGS = {
     "size_range": "size_range", "resize": "resize", "split": "split", "seed": "seed",
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
     "lr_patience": "lr_patience", "checkpoint_every": "checkpoint_every", "threads": "threads",
-    "device": "device",
+    "device": "device", "full_image": "full_image", "full_max_side": "full_max_side",
 }
 
 
@@ -46,6 +46,11 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--sizes", help="training sizes, one epoch each in turn: 224 or 224,180")
     p.add_argument("--size-range", help="random size per epoch in lo,hi, e.g. 180,224")
     p.add_argument("--resize", type=int, help="shorter side before cropping (default 256)")
+    p.add_argument("--full-image", action="store_const", const=True,
+                   help="train on whole images at their own aspect ratio (shorter side = "
+                        "--sizes, longer side capped), mixed sizes per padded batch; SPP heads")
+    p.add_argument("--full-max-side", type=int,
+                   help="--full-image: cap of the longer side (default twice the size)")
     p.add_argument("--split", help="per-class train,val,test: counts (30,10,None) or fractions "
                                    "(0.7,0.1,0.2, default)")
     p.add_argument("--seed", type=int)

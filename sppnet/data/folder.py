@@ -17,7 +17,7 @@ import numpy as np
 from .decode import IMAGE_EXTENSIONS, ImageDecodeError, decode_image
 from .transforms import ensure_min_size, resize_shorter
 
-__all__ = ["ClassFolder", "Sample", "split_per_class", "DecodedImages"]
+__all__ = ["ClassFolder", "Sample", "split_per_class", "DecodedImages", "group_by_orientation"]
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +164,26 @@ class DecodedImages:
             for _ in tqdm(pool.map(self.load, range(len(self))), total=len(self), desc=desc,
                           disable=not progress, leave=False):
                 pass
+
+
+def group_by_orientation(order: np.ndarray, landscape: np.ndarray, batch_size: int,
+                         rng: np.random.Generator) -> np.ndarray:
+    """``order`` rearranged so that its consecutive ``batch_size`` chunks hold images of one
+    orientation (``landscape[i]``: item ``order[i]`` is at least as wide as high), except at most
+    one mixed chunk; the chunks in ``rng``'s order, a last partial chunk at the end. Zero-padded
+    batches of mixed sizes then waste little (detectron2's aspect-ratio grouping). The number of
+    full chunks is that of ``order`` itself: ``len(order) // batch_size``."""
+    order, landscape = np.asarray(order), np.asarray(landscape, bool)
+    if order.shape != landscape.shape:
+        raise ValueError(f"order and landscape must have the same shape, got {order.shape} "
+                         f"and {landscape.shape}")
+    chunks, rest = [], []
+    for part in (order[landscape], order[~landscape]):
+        n = len(part) // batch_size * batch_size
+        chunks += [part[i:i + batch_size] for i in range(0, n, batch_size)]
+        rest.append(part[n:])
+    rest = np.concatenate(rest)
+    n = len(rest) // batch_size * batch_size
+    chunks += [rest[i:i + batch_size] for i in range(0, n, batch_size)]
+    full = [chunks[i] for i in rng.permutation(len(chunks))] if chunks else []
+    return np.concatenate([*full, rest[n:]]).astype(order.dtype)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 __all__ = [
     "pad_batch",
+    "resize_full",
     "CROP_POSITIONS",
     "IMAGENET_EIGVAL",
     "IMAGENET_EIGVEC",
@@ -51,6 +52,16 @@ def resize_shorter(img: np.ndarray, size: int) -> np.ndarray:
     if h <= w:
         return resize_to(img, (size, max(1, round(w * size / h))))
     return resize_to(img, (max(1, round(h * size / w)), size))
+
+
+def resize_full(img: np.ndarray, size: int, max_side: int) -> np.ndarray:
+    """The whole image at shorter side ``size``, aspect kept, unless its longer side would then
+    exceed ``max_side``: then at longer side ``max_side`` (the aspect still kept)."""
+    h, w = img.shape[:2]
+    if max(h, w) * size > max_side * min(h, w):
+        s = max_side / max(h, w)
+        return resize_to(img, (max(1, round(h * s)), max(1, round(w * s))))
+    return resize_shorter(img, size)
 
 
 def resize_to(img: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:

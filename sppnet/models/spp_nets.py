@@ -181,7 +181,11 @@ class PooledHeadNet(nn.Module):
         """Conv map -> class scores."""
         return self.classify_pooled(self.pool_features(feats))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, image_sizes: Tensor | None = None) -> Tensor:
+        """Class scores of ``x (N, 3, H, W)``; with ``image_sizes (N, 2)`` ``x`` is a
+        zero-padded batch of images of different sizes (:meth:`forward_padded`)."""
+        if image_sizes is not None:
+            return self.forward_padded(x, image_sizes)
         return self.forward_head(self.forward_features(x))
 
     def forward_padded(self, x: Tensor, image_sizes: Tensor) -> Tensor:
