@@ -22,15 +22,34 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
     return statistics.median(times)
 
 
-def environment() -> dict[str, object]:
+def synced(fn: Callable[[], object], device: torch.device | str = "cpu") -> Callable[[], object]:
+    """``fn`` followed by a wait for the device's queued work (CUDA is asynchronous: without
+    it a timing measures the launch, not the work); ``fn`` itself on the CPU."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return fn
+
+    def run() -> object:
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return run
+
+
+def environment(device: torch.device | str = "cpu") -> dict[str, object]:
     """What the figures were measured on."""
+    device = torch.device(device)
     env: dict[str, object] = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "device": "cpu",
+        "device": str(device),
         "cpu": platform.processor() or platform.machine(),
         "python": platform.python_version(),
     }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
     try:
         import numba
 

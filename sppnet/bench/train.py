@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import get_model
-from .timing import environment, median_time
+from .timing import environment, median_time, synced
 
 # (label, model, kwargs, batch, input size)
 DEFAULT_CASES = (
@@ -47,8 +47,10 @@ def _sgd_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tenso
 
 
 def run_train_benchmark(cases: Sequence[tuple] = DEFAULT_CASES, repeats: int = 5,
-                        num_classes: int = 102, channels_last: bool = True) -> dict:
-    results = {"env": environment(), "channels_last": channels_last, "cases": []}
+                        num_classes: int = 102, channels_last: bool = True,
+                        device: str | torch.device = "cpu") -> dict:
+    dev = torch.device(device)
+    results = {"env": environment(dev), "channels_last": channels_last, "cases": []}
     for label, name, kwargs, batch, size in cases:
         torch.manual_seed(0)
         build = {k: v for k, v in kwargs.items() if not k.startswith("_")}
@@ -58,14 +60,14 @@ def run_train_benchmark(cases: Sequence[tuple] = DEFAULT_CASES, repeats: int = 5
         for conv in convs[:frozen]:
             conv.requires_grad_(False)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        model = model.to(memory_format=fmt).train()
+        model = model.to(dev).to(memory_format=fmt).train()
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3,
                               momentum=0.9)
-        x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
-        y = torch.randint(0, num_classes, (batch,))
+        x = torch.randn(batch, 3, size, size).to(dev).contiguous(memory_format=fmt)
+        y = torch.randint(0, num_classes, (batch,)).to(dev)
 
-        t = median_time(lambda m=model, o=opt, x=x, y=y: _sgd_step(m, o, x, y), repeats,
-                        warmup=2)
+        t = median_time(synced(lambda m=model, o=opt, x=x, y=y: _sgd_step(m, o, x, y), dev),
+                        repeats, warmup=2)
         kwargs = {k: (str(v) if k == "weights" else v) for k, v in kwargs.items()}
         results["cases"].append({"label": label, "model": name, "kwargs": kwargs,
                                  "batch": batch, "size": size, "step_s": t,
@@ -75,7 +77,8 @@ def run_train_benchmark(cases: Sequence[tuple] = DEFAULT_CASES, repeats: int = 5
 
 def format_train_report(r: dict) -> str:
     e = r["env"]
-    lines = [f"sppnet bench train   torch {e['torch']}  threads {e['threads']}  device cpu  "
+    lines = [f"sppnet bench train   torch {e['torch']}  threads {e['threads']}  "
+             f"device {e['device']}{' (' + e['gpu'] + ')' if e.get('gpu') else ''}  "
              f"float32  channels_last {r['channels_last']}"]
     for c in r["cases"]:
         lines.append(f"  {c['label']:<34} batch {c['batch']:3d} @ {c['size']}px   "

@@ -75,7 +75,8 @@ def _cache_key(spec: FeatureSpec, samples: Sequence[Sample]) -> str:
 
 @torch.no_grad()
 def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: str | Path | None,
-                     progress: bool = True) -> dict[str, np.ndarray]:
+                     progress: bool = True, device: str | torch.device = "cpu"
+                     ) -> dict[str, np.ndarray]:
     """Pooled conv features of every sample: ``{"level_<n>": (N, C*n*n), "gap": (N, C),
     "ok": (N,) bool}`` — each pyramid level pooled with ``spec.mode``, and global average pooling
     (the usual no-pyramid head of modern nets) from the same map.
@@ -99,7 +100,7 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
     from tqdm import tqdm
 
     bspec = spec.backbone()
-    model = load_backbone(bspec)
+    model = load_backbone(bspec).to(device)
     levels = tuple(spec.levels)
     rows: dict[int | str, list[np.ndarray]] = {n: [] for n in (*levels, "gap")}
     ok = np.ones(len(samples), dtype=bool)
@@ -114,12 +115,12 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
             for key in rows:
                 rows[key].append(None)  # type: ignore[arg-type]
             continue
-        x = to_tensor(img, bspec.mean, bspec.input_scale)[None]
+        x = to_tensor(img, bspec.mean, bspec.input_scale)[None].to(device)
         fmap = model.forward_features(x.contiguous(memory_format=torch.channels_last))
         dims = fmap.shape[1]
         for n in levels:
-            rows[n].append(spp_pool(fmap, (n,), spec.mode)[0].numpy())
-        rows["gap"].append(fmap.mean((2, 3))[0].numpy())
+            rows[n].append(spp_pool(fmap, (n,), spec.mode)[0].cpu().numpy())
+        rows["gap"].append(fmap.mean((2, 3))[0].cpu().numpy())
     if dims is None:
         raise ValueError("no image could be decoded; nothing to extract")
     out = {"ok": ok}

@@ -48,7 +48,15 @@ from ..utils.checkpoint import (
     optimizer_to_flat,
     save_checkpoint,
 )
-from ..utils.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from ..utils.device import resolve_device
+from ..utils.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    process_device,
+    shutdown,
+)
 from ..utils.provenance import write_results
 from ..utils.run_dir import (
     RunFolderError,
@@ -300,12 +308,6 @@ def evaluate(model: nn.Module, split: Split, cfg: TrainConfig, info: DistInfo,
 # training
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
           sched: PlateauSchedule, meta: dict[str, Any], state: dict[str, Any]) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -486,7 +488,9 @@ def _start_writing(run: _Run, resume: bool) -> None:
     if cfg.cache_images:
         for name, s in zip(("train", "val", "test"), run.splits[:2]):
             s.images.preload(progress=cfg.progress and info.is_main, desc=f"decoding {name}")
-    run.ddp = nn.parallel.DistributedDataParallel(run.model) if info.enabled else run.model
+    ids = [run.device.index] if run.device.type == "cuda" else None
+    run.ddp = (nn.parallel.DistributedDataParallel(run.model, device_ids=ids) if info.enabled
+               else run.model)
     # with every image decoded up front, undecodable files leave the epoch order, so every
     # batch has exactly batch_size images (and splits evenly over processes)
     train_split = run.splits[0]
@@ -594,8 +598,9 @@ def train(cfg: TrainConfig, resume: bool = False, force: bool = False) -> dict[s
     ``resume`` continues the run in ``cfg.output_dir`` exactly; ``force`` deletes a finished or
     unfinished run there first. Without either, a folder that holds a run is refused."""
     cfg.validate()
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     info = init_distributed(device)
+    device = process_device(device, info)
     if cfg.batch_size % info.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} must divide evenly over "
                          f"{info.world_size} processes")

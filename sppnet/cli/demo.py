@@ -7,6 +7,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..utils.device import DEVICE_HELP
+
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser("sppnet demo")
@@ -23,6 +25,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--workers", type=int, default=2, help="Selective Search processes")
     p.add_argument("--timing-images", type=int, default=2,
                    help="test images timed in SPP and R-CNN mode (default 2)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=main)
     return p
@@ -34,7 +37,8 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = DemoConfig(output_dir=str(args.output_dir), data=str(args.data or ""),
                      minutes=args.minutes, seed=args.seed, workers=args.workers,
-                     timing_images=args.timing_images, progress=not args.no_progress)
+                     timing_images=args.timing_images, progress=not args.no_progress,
+                     device=args.device)
     r = run_demo(cfg)
     t = r["timing"]
     print(f"\nSPP-net demo ({r['data']['source']}, {len(r['data']['classes'])} classes, "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..data.decode import IMAGE_EXTENSIONS, is_image_file, list_images
 from ..detection.proposals import PROPOSERS
+from ..utils.device import DEVICE_HELP
 
 FLUSH_EVERY = 20  # detections.json is rewritten (atomically) after this many images
 
@@ -36,6 +37,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--thresh", type=float, default=None,
                    help="draw detections scoring above this (default 0 for SVMs, 0.5 softmax)")
     p.add_argument("--workers", type=int, default=2, help="proposal worker processes")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + "; proposals stay on the CPU")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--proposer", choices=PROPOSERS,
                    help="override the detector's proposal method")
@@ -76,8 +78,10 @@ def image_ids(paths: list[Path]) -> list[str]:
 def _load_detectors(args: argparse.Namespace) -> list:
     """The detectors of ``--model`` with the command line's inference overrides."""
     from ..detection.detector import SPPDetector
+    from ..utils.device import resolve_device
 
-    detectors = [SPPDetector.load(m) for m in args.model]
+    device = resolve_device(args.device)
+    detectors = [SPPDetector.load(m).to(device) for m in args.model]
     for det in detectors:
         if args.scales:
             det.configure(scales=tuple(int(s) for s in args.scales.split(",")))
@@ -112,7 +116,7 @@ def _settings_record(args: argparse.Namespace, det) -> dict:
     return {"proposer": "given" if args.proposals else (args.proposer or st.proposer),
             "ss_max_side": args.ss_max_side or st.ss_max_side,
             "max_proposals": args.max_proposals or st.max_proposals, "scales": list(st.scales),
-            "fc": st.fc, "mode": args.mode, "workers": args.workers,
+            "fc": st.fc, "mode": args.mode, "workers": args.workers, "device": str(det.device),
             "torch_threads": torch.get_num_threads()}
 
 

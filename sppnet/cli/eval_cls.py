@@ -10,6 +10,8 @@ import json
 import logging
 from pathlib import Path
 
+from ..utils.device import DEVICE_HELP
+
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser("sppnet eval-cls")
@@ -28,6 +30,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                         "exact)")
     p.add_argument("--output", type=Path, default=None,
                    help="results JSON (default RUN/views_<split>.json)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=main)
     return p
@@ -42,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
     from ..data.folder import ClassFolder, split_per_class
     from ..models import load_model
     from ..utils.config import apply_overrides, load_config
+    from ..utils.device import resolve_device
     from ..utils.run_dir import run_kind
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -76,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
     settings = ViewSettings(crop=inp["crop_size"], resize=inp["resize"],
                             full_size=args.full_size or inp["resize"], mean=inp["mean"],
                             input_scale=inp["input_scale"])
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(resolve_device(args.device)).to(memory_format=torch.channels_last)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     results = evaluate_views(model, images, modes, settings, progress=not args.no_progress,

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from ..detection.proposals import PROPOSERS
+from ..utils.device import DEVICE_HELP
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--max-images", type=int, default=None, help="evaluate the first N only")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--all-point", action="store_true", help="all-point AP instead of 11-point")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + "; proposals stay on the CPU")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--proposer", choices=PROPOSERS,
                    help="override the detector's proposal method")
@@ -47,9 +49,11 @@ def main(args: argparse.Namespace) -> int:
     from ..detection.detector import SPPDetector
     from ..detection.evaluate import evaluate_detector
     from ..detection.train import get_proposals, load_dataset
+    from ..utils.device import resolve_device
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    det = SPPDetector.load(args.model)
+    device = resolve_device(args.device)  # before anything else: a missing GPU is one line
+    det = SPPDetector.load(args.model).to(device)
     if args.scales:
         det.configure(scales=tuple(int(s) for s in args.scales.split(",")))
     if args.fc:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..utils.device import DEVICE_HELP
+
 
 def add_feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="class folder root/<class>/<image>")
@@ -23,6 +25,7 @@ def add_feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--levels", default="3,2,1", help="pyramid levels to extract, e.g. 6,3,2,1")
     p.add_argument("--cache-dir", type=Path, default=Path("runs/features"),
                    help="feature cache (one .npz per setting)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -30,13 +33,14 @@ def load_features(args: argparse.Namespace):
     """``(folder, spec, features)`` for the arguments of :func:`add_feature_args`."""
     from ..classification.features import FeatureSpec, extract_features
     from ..data.folder import ClassFolder
+    from ..utils.device import resolve_device
 
     folder = ClassFolder.scan(args.data)
     spec = FeatureSpec(model=args.model, weights=args.weights,
                        feature_stride=args.feature_stride, variant=args.variant, size=args.size,
                        levels=tuple(int(v) for v in args.levels.split(",")))
     feats = extract_features(spec, folder.samples, args.cache_dir,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, device=resolve_device(args.device))
     return folder, spec, feats
 
 

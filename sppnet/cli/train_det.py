@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from ..detection.proposals import PROPOSERS
+from ..utils.device import DEVICE_HELP
 
 # CLI flag -> DetConfig field
 FLAGS = {"data": "data", "split": "split", "test_data": "test_data", "test_split": "test_split",
@@ -21,7 +22,7 @@ FLAGS = {"data": "data", "split": "split", "test_data": "test_data", "test_split
          "weights": "weights", "proposals": "proposals", "scales": "scales",
          "svm_layers": "svm_layers", "ft_iters": "ft_iters", "workers": "workers",
          "classes": "classes", "seed": "seed", "mode": "mode",
-         "max_proposals": "max_proposals", "proposer": "proposer"}
+         "max_proposals": "max_proposals", "proposer": "proposer", "device": "device"}
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -61,6 +62,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--force", action="store_true",
                    help="delete the trained stages in OUTPUT_DIR (head, SVMs, box regression, "
                         "model, eval) and recompute all of them; the verified caches stay")
+    p.add_argument("--device", help=DEVICE_HELP + "; the backbone and the fc head run there, "
+                                             "caches, SVMs and box regression on the CPU")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=main)
     return p

@@ -53,6 +53,7 @@ class DemoConfig:
     workers: int = 2  # Selective Search processes
     timing_images: int = 2  # test images timed in SPP and R-CNN mode
     progress: bool = True
+    device: str = "auto"  # the nets run here (auto: cuda when available)
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def write_crops(ds: VOCDataset, out: Path, p: DemoPlan, seed: int = 0,
 
 # ---------------------------------------------------------------------------- 3. classifier
 def train_classifier(crops: Path, out: Path, p: DemoPlan, seed: int = 0,
-                     progress: bool = True) -> tuple[Path, dict]:
+                     progress: bool = True, device: str = "auto") -> tuple[Path, dict]:
     """A width-0.25 ZF-5 SPP-net from scratch, multi-size; returns ``(best checkpoint,
     results)``. A finished run in ``out`` is reused."""
     from ..classification.config import TrainConfig
@@ -211,7 +212,7 @@ def train_classifier(crops: Path, out: Path, p: DemoPlan, seed: int = 0,
     cfg = TrainConfig(data=str(crops), output_dir=str(out), model="zf5_spp", width_mult=0.25,
                       fc_dim=512, sizes=CLS_SIZES, resize=CLS_RESIZE, crop_mode="random",
                       split=(0.85, None), seed=seed, epochs=p.cls_epochs, batch_size=64,
-                      lr=0.02, lr_patience=4, progress=progress)
+                      lr=0.02, lr_patience=4, progress=progress, device=device)
     from ..utils.config import load_config
 
     res_path = out / "results.json"
@@ -262,8 +263,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     from ..detection.config import DetConfig
     from ..detection.detector import SPPDetector
     from ..detection.train import get_proposals, train_detector
+    from ..utils.device import resolve_device
     from .report import write_report
 
+    resolve_device(cfg.device)  # a device that is not there fails before any work
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     p = plan(cfg.minutes)
@@ -276,7 +279,8 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     t = time.perf_counter()
     crops = write_crops(train_ds, out / "crops", p, cfg.seed, cfg.progress)
-    ckpt, cls_results = train_classifier(crops, out / "classifier", p, cfg.seed, cfg.progress)
+    ckpt, cls_results = train_classifier(crops, out / "classifier", p, cfg.seed, cfg.progress,
+                                         cfg.device)
     walls["classifier"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -285,13 +289,14 @@ def run_demo(cfg: DemoConfig) -> dict:
                         classes=tuple(train_ds.classes), output_dir=str(out / "detector"),
                         seed=cfg.seed, backbone=str(ckpt), scales=(DET_SCALE,),
                         workers=cfg.workers, ft_iters=p.ft_iters,
-                        ft_lr_step=max(1, round(p.ft_iters * 0.7)), svm_layers=("fc7",))
+                        ft_lr_step=max(1, round(p.ft_iters * 0.7)), svm_layers=("fc7",),
+                        device=cfg.device)
     model_dir = train_detector(det_cfg, progress=cfg.progress)
     walls["detector"] = time.perf_counter() - t
     det_results = json.loads((out / "detector" / "eval" / "results.json").read_text())
 
     t = time.perf_counter()
-    det = SPPDetector.load(model_dir)
+    det = SPPDetector.load(model_dir).to(resolve_device(cfg.device))
     props = get_proposals(test_ds, det_cfg, out / "detector" / "cache", cfg.progress)
     timing = time_modes(det, test_ds, props, cfg.timing_images, cfg.progress)
     walls["timing"] = time.perf_counter() - t

@@ -43,6 +43,8 @@ class DetConfig:
     max_proposals: int = 2000  # SPP/R-CNN: ~2000 selective-search windows per image
     ss_max_side: int = 500  # Selective Search runs at this longer side (speed)
     workers: int = 2  # proposal worker processes
+    device: str = "auto"  # the backbone and the fc head run here (auto: cuda when available);
+    # caches, SVM solving and box regression stay on the CPU
     # features
     mode: str = "spp"  # spp: windows pooled from the image's conv map; rcnn: the R-CNN way
     # (each window warped with 16 px context to 224 x 224, conv net per window, same pyramid)

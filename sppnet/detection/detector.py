@@ -56,6 +56,13 @@ class InferenceSettings:
     proposer: str = "selective_search_fast"  # the proposal method (proposals.PROPOSERS)
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a stage's seconds are its own (CUDA runs
+    asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def as_rgb_array(image) -> np.ndarray:
     """An RGB ``(H, W, 3)`` uint8 array from a path, a PIL image, an array or a tensor."""
     from PIL import Image
@@ -81,17 +88,19 @@ def as_rgb_array(image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def load_detector(directory: str | Path, device: str = "cpu") -> SPPDetector:
+def load_detector(directory: str | Path, device: str = "auto") -> SPPDetector:
     """A trained detector (``train-det``'s ``OUTPUT_DIR/model``), ready to call::
 
-        det = load_detector("runs/det/fruit_mnv2/model")
+        det = load_detector("runs/det/fruit_mnv2/model", device="cpu")
         out = det([img1, img2])
         out[0]["boxes"], out[0]["scores"], out[0]["labels"], out[0]["names"]
-    """
-    if torch.device(device).type != "cpu":
-        raise ValueError(f"device {device!r}: the detector runs on the CPU only in this "
-                         "version (it has not been made device-aware or run on a GPU yet)")
-    return SPPDetector.load(directory)
+
+    ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``: the conv maps,
+    window pooling, fc layers, SVMs, box regression and NMS run there; results come back on
+    the CPU. Proposals are computed on the CPU."""
+    from ..utils.device import resolve_device
+
+    return SPPDetector.load(directory).to(resolve_device(device))
 
 
 @dataclass
@@ -144,6 +153,21 @@ class SPPDetector(nn.Module):
         self._fast: tuple[str, DetectionHead] | None = None
         self._pool_buffer: Tensor | None = None  # reused pooled-window output (detect)
 
+    @property
+    def device(self) -> torch.device:
+        return self.head.fc6.weight.device
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to(device) / .cuda() / .cpu() move the SVMs and box regressors too (plain tensors,
+        # not parameters); derived heads and buffers are made again on the new device
+        super()._apply(fn, recurse)
+        self.svms = {k: (fn(w), fn(b), s) for k, (w, b, s) in self.svms.items()}
+        if self.regressor is not None:
+            self.regressor = replace(self.regressor, weight=fn(self.regressor.weight),
+                                     bias=fn(self.regressor.bias))
+        self._fast, self._pool_buffer = None, None
+        return self
+
     def configure(self, **changes) -> SPPDetector:
         """Use other inference settings (``scales=``, ``fc=``, ``score=``, ...): the settings
         are frozen, so this makes new ones (``dataclasses.replace``); a bad ``fc`` spec fails
@@ -158,6 +182,9 @@ class SPPDetector(nn.Module):
         fc = self.settings.fc
         if fc == "fp32":
             return self.head
+        if fc == "int8" and self.device.type != "cpu":
+            raise ValueError(f"fc int8 (dynamic quantisation) runs on the CPU only; the "
+                             f"detector is on {self.device}: use fc fp32 or svd:R6,R7")
         if self._fast is None or self._fast[0] != fc:
             self._fast = (fc, self.head.compressed(fc))
         return self._fast[1]
@@ -173,6 +200,7 @@ class SPPDetector(nn.Module):
         100 MB allocation per image); :meth:`detect` uses it."""
         t0 = time.perf_counter()
         maps = compute_maps(self.backbone, image, self.settings.scales, self.spec)
+        _sync(maps[0].device)
         t1 = time.perf_counter()
         args = (image.shape[:2], self.settings.scales)
         geo = (self.backbone.feature_stride, self.backbone.feature_offset)
@@ -184,14 +212,16 @@ class SPPDetector(nn.Module):
         out = self._buffer(len(boxes), maps[0]) if reuse_buffer else None
         pooled = pool_windows(maps, *args, boxes, *geo, self.settings.levels, scale_index,
                               out=out)
+        _sync(pooled.device)
         t2 = time.perf_counter()
         return pooled, inverse, {"conv": t1 - t0, "pool": t2 - t1, "unique": len(pooled)}
 
     def _buffer(self, rows: int, like: Tensor) -> Tensor:
         dim = spp_output_dim(like.shape[0], self.settings.levels)
         buf = self._pool_buffer
-        if buf is None or buf.shape[1] != dim or buf.shape[0] < rows or buf.dtype != like.dtype:
-            buf = torch.empty(max(rows, 2048), dim, dtype=like.dtype)
+        if (buf is None or buf.shape[1] != dim or buf.shape[0] < rows or buf.dtype != like.dtype
+                or buf.device != like.device):
+            buf = torch.empty(max(rows, 2048), dim, dtype=like.dtype, device=like.device)
             self._pool_buffer = buf
         return buf[:rows]
 
@@ -201,10 +231,13 @@ class SPPDetector(nn.Module):
         t0 = time.perf_counter()
         x = to_tensor(image, self.spec.mean, self.spec.input_scale)
         pooled = rcnn_pool(self.backbone, x, boxes, self.settings.levels)
+        _sync(pooled.device)
         return pooled, None, {"conv": time.perf_counter() - t0, "pool": 0.0}
 
     def pooled(self, image: np.ndarray, boxes: Tensor, mode: str = "spp",
                reuse_buffer: bool = False) -> tuple[Tensor, Tensor | None, dict]:
+        """Pool5 of the windows ``boxes (R, 4)`` (any device; computed on the detector's)."""
+        boxes = boxes.to(self.device)
         if mode == "spp":
             return self.pooled_spp(image, boxes, reuse_buffer=reuse_buffer)
         if mode == "rcnn":
@@ -234,7 +267,9 @@ class SPPDetector(nn.Module):
         """Regress (optionally), clip, per-class NMS, keep the ``max_dets`` best (both default
         to the settings').
 
-        ``pooled`` and ``scores`` are per distinct window when ``inverse`` (R,) is given."""
+        ``pooled`` and ``scores`` are per distinct window when ``inverse`` (R,) is given.
+        The detections come back on the CPU."""
+        boxes = boxes.to(scores.device)
         st = self.settings
         nms_iou = st.nms_iou if nms_iou is None else nms_iou
         max_dets = st.max_dets if max_dets is None else max_dets
@@ -249,11 +284,11 @@ class SPPDetector(nn.Module):
             cand = boxes.float()[:, None].expand(r, k, 4)
         cand = clip_boxes(cand.reshape(-1, 4), image_size)  # (R*K, 4)
         flat_scores = scores.reshape(-1)
-        labels = torch.arange(k).repeat(r)
+        labels = torch.arange(k, device=scores.device).repeat(r)
         ok = torch.isfinite(flat_scores)
         cand, flat_scores, labels = cand[ok], flat_scores[ok], labels[ok]
         keep = batched_nms(cand, flat_scores, labels, nms_iou)[:max_dets]
-        return Detections(cand[keep], flat_scores[keep], labels[keep])
+        return Detections(cand[keep].cpu(), flat_scores[keep].cpu(), labels[keep].cpu())
 
     @torch.no_grad()
     def detect(self, image: np.ndarray, boxes: Tensor | np.ndarray,
@@ -264,6 +299,7 @@ class SPPDetector(nn.Module):
         pooled, inverse, timings = self.pooled(image, boxes, mode, reuse_buffer=True)
         t0 = time.perf_counter()
         scores = self.score_pooled(pooled)
+        _sync(scores.device)
         t1 = time.perf_counter()
         det = self.postprocess(pooled, boxes, scores, image.shape[:2], inverse=inverse)
         timings.update(fc=t1 - t0, nms=time.perf_counter() - t1)

@@ -78,20 +78,23 @@ def select_scales(boxes: Tensor, image_size: tuple[int, int], scales: Sequence[i
     sizes = scaled_sizes(image_size, scales)
     h, w = image_size
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).double()  # (R,)
-    factors = torch.tensor([(sh / h) * (sw / w) for sh, sw in sizes], dtype=torch.float64)
+    factors = torch.tensor([(sh / h) * (sw / w) for sh, sw in sizes], dtype=torch.float64,
+                           device=boxes.device)
     return (area[:, None] * factors[None, :] - target_area).abs().argmin(1)  # (R,)
 
 
 @torch.no_grad()
 def compute_maps(backbone: nn.Module, image: np.ndarray, scales: Sequence[int],
                  spec: BackboneSpec, flip: bool = False) -> list[Tensor]:
-    """Conv maps ``(C, H', W')`` of the image at each scale (shorter side ``s``)."""
+    """Conv maps ``(C, H', W')`` of the image at each scale (shorter side ``s``), on the
+    backbone's device."""
     if flip:
         image = np.ascontiguousarray(image[:, ::-1])
+    device = next(backbone.parameters()).device
     maps = []
     for size in scaled_sizes(image.shape[:2], scales):
         x = to_tensor(resize_to(image, size), spec.mean, spec.input_scale)[None]
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
         maps.append(backbone.forward_features(x)[0].contiguous())
     return maps
 
@@ -114,13 +117,15 @@ def pool_windows(maps: Sequence[Tensor], image_size: tuple[int, int], scales: Se
     """
     if len(maps) != len(scales):
         raise ValueError(f"got {len(maps)} maps for {len(scales)} scales")
-    boxes = boxes.to(torch.float32)
+    device = maps[0].device
+    boxes = boxes.to(device, torch.float32)
     if scale_index is None:
         scale_index = select_scales(boxes, image_size, scales)
+    scale_index = scale_index.to(device)
     c = maps[0].shape[0]
     dim = spp_output_dim(c, levels)
     if out is None:
-        out = torch.empty(len(boxes), dim, dtype=maps[0].dtype)
+        out = torch.empty(len(boxes), dim, dtype=maps[0].dtype, device=device)
     elif out.shape != (len(boxes), dim) or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous ({len(boxes)}, {dim}) tensor, got "
                          f"{tuple(out.shape)}")
@@ -130,8 +135,8 @@ def pool_windows(maps: Sequence[Tensor], image_size: tuple[int, int], scales: Se
         if k not in used:
             continue
         idx = (scale_index == k).nonzero().flatten()
-        b = boxes[idx] * torch.tensor([sw / w, sh / h, sw / w, sh / h])  # (r, 4) at scale k
-        rois = torch.cat([torch.zeros(len(idx), 1), b], 1)
+        b = boxes[idx] * torch.tensor([sw / w, sh / h, sw / w, sh / h], device=device)
+        rois = torch.cat([torch.zeros(len(idx), 1, device=device), b], 1)  # (r, 5) at scale k
         if len(used) == 1:  # every window at this scale: pool straight into `out`
             return spp_roi_pool(maps[k][None], rois, levels, stride, offset, mode, out=out)
         out[idx] = spp_roi_pool(maps[k][None], rois, levels, stride, offset, mode)
@@ -144,16 +149,17 @@ def window_cells(maps: Sequence[Tensor], image_size: tuple[int, int], scales: Se
     """``(R, 5)`` rows ``(scale, x0, y0, x1, y1)``: the map cells each window is pooled from."""
     from ..ops import project_boxes
 
-    boxes = boxes.to(torch.float32)
+    device = maps[0].device
+    boxes = boxes.to(device, torch.float32)
     if scale_index is None:
         scale_index = select_scales(boxes, image_size, scales)
-    out = torch.zeros(len(boxes), 5, dtype=torch.long)
+    out = torch.zeros(len(boxes), 5, dtype=torch.long, device=device)
     out[:, 0] = scale_index
     h, w = image_size
     for k, (sh, sw) in enumerate(scaled_sizes(image_size, scales)):
         idx = (scale_index == k).nonzero().flatten()
         if idx.numel():
-            b = boxes[idx] * torch.tensor([sw / w, sh / h, sw / w, sh / h])
+            b = boxes[idx] * torch.tensor([sw / w, sh / h, sw / w, sh / h], device=device)
             out[idx, 1:] = project_boxes(b, stride, maps[k].shape[-2:], offset)
     return out
 
@@ -163,8 +169,9 @@ def dedupe_windows(cells: Tensor) -> tuple[Tensor, Tensor]:
     (U,), inverse (R,))`` with ``cells[first][inverse] == cells`` (the released SPP code and
     Fast R-CNN both pool and score each distinct projection once)."""
     uniq, inverse = torch.unique(cells, dim=0, return_inverse=True)
-    first = torch.full((len(uniq),), len(cells), dtype=torch.long)
-    first.scatter_reduce_(0, inverse, torch.arange(len(cells)), reduce="amin")
+    first = torch.full((len(uniq),), len(cells), dtype=torch.long, device=cells.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(cells), device=cells.device),
+                          reduce="amin")
     return first, inverse
 
 
@@ -250,7 +257,7 @@ class ConvMapCache:
         if todo:
             img = image if image is not None else decode_image(image_path)
             fresh = compute_maps(self.backbone, img, [scales[i] for i in todo], self.spec, flip)
-            for i, m in zip(todo, fresh):
-                maps[i] = m.to(self.dtype).contiguous()
+            for i, m in zip(todo, fresh):  # cached (and pooled) on the CPU
+                maps[i] = m.to("cpu", self.dtype).contiguous()
                 save_verified(self.dir / f"{keys[i]}.safetensors", maps[i])
         return [m.float() for m in maps]

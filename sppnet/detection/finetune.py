@@ -178,6 +178,7 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet], widths: Sequence
     """
     from tqdm import tqdm
 
+    device = head.fc6.weight.device  # the head trains where it is; features come from the CPU
     opt = torch.optim.SGD(head.parameters(), lr=cfg.ft_lr, momentum=cfg.ft_momentum,
                           weight_decay=cfg.ft_weight_decay)
     ckpt = out_dir / "finetune_last.safetensors"
@@ -193,6 +194,7 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet], widths: Sequence
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, it)
         x, y = _minibatch(windows, widths, pool, cfg, usable, rng, it)  # (B, D), (B,)
+        x, y = x.to(device), y.to(device)
         logits = head(x)
         loss = F.cross_entropy(logits, y)
         if not bool(torch.isfinite(loss)):
@@ -214,7 +216,8 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet], widths: Sequence
             run_loss = run_acc = run_n = 0.0
         if (it + 1) % CKPT_EVERY == 0 and it + 1 < cfg.ft_iters:
             t, m = optimizer_to_flat(opt)
-            save_checkpoint(ckpt, {**{f"head.{k}": v for k, v in head.state_dict().items()}, **t},
+            save_checkpoint(ckpt, {**{f"head.{k}": v.cpu() for k, v in head.state_dict().items()},
+                                   **{k: v.cpu() for k, v in t.items()}},
                             {"iteration": it + 1, "optimizer": m})
     bar.close()
     head.eval()

@@ -48,7 +48,8 @@ def warp_windows(image: Tensor, boxes: Tensor, input_size: int = RCNN_INPUT,
     hw, hh = (b[:, 2] - b[:, 0]) / 2 * scale, (b[:, 3] - b[:, 1]) / 2 * scale
     h, w = image.shape[-2:]
     # sample centres of the S output pixels, in image pixels, then normalised to [-1, 1]
-    t = (torch.arange(input_size, dtype=torch.float32) + 0.5) / input_size * 2 - 1  # (S,)
+    t = (torch.arange(input_size, dtype=torch.float32, device=image.device) + 0.5
+         ) / input_size * 2 - 1  # (S,)
     xs = cx[:, None] + t[None] * hw[:, None]  # (R, S)
     ys = cy[:, None] + t[None] * hh[:, None]
     gx = xs / w * 2 - 1
@@ -63,7 +64,10 @@ def warp_windows(image: Tensor, boxes: Tensor, input_size: int = RCNN_INPUT,
 def rcnn_pool(backbone: nn.Module, image: Tensor, boxes: Tensor, levels: Sequence[int],
               input_size: int = RCNN_INPUT, context_pad: int = CONTEXT_PAD,
               batch_size: int = 32) -> Tensor:
-    """Pooled features ``(R, D)`` of every window, the conv net run once per window."""
+    """Pooled features ``(R, D)`` of every window, the conv net run once per window (on the
+    backbone's device)."""
+    device = next(backbone.parameters()).device
+    image, boxes = image.to(device), boxes.to(device)
     out = []
     for i in range(0, len(boxes), batch_size):
         crops = warp_windows(image, boxes[i:i + batch_size], input_size, context_pad)
@@ -71,7 +75,7 @@ def rcnn_pool(backbone: nn.Module, image: Tensor, boxes: Tensor, levels: Sequenc
         out.append(spp_pool(backbone.forward_features(crops), levels))
     if not out:
         c = backbone.feature_channels
-        return torch.zeros(0, c * int(np.sum([n * n for n in levels])))
+        return torch.zeros(0, c * int(np.sum([n * n for n in levels])), device=device)
     return torch.cat(out)
 
 
@@ -123,7 +127,7 @@ class WindowFeatureCache:
             with torch.inference_mode():
                 feats = rcnn_pool(self.backbone, x, torch.from_numpy(
                     np.asarray(boxes, np.float32)), self.levels,
-                    batch_size=self.batch_size).to(self.dtype)
+                    batch_size=self.batch_size).to("cpu", self.dtype)
             self.computed += len(boxes)
             save_verified(path, feats)
         return feats

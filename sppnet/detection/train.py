@@ -23,6 +23,7 @@ from ..data.coco import load_annotations
 from ..data.voc import VOCDataset
 from ..models.backbone import backbone_spec as models_backbone_spec
 from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..utils.device import resolve_device
 from ..utils.distributed import env_rank, shard
 from ..utils.run_dir import (
     RunFolderError,
@@ -144,7 +145,7 @@ class Stages:
 
 # fields that do not change what the trained stages compute
 RUNTIME_FIELDS = ("output_dir", "cache_dir", "workers", "test_data", "test_split", "test_images",
-                  "score", "max_dets", "nms_iou")
+                  "score", "max_dets", "nms_iou", "device")
 # what the trained stages write; --force deletes them (the caches are verified and stay)
 STAGE_OUTPUTS = ("head.safetensors", "finetune_last.safetensors", "finetune_metrics.jsonl",
                  "finetune_curves.png", "svm_*.safetensors", "bbox_reg.safetensors", "model",
@@ -199,7 +200,7 @@ def prepare(cfg: DetConfig, progress: bool = True, rank: int = 0,
             log.warning("no proposals for %d image(s), left out: %s", len(dropped), dropped[:5])
             ds = ds.subset([a.image_id for a in ds if a.image_id in props])
     spec = backbone_spec(cfg)
-    backbone = load_backbone(spec)
+    backbone = load_backbone(spec).to(resolve_device(cfg.device))
     dtype = getattr(torch, cfg.cache_dtype)
     cache = ConvMapCache(cache_dir / "maps", backbone, spec, dtype)
     windows = [label_windows(a, props.get(a.image_id, np.zeros((0, 4))), len(ds.classes))
@@ -233,7 +234,8 @@ def _fc_features(st: Stages, head: DetectionHead, layer: str):
     @torch.no_grad()
     def features(i: int, rows: np.ndarray | None) -> np.ndarray:
         boxes = st.windows[i].boxes if rows is None else st.windows[i].boxes[rows]
-        return head.features(st.pool(i, False, boxes), layer).numpy()
+        pooled = st.pool(i, False, boxes).to(head.fc6.weight.device)
+        return head.features(pooled, layer).cpu().numpy()
 
     return features
 
@@ -320,6 +322,7 @@ def _head_path(out: Path) -> Path:
 
 def _check_request(cfg: DetConfig, stages: tuple) -> None:
     cfg.validate()
+    resolve_device(cfg.device)  # a device that is not there fails before any work
     if not cfg.data:
         raise ValueError("data is required: a VOC-format folder")
     unknown = [s for s in stages if s not in STAGES]
@@ -337,16 +340,17 @@ def _head_stage(st: Stages, out: Path, stages: tuple, times: StageTimes,
     head = DetectionHead(pooled_dim, len(st.ds.classes), fc_dim, cfg.dropout)
     if fc6 is not None and head.init_from(st.backbone):
         log.info("fc6/fc7 start from %s", cfg.backbone)
+    head = head.to(next(st.backbone.parameters()).device)
     hp = _head_path(out)
     if hp.is_file():
         tensors, _ = load_checkpoint(hp)
-        head.load_state_dict({k[5:]: v for k, v in tensors.items()})
+        head.load_state_dict({k[5:]: v for k, v in tensors.items()})  # onto its device
     elif "finetune" in stages:
         with times("finetune"):
             finetune(head, st.windows, [a.image_size[1] for a in st.ds], st.pool, cfg, out,
                      progress)
         save_stage(hp, "fine-tuning (the head)",
-                   {f"head.{k}": v for k, v in head.state_dict().items()},
+                   {f"head.{k}": v.cpu() for k, v in head.state_dict().items()},
                    {"iterations": cfg.ft_iters})
     else:
         raise CheckpointError(f"{hp} does not exist; run the finetune stage first")
@@ -426,9 +430,10 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
     head = _head_stage(st, out, stages, times, progress)
     svms = _svm_stage(st, head, out, stages, times, progress)
     reg = _bbox_stage(st, out, stages, times, progress)
-    det = SPPDetector(st.backbone, st.spec, head, st.ds.classes,
+    det = SPPDetector(st.backbone.cpu(), st.spec, head.cpu(), st.ds.classes,
                       _inference_settings(cfg, svms, reg), svms, reg)
     model_dir = det.save(out / "model")
+    det = det.to(resolve_device(cfg.device))
     if "eval" in stages and cfg.test_data:
         from .evaluate import evaluate_detector
 

@@ -101,12 +101,36 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     thr = _check_threshold(iou_threshold)
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
+    if boxes.device.type != "cpu":
+        return _nms_on_device(boxes, scores, thr)
     b = boxes.detach().to("cpu", torch.float64).numpy()
     order = np.argsort(-scores.detach().to("cpu", torch.float64).numpy(), kind="stable")
     b = np.ascontiguousarray(b[order])
     keep = _box_kernels.nms_sorted(b, thr) if _box_kernels is not None else _nms_sorted_numpy(
         b, thr)
     return torch.as_tensor(order[keep], dtype=torch.long, device=boxes.device)
+
+
+def _nms_on_device(boxes: Tensor, scores: Tensor, thr: float) -> Tensor:
+    """NMS for boxes on an accelerator (torchvision's CUDA NMS works the same way): the
+    pairwise "IoU > thr" matrix of the score-sorted boxes is computed where the boxes are
+    (float64, as the CPU kernel), and only the greedy sweep over it runs on the CPU."""
+    order = torch.sort(scores.detach().double(), descending=True, stable=True).indices
+    b = boxes.detach().double()[order]
+    over = torch.triu(box_iou(b, b) > thr, diagonal=1).cpu().numpy()  # (R, R) bool
+    keep = _sweep(over)
+    return order[torch.as_tensor(keep, device=boxes.device)]
+
+
+def _sweep(over: np.ndarray) -> np.ndarray:
+    """Greedy NMS over a precomputed ``over[i, j]`` (box ``i`` suppresses a later ``j``)."""
+    alive = np.ones(len(over), dtype=bool)
+    keep = []
+    for i in range(len(over)):
+        if alive[i]:
+            keep.append(i)
+            alive &= ~over[i]
+    return np.asarray(keep, dtype=np.int64)
 
 
 def _nms_sorted_numpy(b: np.ndarray, thr: float) -> np.ndarray:

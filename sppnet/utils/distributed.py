@@ -41,12 +41,24 @@ def init_distributed(device: torch.device) -> DistInfo:
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def process_device(device: torch.device, info: DistInfo) -> torch.device:
+    """This process's device: under torchrun on CUDA each process takes ``cuda:LOCAL_RANK``
+    (an explicit ``cuda:N`` is kept); selected as the current CUDA device."""
+    if device.type == "cuda":
+        if info.enabled and device.index is None:
+            device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
 def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
     if not info.enabled:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    # NCCL reduces CUDA tensors only
+    dev = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor(values, dtype=torch.float64, device=dev)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
+    return t.cpu().tolist()
 
 
 def barrier(info: DistInfo) -> None:

@@ -89,3 +89,57 @@ def test_python_dash_m_sppnet():
     res = subprocess.run([sys.executable, "-m", "sppnet", "--version"], capture_output=True,
                          text=True, check=True)
     assert res.stdout.startswith("sppnet ")
+
+
+def _fake_torchvision(monkeypatch, drop_one_nms_box=False):
+    """A stand-in for torchvision (not installed here): roi_pool per level made of sppnet's own
+    pooling (so no value differs), batched_nms sppnet's (or one box short)."""
+    import types
+
+    import torch
+
+    from sppnet.ops import batched_nms, spp_roi_pool
+
+    def roi_pool(x, rois, n, spatial_scale):
+        assert spatial_scale == 1 / 16
+        return spp_roi_pool(x, rois, (n,), 16).reshape(len(rois), x.shape[1], n, n)
+
+    def tv_nms(boxes, scores, idxs, thr):
+        keep = batched_nms(boxes, scores, idxs, thr)
+        return keep[:-1] if drop_one_nms_box else keep
+
+    tv = types.ModuleType("torchvision")
+    tv.__version__ = "0.0-fake"
+    tv.ops = types.ModuleType("torchvision.ops")
+    tv.ops.roi_pool, tv.ops.batched_nms = roi_pool, tv_nms
+    monkeypatch.setitem(sys.modules, "torchvision", tv)
+    monkeypatch.setitem(sys.modules, "torchvision.ops", tv.ops)
+    return torch
+
+
+def test_bench_ops_times_the_torchvision_peer_in_the_same_run(tmp_path, monkeypatch, capsys):
+    _fake_torchvision(monkeypatch)
+    assert main([*BENCH_OPS, "--json", str(tmp_path / "o.json")]) == 0
+    tv = json.loads((tmp_path / "o.json").read_text())["torchvision"]
+    assert tv["available"] and tv["torchvision"] == "0.0-fake"
+    assert tv["fraction_of_values_differing"] == 0.0  # the stand-in pools as sppnet does
+    assert tv["nms_same_kept_set"] and tv["nms_same_order"]
+    assert tv["ratio_forward"] == tv["roi_pool_forward_s"] / tv["sppnet_forward_s"]
+    out = capsys.readouterr().out
+    assert "torchvision 0.0-fake peer" in out and "same kept set: true" in out
+
+
+def test_bench_ops_fails_when_the_peer_keeps_other_boxes(tmp_path, monkeypatch, capsys):
+    _fake_torchvision(monkeypatch, drop_one_nms_box=True)
+    assert main([*BENCH_OPS, "--json", str(tmp_path / "o.json")]) == 1
+    assert json.loads((tmp_path / "o.json").read_text())["torchvision"][
+        "nms_same_kept_set"] is False
+    assert "same kept set: false" in capsys.readouterr().out
+
+
+def test_bench_ops_says_why_the_peer_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import fails
+    assert main([*BENCH_OPS, "--json", str(tmp_path / "o.json")]) == 0
+    tv = json.loads((tmp_path / "o.json").read_text())["torchvision"]
+    assert tv["available"] is False and "torchvision" in tv["why"]
+    assert "torchvision peer: not measured" in capsys.readouterr().out

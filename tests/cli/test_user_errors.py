@@ -101,3 +101,53 @@ def test_eval_voc_malformed_detections_named(voc, tmp_path, capsys, content, nam
     msg = cli_error(capsys, ["eval-voc", "--annotations", str(voc), "--detections", str(dets),
                              "--output-dir", str(tmp_path / "o")])
     assert named in msg and "d.json" in msg
+
+
+def test_resolve_device_rules():
+    import torch
+
+    from sppnet.utils.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(None) == resolve_device("auto")
+    with pytest.raises(ValueError, match="not a device name"):
+        resolve_device("gpu0")
+    with pytest.raises(ValueError, match="sppnet runs on cpu or cuda"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device is available here"):
+            resolve_device("cuda:1")
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "ops", "--device", "cuda:7"],
+    ["bench", "train", "--device", "cuda:7"],
+    ["demo", "--device", "cuda:7"],
+    ["detect", "x.jpg", "--model", "m", "--output-dir", "o", "--device", "cuda:7"],
+    ["eval-det", "--model", "m", "--data", "d", "--output-dir", "o", "--device", "cuda:7"],
+])
+def test_a_device_that_is_not_there_is_one_line(tmp_path, capsys, monkeypatch, argv):
+    """Every command that runs a net takes --device; one that is not there is one line, exit 2,
+    before any work."""
+    import torch
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    monkeypatch.chdir(tmp_path)
+    line = cli_error(capsys, argv)
+    assert "cuda:7" in line and "device" in line
+    assert not (tmp_path / "o").exists() and not (tmp_path / "runs").exists()
+
+
+def test_train_cls_and_train_det_refuse_a_missing_device(classes_folder, voc, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    line = cli_error(capsys, ["train-cls", "--data", str(classes_folder), "--output-dir",
+                              str(tmp_path / "c"), "--device", "cuda:7"])
+    assert "cuda:7" in line
+    line = cli_error(capsys, ["train-det", "--data", str(voc), "--output-dir",
+                              str(tmp_path / "d"), "--device", "cuda:7"])
+    assert "cuda:7" in line and not (tmp_path / "d").exists()

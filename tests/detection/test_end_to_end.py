@@ -392,5 +392,11 @@ def test_detector_api_in_three_lines(det_small, tiny_zf5, tmp_path):
     assert set(ss) == {"boxes", "scores", "labels", "names"} and ss["boxes"].shape[1] == 4
     with pytest.raises(ValueError, match="proposal sets"):
         det([arr, arr], proposals=boxes[:1])
-    with pytest.raises(ValueError, match="CPU"):
-        D.load_detector(model_dir, device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device is available"):
+            D.load_detector(model_dir, device="cuda")
+    # .to() moves what the detector holds beyond its modules: SVMs and box regressors
+    moved = D.load_detector(model_dir, device="cpu").double()
+    assert moved.device == torch.device("cpu")
+    assert all(w.dtype == b.dtype == torch.float64 for w, b, _ in moved.svms.values())
+    assert moved.regressor.weight.dtype == moved.regressor.bias.dtype == torch.float64

@@ -135,3 +135,28 @@ def test_box_iou_integer_boxes():
     iou = box_iou(a, b)
     assert iou.dtype == torch.float32
     assert iou.tolist() == [[0.5, 0.0]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 60), st.floats(0, 1), st.integers(0, 10_000))
+def test_accelerator_nms_path_matches_the_reference(n, thr, seed):
+    """The path taken for boxes on a GPU (IoU matrix where the boxes are, greedy sweep on
+    the CPU), run here on CPU tensors: the slow reference's boxes, ties and empty boxes
+    included."""
+    from sppnet.ops.boxes import _nms_on_device
+
+    boxes = random_boxes(n, seed, size=20.0).round()
+    boxes[: n // 5, 2] = boxes[: n // 5, 0]
+    scores = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(seed)).float()
+    assert _nms_on_device(boxes, scores, thr).tolist() == ref_nms(boxes, scores, thr)
+
+
+@pytest.mark.cuda
+def test_nms_on_cuda_equals_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    boxes, scores = random_boxes(2000, 0), torch.rand(2000)
+    labels = torch.randint(0, 20, (2000,))
+    want = batched_nms(boxes, scores, labels, 0.3)
+    got = batched_nms(boxes.cuda(), scores.cuda(), labels.cuda(), 0.3)
+    assert got.device.type == "cuda" and got.cpu().tolist() == want.tolist()
