@@ -1,0 +1,218 @@
+"""Tables and curves of the two Caltech-101 studies of issue 17 from their committed result
+files (docs/results/classification/<prefix><kind>_s<seed>/):
+
+- ``finetune``: the ImageNet MobileNetV2 fine-tuned with the fixed / SPP / GAP heads
+  (docs/experiments/classification_finetune.sh; prefix ``ft_``);
+- ``scratch``: the width-0.25 ZF-5 from scratch, no SPP / SPP single / SPP multi, run to
+  convergence (docs/experiments/classification_scratch.sh; prefix ``scratch_``).
+
+    python docs/experiments/summarize_classification.py           # print both
+    python docs/experiments/summarize_classification.py --write   # also update the docs
+
+Numbers: test top-1 of the best-validation checkpoint, by `sppnet eval-cls` (centre crop; full
+image for the nets that take any size; 10-view where run). Paired differences are taken seed by
+seed (the same split, the same augmentation order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "docs" / "results" / "classification"
+DOC = ROOT / "docs" / "classification.md"
+SEEDS = 3
+
+
+@dataclass(frozen=True)
+class Study:
+    prefix: str  # result folders <prefix><kind>_s<seed>
+    marker: str  # docs/classification.md block between <!-- marker:begin/end -->
+    figure: str  # curves PNG under docs/figures/
+    title: str
+    size: int  # the centre crop's side (for the table's header)
+    kinds: tuple  # (kind, label)
+    claims: tuple  # (claim, (kind, view) of A, (kind, view) of B): "A is better than B"
+
+
+FINETUNE = Study(
+    "ft_", "summarize_finetune", "caltech_finetune_curves.png",
+    "Caltech-101, ImageNet MobileNetV2 fine-tuned (3 seeds each)", 224,
+    (("fixed", "fixed 3x3 pool (no SPP), 224"),
+     ("spp", "SPP {3,2,1}, single-size 224"),
+     ("sppmulti", "SPP {3,2,1}, multi-size 224/180"),
+     ("gap", "global average pool, 224")),
+    (("SPP vs fixed pool (centre crop)", ("spp", "center"), ("fixed", "center")),
+     ("multi-size vs single-size SPP (centre crop)", ("sppmulti", "center"), ("spp", "center")),
+     ("multi-size vs single-size SPP (full image)", ("sppmulti", "full"), ("spp", "full")),
+     ("full image vs centre crop (SPP single)", ("spp", "full"), ("spp", "center")),
+     ("full image vs centre crop (SPP multi)", ("sppmulti", "full"), ("sppmulti", "center")),
+     ("full image vs centre crop (GAP)", ("gap", "full"), ("gap", "center")),
+     ("SPP vs GAP (centre crop)", ("spp", "center"), ("gap", "center")),
+     ("SPP vs GAP (full image)", ("spp", "full"), ("gap", "full"))))
+
+SCRATCH = Study(
+    "scratch_", "summarize_scratch", "caltech_scratch_curves.png",
+    "Caltech-101, width-0.25 ZF-5 from scratch, to convergence (3 seeds each)", 128,
+    (("nospp", "no SPP (pool5 3x3), 128"),
+     ("single", "SPP {6,3,2,1}, single-size 128"),
+     ("multi", "SPP {6,3,2,1}, multi-size 128/104")),
+    (("SPP vs no SPP (centre crop)", ("single", "center"), ("nospp", "center")),
+     ("SPP vs no SPP (10-view)", ("single", "10crop"), ("nospp", "10crop")),
+     ("multi-size vs single-size SPP (centre crop)", ("multi", "center"), ("single", "center")),
+     ("multi-size vs single-size SPP (full image)", ("multi", "full"), ("single", "full")),
+     ("multi-size SPP vs no SPP (centre crop)", ("multi", "center"), ("nospp", "center")),
+     ("full image vs centre crop (SPP single)", ("single", "full"), ("single", "center")),
+     ("full image vs centre crop (SPP multi)", ("multi", "full"), ("multi", "center")),
+     ("10-view vs centre crop (SPP single)", ("single", "10crop"), ("single", "center"))))
+
+STUDIES = {"finetune": FINETUNE, "scratch": SCRATCH}
+
+
+def load_runs(study: Study) -> dict[tuple[str, int], dict]:
+    runs = {}
+    kinds = {k for k, _ in study.kinds}
+    for d in sorted(RESULTS.glob(f"{study.prefix}*_s*")):
+        kind, seed = d.name[len(study.prefix):].rsplit("_s", 1)
+        if kind not in kinds or not seed.isdigit():
+            continue
+        if not (d / "views_test.json").is_file():
+            continue
+        metrics = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x]
+        views = json.loads((d / "views_test.json").read_text())["views"]
+        results = json.loads((d / "results.json").read_text())
+        runs[kind, int(seed)] = {
+            "views": {k: 100 * v["top1"] for k, v in views.items()},
+            "best_val": 100 * results["best_val"]["top1"], "epochs": results["epochs_run"],
+            "test_n": views["center"]["images"],
+            "img_s": statistics.median(m["images_per_s"] for m in metrics),
+            "curve": [100 * m["val_top1"] for m in metrics],
+        }
+    return runs
+
+
+def _ms(values: list[float]) -> str:
+    if len(values) > 1:
+        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    return f"{values[0]:.2f}" if values else "–"
+
+
+def _per_seed(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def main_table(study: Study, runs: dict) -> list[str]:
+    ten = any("10crop" in r["views"] for r in runs.values())
+    rows = [f"| net, training | centre {study.size}: test top-1 % (mean ± std) | per seed | "
+            "full image | per seed | " + ("10-view | " if ten else "") + "best val top-1 % | "
+            "epochs | train img/s (median epoch) |",
+            "|---|---|---|---|---|" + ("---|" if ten else "") + "---|---|---|"]
+    for kind, label in study.kinds:
+        seeds = sorted(s for k, s in runs if k == kind)
+        if not seeds:
+            continue
+        rs = [runs[kind, s] for s in seeds]
+        centre = [r["views"]["center"] for r in rs]
+        full = [r["views"]["full"] for r in rs if "full" in r["views"]]
+        tens = [r["views"]["10crop"] for r in rs if "10crop" in r["views"]]
+        rows.append(f"| {label} | {_ms(centre)} | {_per_seed(centre)} | "
+                    f"{_ms(full) if full else 'n/a (fixed size)'} | {_per_seed(full) or '–'} | "
+                    + (f"{_ms(tens) if tens else '–'} | " if ten else "") +
+                    f"{_ms([r['best_val'] for r in rs])} | "
+                    f"{', '.join(str(r['epochs']) for r in rs)} | "
+                    f"{statistics.median(r['img_s'] for r in rs):.0f} |")
+    return rows
+
+
+def verdict(diffs: list[float]) -> str:
+    if len(diffs) < SEEDS:
+        return f"open: {len(diffs)} of {SEEDS} seeds"
+    mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
+    t = mean / (sd / math.sqrt(len(diffs))) if sd > 0 else math.copysign(math.inf, mean)
+    if all(d > 0 for d in diffs) and t > 2.92:  # one-sided 95% for 2 degrees of freedom
+        return "**holds**"
+    if all(d < 0 for d in diffs) and t < -2.92:
+        return "**does not hold** (the opposite is significant)"
+    if all(d > 0 for d in diffs) or all(d < 0 for d in diffs):
+        return "same sign on every seed, not significant at 95% — the spread cannot decide"
+    return "the spread cannot decide (signs differ between seeds)"
+
+
+def claims_table(study: Study, runs: dict) -> list[str]:
+    rows = ["| claim (A better than B) | paired difference A − B, points (mean ± std) | per seed "
+            "| paired t | verdict |", "|---|---|---|---|---|"]
+    for claim, (ka, va), (kb, vb) in study.claims:
+        diffs = [runs[ka, s]["views"][va] - runs[kb, s]["views"][vb]
+                 for s in range(SEEDS) if (ka, s) in runs and (kb, s) in runs
+                 and va in runs[ka, s]["views"] and vb in runs[kb, s]["views"]]
+        if not diffs:
+            continue
+        t = "–"
+        if len(diffs) > 1 and statistics.stdev(diffs) > 0:
+            t = f"{statistics.mean(diffs) / (statistics.stdev(diffs) / math.sqrt(len(diffs))):.2f}"
+        rows.append(f"| {claim} | {_ms(diffs)} | {_per_seed(diffs)} | {t} | {verdict(diffs)} |")
+    return rows
+
+
+def plot(study: Study, runs: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(7, 4))
+    colours = dict(zip([k for k, _ in study.kinds],
+                       ("tab:gray", "tab:blue", "tab:red", "tab:green")))
+    for kind, label in study.kinds:
+        for n, s in enumerate(sorted(s for k, s in runs if k == kind)):
+            c = runs[kind, s]["curve"]
+            plt.plot(range(1, len(c) + 1), c, color=colours[kind], alpha=0.8,
+                     label=label if n == 0 else None)
+    plt.xlabel("epoch")
+    plt.ylabel("val top-1 (%)")
+    plt.title(study.title)
+    plt.legend()
+    plt.tight_layout()
+    figure = ROOT / "docs" / "figures" / study.figure
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(figure, dpi=100)
+    plt.close(fig)
+    return figure
+
+
+def summary(study: Study, runs: dict) -> str:
+    n = {k: sum(1 for kk, _ in runs if kk == k) for k, _ in study.kinds}
+    test_n = sorted({r["test_n"] for r in runs.values()})
+    return "\n".join([
+        f"Runs found: {', '.join(f'{k} {v}' for k, v in n.items())} (of {SEEDS} seeds each); "
+        f"{'/'.join(map(str, test_n))} test images.", "",
+        *main_table(study, runs), "", *claims_table(study, runs), ""])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--study", choices=[*STUDIES, "all"], default="all")
+    ap.add_argument("--write", action="store_true", help="update docs/classification.md")
+    args = ap.parse_args()
+    for name, study in STUDIES.items():
+        if args.study not in (name, "all"):
+            continue
+        runs = load_runs(study)
+        text = summary(study, runs)
+        print(f"## {name}\n{text}")
+        if args.write and runs:
+            figure = plot(study, runs)
+            doc = DOC.read_text()
+            begin, end = f"<!-- {study.marker}:begin -->", f"<!-- {study.marker}:end -->"
+            a, b = doc.index(begin) + len(begin), doc.index(end)
+            DOC.write_text(doc[:a] + "\n" + text + doc[b:])
+            print(f"wrote {DOC} and {figure}")
+
+
+if __name__ == "__main__":
+    main()
