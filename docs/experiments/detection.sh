@@ -37,12 +37,12 @@ raccoon=(--data $R --split docs/experiments/raccoon_train.txt --test-data $R
 fruit_test=(--data $F/test --cache-dir runs/det/cache_fruit)
 raccoon_test=(--data $R --split docs/experiments/raccoon_test.txt --cache-dir runs/det/cache_raccoon)
 
-retest() {  # retest NAME SET PROPOSER: evaluate NAME's detector with other windows -> eval_<P>/
-  local name=$1 set=$2 proposer=$3
+retest() {  # retest NAME SET TAG EVAL-DET-ARGS...: NAME's detector evaluated another way
+  local name=$1 set=$2 tag=$3; shift 3  #                                    -> eval_<TAG>/
   local -n test=${set}_test
-  [ -f "runs/det/$name/eval_$proposer/results.json" ] ||
-    sppnet eval-det --model "runs/det/$name/model" "${test[@]}" --proposer "$proposer" \
-      --output-dir "runs/det/$name/eval_$proposer" --no-progress
+  [ -f "runs/det/$name/eval_$tag/results.json" ] ||
+    sppnet eval-det --model "runs/det/$name/model" "${test[@]}" "$@" \
+      --output-dir "runs/det/$name/eval_$tag" --no-progress
   python docs/experiments/collect_det.py "runs/det/$name" "docs/results/detection/$name"
 }
 
@@ -71,12 +71,19 @@ for t in "${todo[@]}"; do
     fruit_zf5_spp5) run fruit_zf5_spp5 fruit --backbone $ZF5 --scales $FIVE ;;
     fruit_zf5_rcnn) run fruit_zf5_rcnn fruit --backbone $ZF5 --mode rcnn ;;
     # Sec. 4.5: EdgeBoxes at test time, after training with Selective Search or with both
-    fruit_spp1_eb) retest fruit_spp1 fruit edgeboxes ;;
-    raccoon_spp1_eb) retest raccoon_spp1 raccoon edgeboxes ;;
+    fruit_spp1_eb) retest fruit_spp1 fruit edgeboxes --proposer edgeboxes ;;
+    raccoon_spp1_eb) retest raccoon_spp1 raccoon edgeboxes --proposer edgeboxes ;;
     fruit_both) run fruit_both fruit --weights $W --proposer selective_search_fast+edgeboxes
-                retest fruit_both fruit edgeboxes ;;
+                retest fruit_both fruit edgeboxes --proposer edgeboxes ;;
     raccoon_both) run raccoon_both raccoon --weights $W --proposer selective_search_fast+edgeboxes
-                  retest raccoon_both raccoon edgeboxes ;;
+                  retest raccoon_both raccoon edgeboxes --proposer edgeboxes ;;
+    # the end-to-end settings of `sppnet detect` (docs/detection.md), each evaluated: up to
+    # 2000 windows instead of the 200 trained with, and int8 fc6/fc7
+    *_spp1_e2e) s=${t%_spp1_e2e}
+      retest ${s}_spp1 $s int8 --fc int8
+      retest ${s}_spp1 $s edgeboxes_int8 --proposer edgeboxes --fc int8
+      retest ${s}_spp1 $s ss2000 --max-proposals 2000
+      retest ${s}_spp1 $s edgeboxes2000 --proposer edgeboxes --max-proposals 2000 ;;
     *) echo "unknown run $t" >&2; exit 2 ;;
   esac
 done
