@@ -11,7 +11,7 @@ Windows with IoU >= ``bbox_iou`` with a ground truth of class k regress to it: t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -47,12 +47,23 @@ class BoxRegressor:
     bias: Tensor  # (K, 4)
     feat_scale: float
     coder: BoxCoder = BoxCoder()
+    # W as one (P, K*4) matrix: all classes in one GEMM (remade whenever the dataclass is,
+    # e.g. by dataclasses.replace when the detector moves to another device)
+    _flat: Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        k, p, _ = self.weight.shape
+        self._flat = self.weight.permute(1, 0, 2).reshape(p, k * 4).contiguous()
 
     @torch.no_grad()
     def deltas(self, pooled: Tensor) -> Tensor:
-        """``(R, P)`` pool5 -> ``(R, K, 4)`` predicted ``(dx, dy, dw, dh)``."""
-        return torch.einsum("rp,kpt->rkt", pooled.float() * self.feat_scale,
-                            self.weight) + self.bias
+        """``(R, P)`` pool5 -> ``(R, K, 4)`` predicted ``(dx, dy, dw, dh)``:
+        ``(s * pool5) @ W[k] + b[k]`` for every class in one matrix product (``s`` applied to
+        the product: no scaled copy of the ``(R, P)`` features)."""
+        k = self.weight.shape[0]
+        out = torch.addmm(self.bias.reshape(1, k * 4), pooled.to(self._flat.dtype), self._flat,
+                          alpha=self.feat_scale)  # (R, K*4)
+        return out.reshape(len(pooled), k, 4)
 
     @torch.no_grad()
     def decode(self, deltas: Tensor, boxes: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ from .bbox_reg import BoxRegressor
 from .features import (
     BackboneSpec,
     compute_maps,
+    compute_maps_many,
     dedupe_windows,
     load_backbone,
     pool_windows,
@@ -192,14 +193,17 @@ class SPPDetector(nn.Module):
     # ------------------------------------------------------------------ features
     @torch.no_grad()
     def pooled_spp(self, image: np.ndarray, boxes: Tensor, dedupe: bool = True,
-                   reuse_buffer: bool = False) -> tuple[Tensor, Tensor | None, dict]:
+                   reuse_buffer: bool = False,
+                   maps: list[Tensor] | None = None) -> tuple[Tensor, Tensor | None, dict]:
         """Pool5 of the windows from conv maps computed once per scale: ``(pooled (U, D),
         inverse (R,) or None, seconds)``. With ``dedupe`` windows that project onto the same
         map cells are pooled once and ``pooled[inverse]`` is the per-window matrix. With
         ``reuse_buffer`` the result is a view of a buffer the next call overwrites (no fresh
-        100 MB allocation per image); :meth:`detect` uses it."""
+        100 MB allocation per image); :meth:`detect` uses it. ``maps``: the image's conv maps
+        when already computed (:meth:`forward` batches images of one size)."""
         t0 = time.perf_counter()
-        maps = compute_maps(self.backbone, image, self.settings.scales, self.spec)
+        if maps is None:
+            maps = compute_maps(self.backbone, image, self.settings.scales, self.spec)
         _sync(maps[0].device)
         t1 = time.perf_counter()
         args = (image.shape[:2], self.settings.scales)
@@ -235,11 +239,12 @@ class SPPDetector(nn.Module):
         return pooled, None, {"conv": time.perf_counter() - t0, "pool": 0.0}
 
     def pooled(self, image: np.ndarray, boxes: Tensor, mode: str = "spp",
-               reuse_buffer: bool = False) -> tuple[Tensor, Tensor | None, dict]:
+               reuse_buffer: bool = False,
+               maps: list[Tensor] | None = None) -> tuple[Tensor, Tensor | None, dict]:
         """Pool5 of the windows ``boxes (R, 4)`` (any device; computed on the detector's)."""
         boxes = boxes.to(self.device)
         if mode == "spp":
-            return self.pooled_spp(image, boxes, reuse_buffer=reuse_buffer)
+            return self.pooled_spp(image, boxes, reuse_buffer=reuse_buffer, maps=maps)
         if mode == "rcnn":
             return self.pooled_rcnn(image, boxes)
         raise ValueError(f"mode must be spp or rcnn, got {mode!r}")
@@ -291,12 +296,13 @@ class SPPDetector(nn.Module):
         return Detections(cand[keep].cpu(), flat_scores[keep].cpu(), labels[keep].cpu())
 
     @torch.no_grad()
-    def detect(self, image: np.ndarray, boxes: Tensor | np.ndarray,
-               mode: str = "spp") -> Detections:
+    def detect(self, image: np.ndarray, boxes: Tensor | np.ndarray, mode: str = "spp",
+               maps: list[Tensor] | None = None) -> Detections:
         """Detections for an RGB ``(H, W, 3)`` uint8 image and its proposal windows. Windows
-        with zero width or height (or non-finite) are dropped here, with a warning."""
+        with zero width or height (or non-finite) are dropped here, with a warning. ``maps``:
+        the image's conv maps if already computed (SPP mode)."""
         boxes = usable_windows(torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4))
-        pooled, inverse, timings = self.pooled(image, boxes, mode, reuse_buffer=True)
+        pooled, inverse, timings = self.pooled(image, boxes, mode, reuse_buffer=True, maps=maps)
         t0 = time.perf_counter()
         scores = self.score_pooled(pooled)
         _sync(scores.device)
@@ -308,13 +314,16 @@ class SPPDetector(nn.Module):
 
     # ------------------------------------------------------------------ the Python API
     @torch.no_grad()
-    def forward(self, images, proposals=None, mode: str | None = None) -> list[dict]:
+    def forward(self, images, proposals=None, mode: str | None = None, workers: int = 2,
+                batch_size: int = 8) -> list[dict]:
         """Detect in one image or a list: PIL images, ``(H, W, 3)`` uint8 arrays, file paths,
         or ``(3, H, W)`` tensors (uint8 0-255, or float 0-1). ``proposals``: one ``(R, 4)``
         xyxy array per image, or ``None`` for the proposer and settings the detector
-        was trained with. Returns torchvision-style dicts: ``boxes (M, 4)``, ``scores``,
-        ``labels`` (indices into ``classes``) and ``names``."""
-        from .proposals import ProposalConfig, propose
+        was trained with (computed in ``workers`` processes for three images or more). Images
+        of one size go through the conv trunk together, ``batch_size`` at a time (SPP mode).
+        Returns torchvision-style dicts: ``boxes (M, 4)``, ``scores``, ``labels`` (indices
+        into ``classes``) and ``names``."""
+        from .proposals import ProposalConfig, propose_many
 
         many = isinstance(images, (list, tuple))
         batch = [as_rgb_array(im) for im in (images if many else [images])]
@@ -322,14 +331,27 @@ class SPPDetector(nn.Module):
             proposals = [proposals]
         if proposals is not None and len(proposals) != len(batch):
             raise ValueError(f"got {len(proposals)} proposal sets for {len(batch)} images")
-        pcfg = ProposalConfig(method=self.settings.proposer, max_side=self.settings.ss_max_side,
-                              max_proposals=self.settings.max_proposals)
-        out = []
+        if proposals is None:
+            pcfg = ProposalConfig(method=self.settings.proposer,
+                                  max_side=self.settings.ss_max_side,
+                                  max_proposals=self.settings.max_proposals)
+            proposals = propose_many(batch, pcfg, workers)
+        mode = mode or self.settings.mode
+        groups: dict[tuple, list[int]] = {}  # images of one size share a trunk pass (SPP)
         for k, image in enumerate(batch):
-            boxes = propose(image, pcfg) if proposals is None else proposals[k]
-            d = self.detect(image, boxes, mode or self.settings.mode)
-            out.append({"boxes": d.boxes, "scores": d.scores, "labels": d.labels,
-                        "names": [self.classes[int(i)] for i in d.labels]})
+            groups.setdefault(image.shape if mode == "spp" else (k,), []).append(k)
+        out: list[dict] = [{} for _ in batch]
+        step = max(1, batch_size)
+        for ks in groups.values():
+            for c in range(0, len(ks), step):
+                chunk = ks[c:c + step]
+                chunk_maps = (compute_maps_many(self.backbone, [batch[k] for k in chunk],
+                                                self.settings.scales, self.spec)
+                              if len(chunk) > 1 else [None])
+                for k, m in zip(chunk, chunk_maps):
+                    d = self.detect(batch[k], proposals[k], mode, maps=m)
+                    out[k] = {"boxes": d.boxes, "scores": d.scores, "labels": d.labels,
+                              "names": [self.classes[int(i)] for i in d.labels]}
         return out if many else out[0]
 
     # ------------------------------------------------------------------ files

@@ -28,7 +28,7 @@ from ..models.backbone import BackboneSpec, load_backbone
 from ..ops import spp_output_dim, spp_roi_pool
 
 __all__ = ["BackboneSpec", "load_backbone", "backbone_fingerprint", "scaled_sizes",
-           "select_scales", "compute_maps", "pool_windows", "ConvMapCache",
+           "select_scales", "compute_maps", "compute_maps_many", "pool_windows", "ConvMapCache",
            "window_cells", "dedupe_windows", "SINGLE_SCALE", "FIVE_SCALES", "TARGET_AREA",
            "MAX_LONG_SIDE", "tensor_digest", "save_verified", "load_verified"]
 
@@ -97,6 +97,24 @@ def compute_maps(backbone: nn.Module, image: np.ndarray, scales: Sequence[int],
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         maps.append(backbone.forward_features(x)[0].contiguous())
     return maps
+
+
+@torch.no_grad()
+def compute_maps_many(backbone: nn.Module, images: Sequence[np.ndarray], scales: Sequence[int],
+                      spec: BackboneSpec) -> list[list[Tensor]]:
+    """:func:`compute_maps` of several images of one size, each scale in one batched trunk
+    pass: ``maps[i][k]`` is image ``i``'s ``(C, H', W')`` map at scale ``k``."""
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"compute_maps_many needs images of one size, got {sorted(shapes)}")
+    device = next(backbone.parameters()).device
+    per_scale = []
+    for size in scaled_sizes(images[0].shape[:2], scales):
+        x = torch.stack([to_tensor(resize_to(im, size), spec.mean, spec.input_scale)
+                         for im in images])
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        per_scale.append(backbone.forward_features(x))
+    return [[m[i].contiguous() for m in per_scale] for i in range(len(images))]
 
 
 def pool_windows(maps: Sequence[Tensor], image_size: tuple[int, int], scales: Sequence[int],

@@ -390,6 +390,16 @@ def test_detector_api_in_three_lines(det_small, tiny_zf5, tmp_path):
     # without proposals: Selective Search with the detector's stored settings
     ss = det(arr)
     assert set(ss) == {"boxes", "scores", "labels", "names"} and ss["boxes"].shape[1] == 4
+    # three images: proposals in 2 worker processes, the three photos of one size in one trunk
+    # pass; the same detections as one image at a time (up to float rounding in the batch)
+    flipped = np.ascontiguousarray(arr[:, ::-1])
+    three = det([arr, flipped, arr], workers=2, batch_size=8)
+    for got, image in zip(three, (arr, flipped, arr)):
+        alone = det(image, batch_size=1)
+        assert got["names"] == alone["names"]
+        torch.testing.assert_close(got["boxes"], alone["boxes"], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(got["scores"], alone["scores"], rtol=1e-4, atol=1e-4)
+    assert not torch.equal(three[0]["boxes"], three[1]["boxes"])  # really other images
     with pytest.raises(ValueError, match="proposal sets"):
         det([arr, arr], proposals=boxes[:1])
     if not torch.cuda.is_available():

@@ -308,6 +308,21 @@ def test_box_regressor_learns_a_known_shift():
     np.testing.assert_allclose(pred[:, 1].numpy(), props, atol=1e-4)  # no data: identity
 
 
+def test_box_regressor_deltas_per_class_by_hand():
+    """Three classes, a 2-d pool5: deltas = (s * x) @ W[k] + b[k], written out by hand."""
+    w = torch.tensor([[[1.0, 0, 0, 0], [0, 1, 0, 0]],
+                      [[0.0, 0, 1, 0], [0, 0, 0, 1]],
+                      [[1.0, 1, 1, 1], [-1, -1, -1, -1]]])  # (K=3, P=2, 4)
+    b = torch.tensor([[0.0, 0, 0, 0], [0.5, 0.5, 0.5, 0.5], [0, 0, 0, 1]])
+    reg = BoxRegressor(w, b, 2.0)
+    x = torch.tensor([[1.0, 3.0], [0.0, -1.0]])
+    want = torch.tensor([[[2.0, 6, 0, 0], [0.5, 0.5, 2.5, 6.5], [-4, -4, -4, -3]],
+                         [[0.0, -2, 0, 0], [0.5, 0.5, 0.5, -1.5], [2, 2, 2, 3]]])
+    assert torch.equal(reg.deltas(x), want)
+    moved = replace(reg, weight=w.double(), bias=b.double())  # the GEMM matrix is remade
+    assert moved.deltas(x.double()).dtype == torch.float64
+
+
 # --------------------------------------------------------------------- R-CNN warp, combine
 
 
