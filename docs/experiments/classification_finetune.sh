@@ -2,7 +2,9 @@
 # Issue 17, the fine-tuned study: the ImageNet MobileNetV2 trunk with the fixed / spp / gap heads
 # on Caltech-101, 3 seeds (= 3 splits). Run from the repository root:
 #   nice -n 10 bash docs/experiments/classification_finetune.sh [RUN ...]
-# RUN names (default: all, seed by seed): fixed_s0 spp_s0 sppmulti_s0 gap_s0 ... _s2.
+# RUN names (default: all, seed by seed): fixed_s0 spp_s0 sppmulti_s0 gap_s0 ... _s2; and
+# sppfull_s0: SPP trained on whole images (--full-image: shorter side 224, own aspect ratio,
+# longer side <= 448, mixed sizes per padded batch) — issue 14's full-image training, one seed.
 # Each run writes runs/cls_ft/<RUN>/ and copies its small files to
 # docs/results/classification/ft_<RUN>/ (config, metrics, results, test views, curves).
 # RUNS and RESULTS move those two folders (e.g. to run the code of another worktree).
@@ -29,6 +31,8 @@ for run in "${runs[@]}"; do
     spp) args=(--model mobilenet_v2_spp --levels 3,2,1 --sizes 224); views=center,full ;;
     sppmulti) args=(--model mobilenet_v2_spp --levels 3,2,1 --sizes 224,180); views=center,full ;;
     gap) args=(--model mobilenet_v2_gap --sizes 224); views=center,full ;;
+    sppfull) args=(--model mobilenet_v2_spp --levels 3,2,1 --sizes 224 --full-image)
+             views=center,full ;;
     *) echo "unknown run $run" >&2; exit 2 ;;
   esac
   out=$RUNS/$run
