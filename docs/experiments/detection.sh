@@ -56,7 +56,8 @@ run() {  # run NAME SET ARGS...: train + evaluate, then commit-ready copy of the
 
 todo=("$@")
 [ ${#todo[@]} -eq 0 ] && todo=(fruit_spp1 fruit_rcnn raccoon_spp1 raccoon_rcnn fruit_spp5
-                               raccoon_spp5 fruit_zf5_spp1 fruit_zf5_spp5 fruit_zf5_rcnn)
+                               raccoon_spp5 fruit_zf5_spp1 fruit_zf5_spp5 fruit_zf5_rcnn
+                               raccoon_zf5_spp1 raccoon_zf5_spp5 raccoon_zf5_rcnn)
 for t in "${todo[@]}"; do
   case $t in
     fruit_spp1) run fruit_spp1 fruit --weights $W ;;
@@ -70,6 +71,9 @@ for t in "${todo[@]}"; do
     fruit_zf5_spp1) run fruit_zf5_spp1 fruit --backbone $ZF5 ;;
     fruit_zf5_spp5) run fruit_zf5_spp5 fruit --backbone $ZF5 --scales $FIVE ;;
     fruit_zf5_rcnn) run fruit_zf5_rcnn fruit --backbone $ZF5 --mode rcnn ;;
+    raccoon_zf5_spp1) run raccoon_zf5_spp1 raccoon --backbone $ZF5 ;;
+    raccoon_zf5_spp5) run raccoon_zf5_spp5 raccoon --backbone $ZF5 --scales $FIVE ;;
+    raccoon_zf5_rcnn) run raccoon_zf5_rcnn raccoon --backbone $ZF5 --mode rcnn ;;
     # Sec. 4.5: EdgeBoxes at test time, after training with Selective Search or with both
     fruit_spp1_eb) retest fruit_spp1 fruit edgeboxes --proposer edgeboxes ;;
     raccoon_spp1_eb) retest raccoon_spp1 raccoon edgeboxes --proposer edgeboxes ;;

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results" / "detection"
 SETS = [("fruit", "fruit (3 classes, 240 train / 60 test photos), ImageNet MobileNetV2"),
         ("raccoon", "raccoon (1 class, 160 train / 40 test photos), ImageNet MobileNetV2"),
-        ("fruit_zf5", "fruit, ZF-5 ¼ trained from scratch on Caltech-101 (18 epochs)")]
+        ("fruit_zf5", "fruit, ZF-5 ¼ trained from scratch on Caltech-101 (18 epochs)"),
+        ("raccoon_zf5", "raccoon, ZF-5 ¼ trained from scratch on Caltech-101 (18 epochs)")]
 COLUMNS = [("spp1", "SPP 1-scale (trained 1-sc)"), ("spp5", "SPP 5-scale (trained 5-sc)"),
            ("rcnn", "R-CNN (trained its own way)")]
 MAP_ROWS = [("pool5 SVM", "pool5-svm"), ("ftfc7 SVM", "fc7-svm"),
@@ -26,6 +27,12 @@ TIME_ROWS = ("conv", "pool", "fc", "total")
 TRAIN_ROWS = [("features (cache stage)", "cache"), ("fine-tuning", "finetune"),
               ("SVMs pool5", "svm_pool5"), ("SVMs fc7", "svm_fc7"), ("box regression", "bbox")]
 BEGIN, END = "<!-- summarize_det:begin -->", "<!-- summarize_det:end -->"
+
+
+def load_eval(run: str, tag: str = "") -> dict | None:
+    """``results.json`` of a run's evaluation: ``eval/`` or ``eval_<tag>/``."""
+    p = RESULTS / run / (f"eval_{tag}" if tag else "eval") / "results.json"
+    return json.loads(p.read_text()) if p.is_file() else None
 
 
 def load(run: str) -> dict | None:
@@ -90,21 +97,77 @@ def build() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def replace_block(path: Path, block: str) -> None:
+def _map(r: dict | None, key: str = "fc7-svm+bbox") -> str:
+    return f"{100 * r['variants'][key]['mAP']:.1f}" if r else "—"
+
+
+# (label, run suffix, evaluation tag, the paper's figure on VOC 2007 (ZF-5, Sec. 4.5))
+SEC45_ROWS = [("Selective Search → Selective Search", "spp1", "", "58.0 / 59.2 (1 / 5 scales)"),
+              ("Selective Search → EdgeBoxes", "spp1", "edgeboxes", "52.8"),
+              ("both → EdgeBoxes", "both", "edgeboxes", "56.3"),
+              ("both → both", "both", "", "—")]
+
+
+def sec45() -> str:
+    """The paper's Sec. 4.5: EdgeBoxes at test time, trained with Selective Search or both."""
+    lines = ["| set | windows: trained with → tested with | ftfc7 SVM + bb mAP | ftfc7 SVM mAP | "
+             "pool5 SVM mAP | windows per test image | paper (VOC07, ftfc7 + bb) |",
+             "|---|---|---|---|---|---|---|"]
+    for set_name in ("fruit", "raccoon"):
+        for label, run, tag, paper in SEC45_ROWS:
+            r = load_eval(f"{set_name}_{run}", tag)
+            lines.append(_row(set_name, [
+                label, _map(r), _map(r, "fc7-svm"), _map(r, "pool5-svm"),
+                f"{r['windows_per_image_mean']:.0f}" if r else "—", paper]))
+    return "\n".join(lines) + "\n"
+
+
+# `sppnet detect` end to end (timing.json under docs/results/detection/e2e/<tag>/), beside the
+# mAP of the same settings (eval_<tag> of the SPP 1-scale MobileNetV2 detectors)
+E2E_ROWS = [("Selective Search, ≤ 200 windows (as trained), fp32", "ss200", ""),
+            ("Selective Search, ≤ 200, int8 fc", "ss200_int8", "int8"),
+            ("EdgeBoxes, ≤ 200, fp32", "eb200", "edgeboxes"),
+            ("EdgeBoxes, ≤ 200, int8 fc", "eb200_int8", "edgeboxes_int8"),
+            ("Selective Search, ≤ 2000, fp32", "ss2000", "ss2000"),
+            ("EdgeBoxes, ≤ 2000, fp32", "eb2000", "edgeboxes2000")]
+E2E_STAGES = ("proposals", "conv", "pool", "fc", "nms", "decode", "draw")
+
+
+def e2e() -> str:
+    lines = ["| setting | windows | " + " | ".join(f"{s} s" for s in E2E_STAGES)
+             + " | **wall s/photo** | fruit mAP | raccoon mAP |",
+             "|---|---|" + "---|" * len(E2E_STAGES) + "---|---|---|"]
+    for label, tag, ev in E2E_ROWS:
+        p = RESULTS / "e2e" / tag / "timing.json"
+        t = json.loads(p.read_text()) if p.is_file() else None
+        m = t["median"] if t else {}
+        lines.append(_row(label, [
+            f"{m['windows']:.0f}" if t else "—",
+            *[f"{m[s]:.3f}" if s in m else "—" for s in E2E_STAGES],
+            f"**{m['wall']:.3f}**" if t else "—",
+            _map(load_eval("fruit_spp1", ev)), _map(load_eval("raccoon_spp1", ev))]))
+    return "\n".join(lines) + "\n"
+
+
+def replace_block(path: Path, block: str, marker: str = "summarize_det") -> None:
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path}: no {BEGIN} ... {END} block to replace")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{block}{END}{tail}")
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path}: no {begin} ... {end} block to replace")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{block}{end}{tail}")
 
 
 def main() -> None:
-    block = build()
-    print(block)
+    blocks = {"summarize_det": build(), "summarize_sec45": sec45(), "summarize_e2e": e2e()}
+    for marker, block in blocks.items():
+        print(f"<!-- {marker} -->\n{block}")
     if "--write" in sys.argv[1:]:
         for p in (ROOT / "docs" / "detection.md", ROOT / "README.md"):
-            replace_block(p, block)
+            for marker, block in blocks.items():
+                if f"<!-- {marker}:begin -->" in p.read_text():
+                    replace_block(p, block, marker)
             print(f"wrote {p}")
 
 
