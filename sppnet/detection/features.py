@@ -27,7 +27,7 @@ from ..data.transforms import resize_to, to_tensor
 from ..models.backbone import BackboneSpec, load_backbone
 from ..ops import spp_output_dim, spp_roi_pool
 
-__all__ = ["BackboneSpec", "load_backbone", "backbone_fingerprint", "scaled_sizes",
+__all__ = ["BackboneSpec", "load_backbone", "module_device", "backbone_fingerprint", "scaled_sizes",
            "select_scales", "compute_maps", "compute_maps_many", "pool_windows", "ConvMapCache",
            "window_cells", "dedupe_windows", "SINGLE_SCALE", "FIVE_SCALES", "TARGET_AREA",
            "MAX_LONG_SIDE", "tensor_digest", "save_verified", "load_verified"]
@@ -41,6 +41,13 @@ FIVE_SCALES = (480, 576, 688, 864, 1200)  # paper section 4.2: the 5-scale set
 # the longer side is capped here, and such an image is scaled by the cap instead.
 MAX_LONG_SIDE = 2000
 TARGET_AREA = 224 * 224  # a window is pooled at the scale where its area is closest to this
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's tensors are: its first parameter's or buffer's device (CPU if none)."""
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 def backbone_fingerprint(spec: BackboneSpec) -> str:
@@ -90,7 +97,7 @@ def compute_maps(backbone: nn.Module, image: np.ndarray, scales: Sequence[int],
     backbone's device."""
     if flip:
         image = np.ascontiguousarray(image[:, ::-1])
-    device = next(backbone.parameters()).device
+    device = module_device(backbone)
     maps = []
     for size in scaled_sizes(image.shape[:2], scales):
         x = to_tensor(resize_to(image, size), spec.mean, spec.input_scale)[None]
@@ -107,7 +114,7 @@ def compute_maps_many(backbone: nn.Module, images: Sequence[np.ndarray], scales:
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise ValueError(f"compute_maps_many needs images of one size, got {sorted(shapes)}")
-    device = next(backbone.parameters()).device
+    device = module_device(backbone)
     per_scale = []
     for size in scaled_sizes(images[0].shape[:2], scales):
         x = torch.stack([to_tensor(resize_to(im, size), spec.mean, spec.input_scale)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import spp_pool
+from .features import module_device
 
 __all__ = ["warp_windows", "rcnn_pool", "WindowFeatureCache", "CONTEXT_PAD", "RCNN_INPUT"]
 
@@ -66,7 +67,7 @@ def rcnn_pool(backbone: nn.Module, image: Tensor, boxes: Tensor, levels: Sequenc
               batch_size: int = 32) -> Tensor:
     """Pooled features ``(R, D)`` of every window, the conv net run once per window (on the
     backbone's device)."""
-    device = next(backbone.parameters()).device
+    device = module_device(backbone)
     image, boxes = image.to(device), boxes.to(device)
     out = []
     for i in range(0, len(boxes), batch_size):

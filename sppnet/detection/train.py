@@ -38,7 +38,7 @@ from ..utils.run_dir import (
 from .bbox_reg import BoxRegressor
 from .config import DetConfig
 from .detector import InferenceSettings, SPPDetector
-from .features import BackboneSpec, ConvMapCache, load_backbone, pool_windows
+from .features import BackboneSpec, ConvMapCache, load_backbone, module_device, pool_windows
 from .finetune import DetectionHead, finetune
 from .proposals import ProposalConfig, compute_proposals, load_proposal_file
 from .rcnn import WindowFeatureCache
@@ -340,7 +340,7 @@ def _head_stage(st: Stages, out: Path, stages: tuple, times: StageTimes,
     head = DetectionHead(pooled_dim, len(st.ds.classes), fc_dim, cfg.dropout)
     if fc6 is not None and head.init_from(st.backbone):
         log.info("fc6/fc7 start from %s", cfg.backbone)
-    head = head.to(next(st.backbone.parameters()).device)
+    head = head.to(module_device(st.backbone))
     hp = _head_path(out)
     if hp.is_file():
         tensors, _ = load_checkpoint(hp)
