@@ -9,6 +9,7 @@
 # docs/results/classification/ft_<RUN>/ (config, metrics, results, test views, curves).
 # RUNS and RESULTS move those two folders (e.g. to run the code of another worktree).
 set -euo pipefail
+. "$(dirname "$0")/study_run.sh"
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-../shared/data/caltech101/101_ObjectCategories}
 W=${W:-../shared/data/imagenet_tflite/mobilenet_v2_1.0_224_quant.tflite}
@@ -35,22 +36,6 @@ for run in "${runs[@]}"; do
              views=center,full ;;
     *) echo "unknown run $run" >&2; exit 2 ;;
   esac
-  out=$RUNS/$run
-  if [ -f "$out/results.json" ]; then
-    echo "== $run: done already"
-  else
-    echo "== $run: training ($(date +%T))"
-    resume=()
-    [ -f "$out/last.safetensors" ] && resume=(--resume)
-    "$PY" -m sppnet train-cls --data "$DATA" --weights "$W" --seed "$seed" \
-      --output-dir "$out" "${COMMON[@]}" "${args[@]}" "${resume[@]}"
-  fi
-  if [ ! -f "$out/views_test.json" ]; then
-    echo "== $run: test views $views ($(date +%T))"
-    "$PY" -m sppnet eval-cls --run "$out" --views "$views" --full-size 224 --no-progress
-  fi
-  dest=$RESULTS/ft_$run
-  mkdir -p "$dest"
-  cp "$out"/{config.json,metrics.jsonl,results.json,views_test.json,curves.png,dataset.json} "$dest"/
-  echo "== $run: copied to $dest ($(date +%T))"
+  study_run "$run" "$seed" "$views" "$RESULTS/ft_$run" "--full-size 224" -- --data "$DATA" --weights "$W" "${COMMON[@]}" \
+    "${args[@]}"
 done

@@ -7,6 +7,7 @@
 # Each run writes runs/cls_scratch/<RUN>/ and copies its small files to
 # docs/results/classification/scratch_<RUN>/ (config, metrics, results, test views, curves).
 set -euo pipefail
+. "$(dirname "$0")/study_run.sh"
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-../shared/data/caltech101/101_ObjectCategories}
 RUNS=${RUNS:-runs/cls_scratch}
@@ -30,22 +31,6 @@ for run in "${runs[@]}"; do
     multi) args=(--model zf5_spp --sizes 128,104); views=center,10crop,full ;;
     *) echo "unknown run $run" >&2; exit 2 ;;
   esac
-  out=$RUNS/$run
-  if [ -f "$out/results.json" ]; then
-    echo "== $run: done already"
-  else
-    echo "== $run: training ($(date +%T))"
-    resume=()
-    [ -f "$out/last.safetensors" ] && resume=(--resume)
-    "$PY" -m sppnet train-cls "${COMMON[@]}" --seed "$seed" --output-dir "$out" "${args[@]}" \
-      "${resume[@]}"
-  fi
-  if [ ! -f "$out/views_test.json" ]; then
-    echo "== $run: test views $views ($(date +%T))"
-    "$PY" -m sppnet eval-cls --run "$out" --views "$views" --no-progress
-  fi
-  dest=$RESULTS/scratch_$run
-  mkdir -p "$dest"
-  cp "$out"/{config.json,metrics.jsonl,results.json,views_test.json,curves.png,dataset.json} "$dest"/
-  echo "== $run: copied to $dest ($(date +%T))"
+  study_run "$run" "$seed" "$views" "$RESULTS/scratch_$run" "" -- "${COMMON[@]}" \
+    "${args[@]}"
 done
