@@ -132,6 +132,15 @@ def _resume(head: DetectionHead, opt: torch.optim.Optimizer, ckpt: Path,
             head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
             optimizer_from_flat(opt, tensors, meta["optimizer"])
             start = int(meta["iteration"])
+            # dropout draws from these generators: the resumed run draws what the unbroken
+            # one would have
+            if "rng.torch" in tensors:
+                torch.set_rng_state(tensors["rng.torch"])
+                if "rng.cuda" in tensors and torch.cuda.is_available():
+                    torch.cuda.set_rng_state(tensors["rng.cuda"])
+            else:
+                log.warning("%s holds no RNG state (an older checkpoint): the resumed run "
+                            "draws other dropout masks than an unbroken run", ckpt)
             log.info("resuming fine-tuning from iteration %d (%s)", start, ckpt)
         except (CheckpointError, KeyError, RuntimeError) as e:
             log.warning("cannot resume from %s (%s); fine-tuning from the start", ckpt, e)
@@ -216,8 +225,11 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet], widths: Sequence
             run_loss = run_acc = run_n = 0.0
         if (it + 1) % CKPT_EVERY == 0 and it + 1 < cfg.ft_iters:
             t, m = optimizer_to_flat(opt)
+            rng = {"rng.torch": torch.get_rng_state()}
+            if device.type == "cuda":
+                rng["rng.cuda"] = torch.cuda.get_rng_state(device)
             save_checkpoint(ckpt, {**{f"head.{k}": v.cpu() for k, v in head.state_dict().items()},
-                                   **{k: v.cpu() for k, v in t.items()}},
+                                   **{k: v.cpu() for k, v in t.items()}, **rng},
                             {"iteration": it + 1, "optimizer": m})
     bar.close()
     head.eval()

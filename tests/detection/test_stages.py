@@ -189,6 +189,50 @@ def test_label_windows_and_sampling():
     np.testing.assert_array_equal(f.boxes[0], [50, 10, 90, 50])
 
 
+def test_fine_tuning_resumed_from_its_checkpoint_ends_where_an_unbroken_run_ends(
+        tmp_path, monkeypatch):
+    """Killed after a checkpoint, fine-tuning resumes to the same head, bit for bit: the
+    checkpoint holds the RNG state that dropout draws from (a resumed run drew other masks
+    before, and ended with another head)."""
+    import sppnet.detection.finetune as ft
+
+    monkeypatch.setattr(ft, "CKPT_EVERY", 4)
+    ann = _ann([[10, 10, 50, 50], [60, 60, 90, 90]], [0, 1])
+    props = np.array([[12, 12, 50, 50], [30, 30, 70, 70], [0, 0, 100, 100], [61, 58, 92, 90],
+                      [5, 60, 40, 95], [70, 5, 99, 40]], np.float32)
+    windows = [label_windows(ann, props, 2)] * 3
+    feats = torch.randn(3, len(windows[0].boxes), 24, generator=torch.Generator().manual_seed(0))
+
+    def pool(i, flip, boxes):
+        rows = [next(r for r, b in enumerate(windows[i].boxes) if np.array_equal(b, x))
+                for x in np.asarray(boxes)]
+        return feats[i, rows]
+
+    cfg = DetConfig(data="x", ft_iters=10, ft_images=2, ft_batch=8, ft_lr=0.01, dropout=0.5,
+                    flip=False)
+
+    def run(out, stop_at=None):
+        torch.manual_seed(cfg.seed)  # as train_detector does
+        head = DetectionHead(24, 2, 16, cfg.dropout)
+        calls = {"n": 0}
+
+        def pooled(*a):
+            calls["n"] += 1
+            if stop_at is not None and calls["n"] > stop_at * cfg.ft_images:
+                raise KeyboardInterrupt  # killed during iteration stop_at + 1
+            return pool(*a)
+
+        return ft.finetune(head, windows, [100] * 3, pooled, cfg, out, progress=False)
+
+    whole = run(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "broken", stop_at=6)  # after the checkpoint of iteration 4
+    torch.manual_seed(123)  # a new process: another RNG state than the killed one had
+    resumed = run(tmp_path / "broken")
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
 # -------------------------------------------------------------------------------- SVMs
 
 
