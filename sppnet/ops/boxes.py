@@ -155,6 +155,21 @@ def _nms_sorted_numpy(b: np.ndarray, thr: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
+def _batched_nms_compiled(boxes: Tensor, scores: Tensor, idxs: Tensor, thr: float) -> Tensor:
+    """All categories in one compiled call: boxes sorted by (category, decreasing score,
+    index), greedy NMS within each category's run, then the kept boxes by decreasing score —
+    the same indices, in the same order, as one :func:`nms` per category."""
+    s = -scores.detach().to(torch.float64).numpy()
+    lab = idxs.detach().numpy()
+    order = np.lexsort((np.arange(len(s)), s, lab))  # category, then -score, then index
+    b = np.ascontiguousarray(boxes.detach().to(torch.float64).numpy()[order])
+    bounds = np.flatnonzero(np.diff(lab[order])) + 1
+    starts = np.concatenate([[0], bounds, [len(s)]]).astype(np.int64)
+    kept = order[_box_kernels.nms_segments(b, starts, thr)]
+    kept = kept[np.argsort(s[kept], kind="stable")]
+    return torch.as_tensor(kept, dtype=torch.long)
+
+
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """NMS within each category: boxes with different ``idxs`` never suppress each other.
 
@@ -168,6 +183,14 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         raise ValueError(f"idxs must have shape ({boxes.shape[0]},) to match boxes, got {shape}")
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
+    if boxes.device.type == "cpu" and _box_kernels is not None:
+        return _batched_nms_compiled(boxes, scores, idxs, _check_threshold(iou_threshold))
+    return _batched_nms_loop(boxes, scores, idxs, iou_threshold)
+
+
+def _batched_nms_loop(boxes: Tensor, scores: Tensor, idxs: Tensor,
+                      iou_threshold: float) -> Tensor:
+    """One :func:`nms` per category (the path without numba, and on a GPU)."""
     keep = []
     for c in torch.unique(idxs):
         sel = (idxs == c).nonzero().flatten()

@@ -160,3 +160,20 @@ def test_nms_on_cuda_equals_cpu():
     want = batched_nms(boxes, scores, labels, 0.3)
     got = batched_nms(boxes.cuda(), scores.cuda(), labels.cuda(), 0.3)
     assert got.device.type == "cuda" and got.cpu().tolist() == want.tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 80), st.integers(1, 6), st.floats(0, 1), st.integers(0, 10_000))
+def test_compiled_batched_nms_equals_one_nms_per_category(n, k, thr, seed):
+    """All categories in one compiled call keep the same indices in the same order as one NMS
+    per category, ties in scores and equal boxes included."""
+    from sppnet.ops import boxes as box_ops
+
+    if box_ops._box_kernels is None:
+        pytest.skip("numba is not installed")
+    g = torch.Generator().manual_seed(seed)
+    boxes = random_boxes(n, seed, size=20.0).round()
+    scores = torch.randint(0, 4, (n,), generator=g).float()
+    idxs = torch.randint(0, k, (n,), generator=g) * 7 - 3  # any integer labels
+    want = box_ops._batched_nms_loop(boxes, scores, idxs, thr)
+    assert batched_nms(boxes, scores, idxs, thr).tolist() == want.tolist()
