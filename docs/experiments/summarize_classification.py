@@ -194,6 +194,54 @@ def summary(study: Study, runs: dict) -> str:
         *main_table(study, runs), "", *claims_table(study, runs), ""])
 
 
+def _view(run: str, view: str) -> float | None:
+    p = RESULTS / run / "views_test.json"
+    if not p.is_file():
+        return None
+    v = json.loads(p.read_text())["views"].get(view)
+    return 100 * v["top1"] if v else None
+
+
+def _cell(v: float | None) -> str:
+    return f"{v:.2f}" if v is not None else "—"
+
+
+def full_image() -> str:
+    """Issue 14: whole-image training against crop training (one seed), and the full view
+    evaluated one image at a time against padded batches."""
+    rows = ["| training (MobileNetV2 SPP {3,2,1}, seed 0) | centre 224 test top-1 % | "
+            "full image test top-1 % | epochs | train img/s (median epoch) |",
+            "|---|---|---|---|---|"]
+    for run, label in (("ft_spp_s0", "224 crops (the study's SPP single-size)"),
+                       ("ft_sppfull_s0", "whole images, shorter side 224 (--full-image)")):
+        d = RESULTS / run
+        if (d / "metrics.jsonl").is_file():
+            m = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x]
+            epochs, speed = str(len(m)), f"{statistics.median(x['images_per_s'] for x in m):.0f}"
+        else:
+            epochs = speed = "—"
+        rows.append(f"| {label} | {_cell(_view(run, 'center'))} | {_cell(_view(run, 'full'))} "
+                    f"| {epochs} | {speed} |")
+    a, b = _view("ft_sppfull_s0", "full"), _view("ft_spp_s0", "full")
+    if a is not None and b is not None:
+        c = _view("ft_sppfull_s0", "center") - _view("ft_spp_s0", "center")
+        rows += ["", f"Whole-image minus crop training, full-image view: {a - b:+.2f} points "
+                 f"(centre crop: {c:+.2f}); one seed, so no spread."]
+    d = RESULTS / "full_view_batching"
+    if (d / "batch1.json").is_file() and (d / "batch32.json").is_file():
+        one, many = (json.loads((d / f"batch{b}.json").read_text())["views"]["full"]
+                     for b in (1, 32))
+        rows += ["", "| full-image view, shorter side 224 | images | test top-1 % | s/image | "
+                 "images/s |", "|---|---|---|---|---|"]
+        for label, v in (("one image at a time (exact)", one),
+                         ("padded batches of 32", many)):
+            rows.append(f"| {label} | {v['images']} | {100 * v['top1']:.2f} | "
+                        f"{v['seconds_per_image']:.4f} | {1 / v['seconds_per_image']:.1f} |")
+        ratio = one["seconds_per_image"] / many["seconds_per_image"]
+        rows += ["", f"Batched / one at a time: {ratio:.2f}× the images per second."]
+    return "\n".join(rows) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--study", choices=[*STUDIES, "all"], default="all")
@@ -212,6 +260,14 @@ def main() -> None:
             a, b = doc.index(begin) + len(begin), doc.index(end)
             DOC.write_text(doc[:a] + "\n" + text + doc[b:])
             print(f"wrote {DOC} and {figure}")
+    if args.study == "all":
+        text = full_image()
+        print(f"## full image\n{text}")
+        if args.write:
+            doc = DOC.read_text()
+            begin, end = "<!-- summarize_fullimage:begin -->", "<!-- summarize_fullimage:end -->"
+            a, b = doc.index(begin) + len(begin), doc.index(end)
+            DOC.write_text(doc[:a] + "\n" + text + doc[b:])
 
 
 if __name__ == "__main__":
