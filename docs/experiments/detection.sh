@@ -66,6 +66,10 @@ for t in "${todo[@]}"; do
     raccoon_spp1) run raccoon_spp1 raccoon --weights $W ;;
     raccoon_spp5) run raccoon_spp5 raccoon --weights $W --scales $FIVE ;;
     raccoon_rcnn) run raccoon_rcnn raccoon --weights $W --mode rcnn ;;
+    # a diagnostic, not in the paper: raccoons fill half the photo (median box area / image
+    # area 0.49), so at 688 they are ~2.5x the size ImageNet objects had in training, while
+    # the R-CNN way warps every window to 224; SPP 1-scale at 320 tests that explanation
+    raccoon_spp1_s320) run raccoon_spp1_s320 raccoon --weights $W --scales 320 ;;
     # the quarter-width ZF-5 SPP-net trained from scratch on Caltech-101 (its fc6/fc7 of 512
     # are the starting point of fine-tuning)
     fruit_zf5_spp1) run fruit_zf5_spp1 fruit --backbone $ZF5 ;;
