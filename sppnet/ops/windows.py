@@ -404,7 +404,13 @@ def _level_layout(levels: Sequence[int], channels: int) -> tuple[np.ndarray, ...
 
 
 def _set_threads() -> None:
-    _numba.set_num_threads(max(1, min(torch.get_num_threads(), _numba.config.NUMBA_NUM_THREADS)))
+    """numba's kernels use as many threads as torch. Launching numba's OpenMP layer (on the
+    first call) sets the process-wide OpenMP thread count to NUMBA_NUM_THREADS, which is
+    torch's too: torch's own count is put back, so a user's (or OMP_NUM_THREADS') setting holds."""
+    want = torch.get_num_threads()
+    _numba.set_num_threads(max(1, min(want, _numba.config.NUMBA_NUM_THREADS)))
+    if torch.get_num_threads() != want:
+        torch.set_num_threads(want)
 
 
 def _numba_plan(levels: tuple[int, ...], n_ch: int) -> tuple[np.ndarray, ...]:

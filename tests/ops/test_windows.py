@@ -236,3 +236,24 @@ def test_bad_cells():
         spp_pool_cells(feats, torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([0]))
     with pytest.raises(ValueError, match=r"batch_index must have shape \(1,\)"):
         spp_pool_cells(feats, torch.tensor([[0, 0, 1, 1]]), torch.tensor([0, 0]))
+
+
+def test_the_numba_kernels_leave_torchs_thread_count_alone():
+    """numba's OpenMP layer, launched by the first window pooling, set the process-wide OpenMP
+    thread count to all cores, and torch with it: a process started with OMP_NUM_THREADS=1 (or
+    torch.set_num_threads(1)) ran torch on 2 threads afterwards. A fresh process shows it."""
+    import os
+    import subprocess
+    import sys
+
+    from sppnet.ops import numba_available
+
+    if not numba_available():
+        pytest.skip("numba is not installed")
+    code = ("import torch; from sppnet.ops import spp_roi_pool;"
+            "x = torch.randn(1, 8, 10, 10); r = torch.tensor([[0, 0, 0, 50, 50.0]]);"
+            "spp_roi_pool(x, r, backend='numba'); print(torch.get_num_threads())")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "1"
