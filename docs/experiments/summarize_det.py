@@ -86,6 +86,23 @@ def paired(set_name: str) -> list[str]:
             + f"; test conv time R-CNN / SPP = {tb / ta:.0f}×"]
 
 
+def rerun_spread() -> list[str]:
+    """The same configuration run twice (``<run>/earlier_run/``: an earlier session's run of
+    the same command): how far fine-tuning alone moves the mAP."""
+    out = []
+    for set_name, _ in SETS:
+        run = f"{set_name}_spp1"
+        a = load_eval(f"{run}/earlier_run")
+        b = load_eval(run)
+        if not (a and b):
+            continue
+        cells = [f"{name} {100 * a['variants'][k]['mAP']:.1f} → {100 * b['variants'][k]['mAP']:.1f}"
+                 for name, k in MAP_ROWS]
+        threads = [r.get("provenance", {}).get("torch_threads") for r in (a, b)]
+        out.append(f"- {run} (torch threads {threads[0]} → {threads[1]}): " + ", ".join(cells))
+    return out
+
+
 def build() -> str:
     lines = []
     for s, title in SETS:
@@ -94,6 +111,11 @@ def build() -> str:
     if diffs:
         lines += ["Paired differences (one seed, the same windows and training schedule):", ""]
         lines += diffs
+    spread = rerun_spread()
+    if spread:
+        lines += ["", "The same command run twice (the earlier run's files in "
+                  "`<run>/earlier_run/`; the first fruit run had been resumed mid fine-tuning):",
+                  "", *spread]
     return "\n".join(lines).rstrip() + "\n"
 
 
