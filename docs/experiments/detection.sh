@@ -89,6 +89,8 @@ for t in "${todo[@]}"; do
     # 2000 windows instead of the 200 trained with, and int8 fc6/fc7
     *_spp1_e2e) s=${t%_spp1_e2e}
       retest ${s}_spp1 $s int8 --fc int8
+      retest ${s}_spp1 $s ss300 --ss-max-side 300
+      retest ${s}_spp1 $s ss300_int8 --ss-max-side 300 --fc int8
       retest ${s}_spp1 $s edgeboxes_int8 --proposer edgeboxes --fc int8
       retest ${s}_spp1 $s ss2000 --max-proposals 2000
       retest ${s}_spp1 $s edgeboxes2000 --proposer edgeboxes --max-proposals 2000 ;;

@@ -25,7 +25,7 @@ parts=("$@")
 e2e() {
   local photos=runs/e2e/photos
   rm -rf "$photos"; mkdir -p "$photos"
-  for f in $(ls ../shared/data/voc100/*.jpg | head -21); do ln -s "$(realpath "$f")" "$photos/"; done
+  for f in $(ls ../shared/data/voc100/JPEGImages/*.jpg | head -21); do ln -s "$(realpath "$f")" "$photos/"; done
   while read -r tag args; do
     rm -rf "runs/e2e/$tag"
     # shellcheck disable=SC2086
@@ -35,6 +35,8 @@ e2e() {
   done <<'SETTINGS'
 ss200
 ss200_int8 --fc int8
+ss300_200 --ss-max-side 300
+ss300_200_int8 --ss-max-side 300 --fc int8
 eb200 --proposer edgeboxes
 eb200_int8 --proposer edgeboxes --fc int8
 ss2000 --max-proposals 2000

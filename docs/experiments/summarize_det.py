@@ -148,6 +148,8 @@ def sec45() -> str:
 # mAP of the same settings (eval_<tag> of the SPP 1-scale MobileNetV2 detectors)
 E2E_ROWS = [("Selective Search, ≤ 200 windows (as trained), fp32", "ss200", ""),
             ("Selective Search, ≤ 200, int8 fc", "ss200_int8", "int8"),
+            ("Selective Search at 300 px, ≤ 200, fp32", "ss300_200", "ss300"),
+            ("Selective Search at 300 px, ≤ 200, int8 fc", "ss300_200_int8", "ss300_int8"),
             ("EdgeBoxes, ≤ 200, fp32", "eb200", "edgeboxes"),
             ("EdgeBoxes, ≤ 200, int8 fc", "eb200_int8", "edgeboxes_int8"),
             ("Selective Search, ≤ 2000, fp32", "ss2000", "ss2000"),

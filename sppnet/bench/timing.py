@@ -37,8 +37,24 @@ def synced(fn: Callable[[], object], device: torch.device | str = "cpu") -> Call
     return run
 
 
+def gemm_gflops(n: int = 1024, k: int = 4096, repeats: int = 3) -> float:
+    """This machine's float32 matrix-product rate right now, GFLOP/s (best of ``repeats``
+    ``(n, k) @ (k, n)`` products on the CPU): a yardstick that makes figures measured on
+    machines of different speed (or a busy one) comparable."""
+    a, b = torch.rand(n, k), torch.rand(k, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n * k * n / best / 1e9
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def environment(device: torch.device | str = "cpu") -> dict[str, object]:
-    """What the figures were measured on."""
+    """What the figures were measured on, with the CPU's matrix-product rate at the time."""
     device = torch.device(device)
     env: dict[str, object] = {
         "torch": torch.__version__,
@@ -46,6 +62,7 @@ def environment(device: torch.device | str = "cpu") -> dict[str, object]:
         "device": str(device),
         "cpu": platform.processor() or platform.machine(),
         "python": platform.python_version(),
+        "cpu_gemm_gflops": round(gemm_gflops(), 1),
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

@@ -20,6 +20,7 @@ def test_bench_ops_small_writes_json(tmp_path, capsys):
     wf = data["window_forward"]
     assert wf["equal"] is True
     assert data["env"]["torch"] and data["env"]["threads"] >= 1
+    assert data["env"]["cpu_gemm_gflops"] > 0  # the machine's yardstick is recorded
     assert data["image_forward_backward"]["equal_forward"] is True
     assert data["nms"]["equal"] is True and data["nms"]["kept_per_class"] >= 1
 
