@@ -34,6 +34,7 @@ e2e() {
     cp "runs/e2e/$tag/timing.json" "docs/results/detection/e2e/$tag/"
   done <<'SETTINGS'
 ss200
+ss200_w1 --workers 1
 ss200_int8 --fc int8
 ss300_200 --ss-max-side 300
 ss300_200_int8 --ss-max-side 300 --fc int8

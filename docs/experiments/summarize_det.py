@@ -147,6 +147,7 @@ def sec45() -> str:
 # `sppnet detect` end to end (timing.json under docs/results/detection/e2e/<tag>/), beside the
 # mAP of the same settings (eval_<tag> of the SPP 1-scale MobileNetV2 detectors)
 E2E_ROWS = [("Selective Search, ≤ 200 windows (as trained), fp32", "ss200", ""),
+            ("the same, 1 proposal worker instead of 2", "ss200_w1", ""),
             ("Selective Search, ≤ 200, int8 fc", "ss200_int8", "int8"),
             ("Selective Search at 300 px, ≤ 200, fp32", "ss300_200", "ss300"),
             ("Selective Search at 300 px, ≤ 200, int8 fc", "ss300_200_int8", "ss300_int8"),
