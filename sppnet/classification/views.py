@@ -188,9 +188,12 @@ def evaluate_views(model, images: Sequence[tuple[np.ndarray, int]], modes: Seque
         c1 = c5 = n = views = passes = 0
         t0 = time.perf_counter()
         if mode == "full" and batch_size > 1:
+            # images of like aspect ratio share a batch: little padding (the order of the
+            # images does not change what is counted)
+            by_aspect = sorted(images, key=lambda il: il[0].shape[1] / il[0].shape[0])
             for i in tqdm(range(0, len(images), batch_size), desc="views full (batched)",
                           disable=not progress, leave=False):
-                chunk = images[i:i + batch_size]
+                chunk = by_aspect[i:i + batch_size]
                 probs = predict_full_batch(model, [im for im, _ in chunk], settings)
                 t1, t5 = topk_correct(probs, torch.tensor([lab for _, lab in chunk]), (1, 5))
                 c1, c5, n = c1 + t1, c5 + t5, n + len(chunk)

@@ -84,3 +84,24 @@ def test_eval_cls_cli_on_a_trained_run(shapes_folder, tmp_path):
     assert res["10crop"]["conv_passes_per_image"] == 10 and res["fmap10"][
         "conv_passes_per_image"] == 2
     assert all(0 <= r["top1"] <= r["top5"] <= 1 for r in res.values())
+
+
+def test_batched_full_view_puts_images_of_like_aspect_in_a_batch(monkeypatch):
+    """Landscape and portrait photos interleaved: each padded batch holds one orientation (a
+    mixed batch pads both to a square: more than twice the work on a CPU), and every image is
+    counted once."""
+    import sppnet.classification.views as V
+
+    seen = []
+
+    def fake(model, imgs, settings):
+        seen.append({im.shape[:2] for im in imgs})
+        return torch.full((len(imgs), 3), 1 / 3)
+
+    monkeypatch.setattr(V, "predict_full_batch", fake)
+    land, port = np.zeros((40, 60, 3), np.uint8), np.zeros((60, 40, 3), np.uint8)
+    images = [(land if i % 2 == 0 else port, 0) for i in range(8)]
+    res = V.evaluate_views(None, images, ["full"], ViewSettings(full_size=40), progress=False,
+                           batch_size=4)
+    assert res["full"]["images"] == 8
+    assert seen == [{(60, 40)}, {(40, 60)}]
