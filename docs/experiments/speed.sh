@@ -59,7 +59,7 @@ train() {
 fullview() {
   local out=docs/results/classification/full_view_batching
   mkdir -p "$out"
-  for b in 1 32; do
+  for b in 1 8 32; do
     "$PY" -m sppnet eval-cls --run "$CLS_RUN" --views full --full-size 224 --limit 300 \
       --batch-size "$b" --no-progress --output "$out/batch$b.json"
   done

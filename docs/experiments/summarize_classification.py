@@ -228,17 +228,20 @@ def full_image() -> str:
         rows += ["", f"Whole-image minus crop training, full-image view: {a - b:+.2f} points "
                  f"(centre crop: {c:+.2f}); one seed, so no spread."]
     d = RESULTS / "full_view_batching"
-    if (d / "batch1.json").is_file() and (d / "batch32.json").is_file():
-        one, many = (json.loads((d / f"batch{b}.json").read_text())["views"]["full"]
-                     for b in (1, 32))
+    files = sorted(d.glob("batch*.json"), key=lambda f: int(f.stem[5:]))
+    if files:
         rows += ["", "| full-image view, shorter side 224 | images | test top-1 % | s/image | "
-                 "images/s |", "|---|---|---|---|---|"]
-        for label, v in (("one image at a time (exact)", one),
-                         ("padded batches of 32", many)):
+                 "images/s | against one at a time |", "|---|---|---|---|---|---|"]
+        views = {int(f.stem[5:]): json.loads(f.read_text())["views"]["full"] for f in files}
+        base = views.get(1)
+        for size, v in views.items():
+            label = ("one image at a time (exact)" if size == 1 else
+                     f"padded batches of {size}, grouped by aspect ratio")
+            ratio = (f"{base['seconds_per_image'] / v['seconds_per_image']:.2f}×" if base
+                     else "—")
             rows.append(f"| {label} | {v['images']} | {100 * v['top1']:.2f} | "
-                        f"{v['seconds_per_image']:.4f} | {1 / v['seconds_per_image']:.1f} |")
-        ratio = one["seconds_per_image"] / many["seconds_per_image"]
-        rows += ["", f"Batched / one at a time: {ratio:.2f}× the images per second."]
+                        f"{v['seconds_per_image']:.4f} | {1 / v['seconds_per_image']:.1f} | "
+                        f"{ratio} |")
     return "\n".join(rows) + "\n"
 
 
