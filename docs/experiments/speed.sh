@@ -9,8 +9,8 @@
 #          detection.sh) -> docs/results/detection/e2e/<setting>/timing.json
 # ops      `sppnet bench ops` here and, where $TV names a python with torchvision (a separate
 #          venv: pip install torch==2.14.1 torchvision==0.29.1, then pip install -e .), with the
-#          torchvision peer -> docs/figures/bench_ops.json, bench_ops_torchvision.json
-# train    `sppnet bench train --weights` (MobileNetV2 regimes too) -> docs/figures/bench_train.json
+#          torchvision peer -> docs/figures/bench_ops_epyc.json, bench_ops_torchvision.json
+# train    `sppnet bench train --weights` (MobileNetV2 regimes too) -> docs/figures/bench_train_epyc.json
 # fullview `sppnet eval-cls --views full` one image at a time against padded batches of 32, on
 #          300 test photos of a fine-tuned SPP run -> docs/results/classification/full_view_batching/
 set -euo pipefail
@@ -46,14 +46,14 @@ SETTINGS
 }
 
 ops() {
-  "$PY" -m sppnet bench ops --json docs/figures/bench_ops.json
+  "$PY" -m sppnet bench ops --json docs/figures/bench_ops_epyc.json
   if [ -n "$TV" ]; then
     "$TV" -m sppnet bench ops --json docs/figures/bench_ops_torchvision.json
   fi
 }
 
 train() {
-  "$PY" -m sppnet bench train --weights "$W" --json docs/figures/bench_train.json
+  "$PY" -m sppnet bench train --weights "$W" --json docs/figures/bench_train_epyc.json
 }
 
 fullview() {
