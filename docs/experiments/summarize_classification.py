@@ -138,8 +138,10 @@ def verdict(diffs: list[float]) -> str:
         return "**holds**"
     if all(d < 0 for d in diffs) and t < -2.92:
         return "**does not hold** (the opposite is significant)"
-    if all(d > 0 for d in diffs) or all(d < 0 for d in diffs):
-        return "same sign on every seed, not significant at 95% — the spread cannot decide"
+    for side, sign in (("A", 1), ("B", -1)):
+        if all(sign * d > 0 for d in diffs):
+            return (f"{side} better on every seed, not significant at 95% — "
+                    "the spread cannot decide")
     return "the spread cannot decide (signs differ between seeds)"
 
 

@@ -1,0 +1,29 @@
+"""The verdicts that docs/experiments/summarize_classification.py prints into the docs."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "experiments" / "summarize_classification.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("summarize_classification", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_verdicts_name_which_side_every_seed_favours():
+    verdict = _module().verdict
+    # t = 3.0 / (0.1 / sqrt 3) = 52: significant both ways
+    assert verdict([2.9, 3.0, 3.1]) == "**holds**"
+    assert verdict([-2.9, -3.0, -3.1]) == "**does not hold** (the opposite is significant)"
+    # every seed one way, t below the one-sided 95% point (2.92 for 2 degrees of freedom)
+    assert verdict([0.2, 2.7, 1.3]) == ("A better on every seed, not significant at 95% — "
+                                        "the spread cannot decide")
+    assert verdict([-0.2, -2.74, -1.3]) == ("B better on every seed, not significant at 95% — "
+                                           "the spread cannot decide")
+    assert verdict([-0.1, 1.0, 1.27]) == "the spread cannot decide (signs differ between seeds)"
+    assert verdict([1.0, 2.0]) == "open: 2 of 3 seeds"
