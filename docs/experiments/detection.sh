@@ -70,6 +70,10 @@ for t in "${todo[@]}"; do
     # area 0.49), so at 688 they are ~2.5x the size ImageNet objects had in training, while
     # the R-CNN way warps every window to 224; SPP 1-scale at 320 tests that explanation
     raccoon_spp1_s320) run raccoon_spp1_s320 raccoon --weights $W --scales 320 ;;
+    # Selective Search at a 300-px longer side in training as in testing (the 1-s setting of
+    # `sppnet detect`): does a detector trained on those windows close the gap of testing the
+    # 500-px-trained one on them?
+    fruit_spp1_ss300) run fruit_spp1_ss300 fruit --weights $W --set ss_max_side=300 ;;
     # the quarter-width ZF-5 SPP-net trained from scratch on Caltech-101 (its fc6/fc7 of 512
     # are the starting point of fine-tuning)
     fruit_zf5_spp1) run fruit_zf5_spp1 fruit --backbone $ZF5 ;;
