@@ -146,13 +146,16 @@ def sec45() -> str:
 
 # `sppnet detect` end to end (timing.json under docs/results/detection/e2e/<tag>/), beside the
 # mAP of the same settings: eval_<tag> of the SPP 1-scale MobileNetV2 detectors ("spp1"), or of
-# those trained with both proposers ("both": the same network and windows, so the same seconds)
+# those trained with both proposers ("both") or with Selective Search at 300 px ("spp1_ss300"):
+# the same network and windows, so the same seconds
 E2E_ROWS = [("Selective Search, ≤ 200 windows (as trained), fp32", "ss200", "spp1", ""),
             ("the same, 1 proposal worker instead of 2", "ss200_w1", "spp1", ""),
             ("Selective Search, ≤ 200, int8 fc", "ss200_int8", "spp1", "int8"),
             ("Selective Search at 300 px, ≤ 200, fp32", "ss300_200", "spp1", "ss300"),
             ("Selective Search at 300 px, ≤ 200, int8 fc", "ss300_200_int8", "spp1",
              "ss300_int8"),
+            ("Selective Search at 300 px, ≤ 200, fp32, detector trained at 300 px", "ss300_200",
+             "spp1_ss300", ""),
             ("EdgeBoxes, ≤ 200, fp32", "eb200", "spp1", "edgeboxes"),
             ("EdgeBoxes, ≤ 200, fp32, detector trained with both", "eb200", "both",
              "edgeboxes"),
