@@ -258,13 +258,18 @@ def main() -> None:
         runs = load_runs(study)
         text = summary(study, runs)
         print(f"## {name}\n{text}")
-        if args.write and runs:
-            figure = plot(study, runs)
+        if args.write:
+            if runs:
+                figure = plot(study, runs)
+                text += f"\n![validation curves]({figure.relative_to(DOC.parent)})\n"
+            else:  # the block says so rather than keeping stale text or a missing picture
+                text = (f"No run of this study has a result file yet "
+                        f"(`docs/results/classification/{study.prefix}*`).\n")
             doc = DOC.read_text()
             begin, end = f"<!-- {study.marker}:begin -->", f"<!-- {study.marker}:end -->"
             a, b = doc.index(begin) + len(begin), doc.index(end)
             DOC.write_text(doc[:a] + "\n" + text + doc[b:])
-            print(f"wrote {DOC} and {figure}")
+            print(f"wrote {DOC}")
     if args.study == "all":
         text = full_image()
         print(f"## full image\n{text}")
