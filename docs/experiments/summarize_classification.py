@@ -92,6 +92,8 @@ def load_runs(study: Study) -> dict[tuple[str, int], dict]:
             "test_n": views["center"]["images"],
             "img_s": statistics.median(m["images_per_s"] for m in metrics),
             "curve": [100 * m["val_top1"] for m in metrics],
+            # the epochs after which the plateau schedule divided the lr
+            "drops": [m["epoch"] + 1 for m in metrics if m.get("lr_dropped_after")],
         }
     return runs
 
@@ -110,8 +112,8 @@ def main_table(study: Study, runs: dict) -> list[str]:
     ten = any("10crop" in r["views"] for r in runs.values())
     rows = [f"| net, training | centre {study.size}: test top-1 % (mean ± std) | per seed | "
             "full image | per seed | " + ("10-view | " if ten else "") + "best val top-1 % | "
-            "epochs | train img/s (median epoch) |",
-            "|---|---|---|---|---|" + ("---|" if ten else "") + "---|---|---|"]
+            "epochs | lr ÷10 after epoch | train img/s (median epoch) |",
+            "|---|---|---|---|---|" + ("---|" if ten else "") + "---|---|---|---|"]
     for kind, label in study.kinds:
         seeds = sorted(s for k, s in runs if k == kind)
         if not seeds:
@@ -125,6 +127,7 @@ def main_table(study: Study, runs: dict) -> list[str]:
                     + (f"{_ms(tens) if tens else '–'} | " if ten else "") +
                     f"{_ms([r['best_val'] for r in rs])} | "
                     f"{', '.join(str(r['epochs']) for r in rs)} | "
+                    f"{'; '.join(', '.join(map(str, r['drops'])) or 'none' for r in rs)} | "
                     f"{statistics.median(r['img_s'] for r in rs):.0f} |")
     return rows
 
@@ -175,9 +178,11 @@ def plot(study: Study, runs: dict) -> Path:
             c = runs[kind, s]["curve"]
             plt.plot(range(1, len(c) + 1), c, color=colours[kind], alpha=0.8,
                      label=label if n == 0 else None)
+            drops = runs[kind, s]["drops"]  # where the lr was divided: a marker on the curve
+            plt.plot(drops, [c[e - 1] for e in drops], "v", color=colours[kind], ms=5)
     plt.xlabel("epoch")
     plt.ylabel("val top-1 (%)")
-    plt.title(study.title)
+    plt.title(study.title + "\n(▼: the lr divided by 10 after this epoch)", fontsize=10)
     plt.legend()
     plt.tight_layout()
     figure = ROOT / "docs" / "figures" / study.figure

@@ -4,7 +4,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "experiments" / "summarize_classification.py"
+SCRIPT = (Path(__file__).resolve().parents[2] / "docs" / "experiments"
+          / "summarize_classification.py")
 
 
 def _module():
@@ -27,3 +28,25 @@ def test_verdicts_name_which_side_every_seed_favours():
                                            "the spread cannot decide")
     assert verdict([-0.1, 1.0, 1.27]) == "the spread cannot decide (signs differ between seeds)"
     assert verdict([1.0, 2.0]) == "open: 2 of 3 seeds"
+
+
+def test_table_says_where_each_seed_divided_the_lr(tmp_path, monkeypatch):
+    """Whether a run converged (its schedule divided the lr and stopped it) or hit the epoch cap
+    must be visible in the table, seed by seed."""
+    import json
+
+    mod = _module()
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)
+    for seed, drops in ((0, {11, 19}), (1, set())):
+        d = tmp_path / f"scratch_single_s{seed}"
+        d.mkdir()
+        metrics = [{"epoch": e, "images_per_s": 90.0, "val_top1": 0.1,
+                    "lr_dropped_after": e + 1 in drops} for e in range(24)]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+        (d / "results.json").write_text(json.dumps({"best_val": {"top1": 0.3},
+                                                    "epochs_run": 24}))
+        (d / "views_test.json").write_text(json.dumps(
+            {"views": {"center": {"top1": 0.25, "images": 702}}}))
+    rows = mod.main_table(mod.SCRATCH, mod.load_runs(mod.SCRATCH))
+    row = next(r for r in rows if r.startswith("| SPP {6,3,2,1}, single-size"))
+    assert "| 24, 24 | 11, 19; none |" in row
