@@ -3,7 +3,9 @@
 # no SPP (pool5 3x3) / SPP {6,3,2,1} single-size 128 / SPP multi-size 128,104 (the paper's
 # 224/180 ratio), the same split and seed for all three, 3 seeds. Run from the repository root:
 #   nice -n 10 bash docs/experiments/classification_scratch.sh [RUN ...]
-# RUN names (default: all, seed by seed): nospp_s0 single_s0 multi_s0 ... _s2.
+# RUN names (default: all, seed by seed): nospp_s0 single_s0 multi_s0 ... _s2; the diagnostic
+# multimatched_s<seed> (not in the default list) trains the multi-size net with the lr divided
+# after the epochs where single_s<seed> divided it, after that run is committed.
 # Each run writes runs/cls_scratch/<RUN>/ and copies its small files to
 # docs/results/classification/scratch_<RUN>/ (config, metrics, results, test views, curves).
 set -euo pipefail
@@ -29,6 +31,15 @@ for run in "${runs[@]}"; do
     nospp) args=(--model zf5 --sizes 128); views=center,10crop ;;
     single) args=(--model zf5_spp --sizes 128); views=center,10crop,full ;;
     multi) args=(--model zf5_spp --sizes 128,104); views=center,10crop,full ;;
+    multimatched)  # diagnostic: multi-size with the lr divided after the same epochs as the
+      # single-size run of this seed (a fixed schedule, from that run's committed metrics)
+      drops=$("$PY" -c 'import json, sys
+m = [json.loads(x) for x in open(sys.argv[1]) if x.strip()]
+print(",".join(str(r["epoch"] + 1) for r in m if r["lr_dropped_after"]))' \
+        "$RESULTS/scratch_single_s$seed/metrics.jsonl")
+      [ -n "$drops" ] || { echo "single_s$seed dropped no lr: nothing to match" >&2; exit 2; }
+      args=(--model zf5_spp --sizes 128,104 --lr-milestones "$drops")
+      views=center,10crop,full ;;
     *) echo "unknown run $run" >&2; exit 2 ;;
   esac
   study_run "$run" "$seed" "$views" "$RESULTS/scratch_$run" "" -- "${COMMON[@]}" \

@@ -61,7 +61,9 @@ SCRATCH = Study(
     "Caltech-101, width-0.25 ZF-5 from scratch, to convergence (3 seeds each)", 128,
     (("nospp", "no SPP (pool5 3x3), 128"),
      ("single", "SPP {6,3,2,1}, single-size 128"),
-     ("multi", "SPP {6,3,2,1}, multi-size 128/104")),
+     ("multi", "SPP {6,3,2,1}, multi-size 128/104"),
+     ("multimatched", "SPP {6,3,2,1}, multi-size 128/104, lr dropped where single-size's was "
+                      "(diagnostic)")),
     (("SPP vs no SPP (centre crop)", ("single", "center"), ("nospp", "center")),
      ("SPP vs no SPP (10-view)", ("single", "10crop"), ("nospp", "10crop")),
      ("multi-size vs single-size SPP (centre crop)", ("multi", "center"), ("single", "center")),
@@ -69,7 +71,9 @@ SCRATCH = Study(
      ("multi-size SPP vs no SPP (centre crop)", ("multi", "center"), ("nospp", "center")),
      ("full image vs centre crop (SPP single)", ("single", "full"), ("single", "center")),
      ("full image vs centre crop (SPP multi)", ("multi", "full"), ("multi", "center")),
-     ("10-view vs centre crop (SPP single)", ("single", "10crop"), ("single", "center"))))
+     ("10-view vs centre crop (SPP single)", ("single", "10crop"), ("single", "center")),
+     ("multi-size, single-size's lr drops, vs single-size SPP (centre crop)",
+      ("multimatched", "center"), ("single", "center"))))
 
 STUDIES = {"finetune": FINETUNE, "scratch": SCRATCH}
 

@@ -55,6 +55,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_patience: int = 3  # epochs without a better val error before lr /= 10
     lr_drops: int = 2  # how many times to divide by 10 (paper: twice)
+    lr_milestones: tuple[int, ...] = ()  # divide by 10 after these epochs (1-based) instead of
+    # on plateaus: a fixed step schedule (lr_patience and lr_drops are then unused for drops)
     stop_when_done: bool = False  # stop early once the lr has been divided lr_drops times
     # and validation has again not improved for lr_patience + 1 epochs
     checkpoint_every: int = 0  # also write last.safetensors every N steps (0: epoch ends only)
@@ -95,6 +97,10 @@ class TrainConfig:
         check_number("weight_decay", self.weight_decay, 0)
         check_int("lr_patience", self.lr_patience, 0)
         check_int("lr_drops", self.lr_drops, 0)
+        check_int_tuple("lr_milestones", self.lr_milestones, allow_empty=True)
+        if list(self.lr_milestones) != sorted(set(self.lr_milestones)):
+            raise ValueError("lr_milestones must be increasing epoch numbers, got "
+                             f"{','.join(map(str, self.lr_milestones))}")
         check_int("checkpoint_every", self.checkpoint_every, 0)
         check_int("threads", self.threads, 0)
         check_number("input_scale", self.input_scale, 0, lo_open=True)

@@ -76,23 +76,38 @@ log = logging.getLogger(__name__)
 
 class PlateauSchedule:
     """Divide the learning rate by ``factor`` when the validation error has not improved for
-    ``patience`` epochs, at most ``max_drops`` times (paper: 0.01, /10 twice)."""
+    ``patience`` epochs, at most ``max_drops`` times (paper: 0.01, /10 twice).
+
+    With ``milestones`` (1-based epoch numbers) the lr is divided after exactly those epochs
+    instead, whatever validation does — a fixed step schedule, e.g. to give two nets the same
+    schedule; ``max_drops`` is then their count and ``exhausted`` still watches validation."""
 
     def __init__(self, lr: float, patience: int = 3, max_drops: int = 2, factor: float = 0.1,
-                 min_delta: float = 1e-4) -> None:
+                 min_delta: float = 1e-4, milestones: tuple[int, ...] = ()) -> None:
         self.lr, self.patience, self.max_drops = lr, patience, max_drops
         self.factor, self.min_delta = factor, min_delta
+        self.milestones = tuple(milestones)
+        if self.milestones:
+            self.max_drops = len(self.milestones)
         self.best = math.inf
         self.bad_epochs = 0
         self.drops = 0
 
-    def step(self, val_error: float) -> bool:
-        """Record an epoch's validation error; returns True when the lr was just dropped."""
-        if val_error < self.best - self.min_delta:
+    def step(self, val_error: float, epoch: int | None = None) -> bool:
+        """Record the validation error of ``epoch`` (1-based; needed with milestones); returns
+        True when the lr was just dropped."""
+        improved = val_error < self.best - self.min_delta
+        if improved:
             self.best, self.bad_epochs = val_error, 0
-            return False
-        self.bad_epochs += 1
-        if self.bad_epochs > self.patience and self.drops < self.max_drops:
+        else:
+            self.bad_epochs += 1
+        if self.milestones:
+            if epoch is None:
+                raise ValueError("a milestone schedule steps with the epoch number")
+            drop = epoch in self.milestones
+        else:
+            drop = not improved and self.bad_epochs > self.patience
+        if drop and self.drops < self.max_drops:
             self.lr *= self.factor
             self.drops += 1
             self.bad_epochs = 0
@@ -446,7 +461,8 @@ def _set_up(cfg: TrainConfig, resume: bool, force: bool, info: DistInfo,
     optimizer = torch.optim.SGD(_param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     return _Run(cfg, info, device, Path(cfg.output_dir), folder.classes, folder.empty_classes,
-                splits, model, optimizer, PlateauSchedule(cfg.lr, cfg.lr_patience, cfg.lr_drops),
+                splits, model, optimizer, PlateauSchedule(cfg.lr, cfg.lr_patience, cfg.lr_drops,
+                                                milestones=cfg.lr_milestones),
                 model_meta(cfg, folder.classes))
 
 
@@ -571,7 +587,7 @@ def _end_epoch(run: _Run, epoch: int, size: int) -> None:
               "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
               "images_per_s": sums[2] / max(stats["time"], 1e-9),
               "epoch_time_s": stats["time"], "skipped_files": int(sums[3])}
-    record["lr_dropped_after"] = run.sched.step(1.0 - val["top1"])
+    record["lr_dropped_after"] = run.sched.step(1.0 - val["top1"], epoch + 1)
     is_best = val["top1"] > run.best_top1
     run.best_top1 = max(run.best_top1, val["top1"])
     if info.is_main:

@@ -13,7 +13,7 @@ import logging
 FLAGS = {
     "data": "data", "output_dir": "output_dir", "model": "model", "width_mult": "width_mult",
     "weights": "weights", "trunk_lr_mult": "trunk_lr_mult", "freeze_layers": "freeze_layers",
-    "stop_when_done": "stop_when_done", "lr_drops": "lr_drops",
+    "stop_when_done": "stop_when_done", "lr_drops": "lr_drops", "lr_milestones": "lr_milestones",
     "fc_dim": "fc_dim", "dropout": "dropout", "levels": "levels", "sizes": "sizes",
     "size_range": "size_range", "resize": "resize", "split": "split", "seed": "seed",
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
@@ -39,6 +39,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                         "improving again")
     p.add_argument("--lr-drops", type=int, help="how often the plateau schedule divides lr "
                                                "by 10 (default 2)")
+    p.add_argument("--lr-milestones", help="divide lr by 10 after these epochs, e.g. 47,57 "
+                                           "(a fixed step schedule instead of the plateau one)")
     p.add_argument("--width-mult", type=float, help="conv filter multiplier, e.g. 0.25")
     p.add_argument("--fc-dim", type=int, help="fc6/fc7 width (default 4096)")
     p.add_argument("--dropout", type=float, help="fc6/fc7 dropout (default 0.5)")

@@ -83,6 +83,31 @@ def test_stop_when_done_ends_training_early(shapes_folder, tmp_path):
     assert len(lines) == 2 and results["epochs_run"] == 2
 
 
+def test_milestone_schedule_drops_after_the_given_epochs_whatever_validation_does():
+    s = PlateauSchedule(1.0, patience=0, max_drops=5, milestones=(2, 4))
+    # validation improves every epoch (a plateau schedule would never drop) ...
+    assert [s.step(e, n) for n, e in enumerate((0.9, 0.8, 0.7, 0.6, 0.5), 1)] == [
+        False, True, False, True, False]
+    assert s.lr == pytest.approx(0.01) and s.drops == 2
+    # ... and stalls (a plateau schedule with patience 0 would drop at once)
+    t = PlateauSchedule(1.0, patience=0, milestones=(3,))
+    assert [t.step(0.5, n) for n in (1, 2, 3)] == [False, False, True]
+    with pytest.raises(ValueError, match="steps with the epoch number"):
+        t.step(0.5)
+
+
+def test_train_with_lr_milestones(shapes_folder, tmp_path):
+    cfg = TrainConfig(data=str(shapes_folder), output_dir=str(tmp_path / "r"), lr=0.1,
+                      lr_milestones=(1, 2), **{**TINY, "epochs": 3})
+    train(cfg)
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    lrs = [json.loads(x)["lr"] for x in lines]
+    assert lrs == pytest.approx([0.1, 0.01, 0.001])
+    with pytest.raises(ValueError, match="lr_milestones must be increasing epoch numbers, "
+                                         "got 5,3"):
+        TrainConfig(data=str(shapes_folder), lr_milestones=(5, 3)).validate()
+
+
 # ---------------------------------------------------------------------------------------------
 # the ImageNet MobileNetV2 with trainable heads (reads ../shared/data/imagenet_tflite)
 
