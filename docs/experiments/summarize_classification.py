@@ -73,7 +73,9 @@ SCRATCH = Study(
      ("full image vs centre crop (SPP multi)", ("multi", "full"), ("multi", "center")),
      ("10-view vs centre crop (SPP single)", ("single", "10crop"), ("single", "center")),
      ("multi-size, single-size's lr drops, vs single-size SPP (centre crop)",
-      ("multimatched", "center"), ("single", "center"))))
+      ("multimatched", "center"), ("single", "center")),
+     ("multi-size, single-size's lr drops, vs single-size SPP (full image)",
+      ("multimatched", "full"), ("single", "full"))))
 
 STUDIES = {"finetune": FINETUNE, "scratch": SCRATCH}
 
