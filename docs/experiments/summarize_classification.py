@@ -189,7 +189,7 @@ def plot(study: Study, runs: dict) -> Path:
     plt.xlabel("epoch")
     plt.ylabel("val top-1 (%)")
     plt.title(study.title + "\n(▼: the lr divided by 10 after this epoch)", fontsize=10)
-    plt.legend()
+    plt.legend(loc="lower right", fontsize="small")
     plt.tight_layout()
     figure = ROOT / "docs" / "figures" / study.figure
     figure.parent.mkdir(parents=True, exist_ok=True)
