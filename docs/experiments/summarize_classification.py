@@ -100,6 +100,7 @@ def load_runs(study: Study) -> dict[tuple[str, int], dict]:
             "curve": [100 * m["val_top1"] for m in metrics],
             # the epochs after which the plateau schedule divided the lr
             "drops": [m["epoch"] + 1 for m in metrics if m.get("lr_dropped_after")],
+            "trace": [(m.get("train_loss"), m.get("val_loss"), m["val_top1"]) for m in metrics],
         }
     return runs
 
@@ -170,6 +171,25 @@ def claims_table(study: Study, runs: dict) -> list[str]:
     return rows
 
 
+def repeatability(runs: dict) -> str:
+    """The multi-size run and its matched-schedule rerun share seed, split and lr until the
+    rerun's first lr drop, so every epoch before it must repeat bit for bit (train loss,
+    validation loss and top-1): how many leading epochs did, seed by seed."""
+    parts = []
+    for s in range(SEEDS):
+        if ("multi", s) not in runs or ("multimatched", s) not in runs:
+            continue
+        a, b = runs["multi", s], runs["multimatched", s]
+        shared = min(b["drops"][0] if b["drops"] else len(b["trace"]), len(a["trace"]))
+        same = next((e for e in range(shared) if a["trace"][e] != b["trace"][e]), shared)
+        parts.append(f"seed {s}: {same} of {shared}")
+    if not parts:
+        return ""
+    return ("Repeatability: before its first lr drop the diagnostic run trains exactly as the "
+            "multi-size run (same seed, split and lr); epochs whose train loss, validation loss "
+            f"and top-1 came out identical, from the first: {'; '.join(parts)}.")
+
+
 def plot(study: Study, runs: dict) -> Path:
     import matplotlib
 
@@ -204,7 +224,8 @@ def summary(study: Study, runs: dict) -> str:
     return "\n".join([
         f"Runs found: {', '.join(f'{k} {v}' for k, v in n.items())} (of {SEEDS} seeds each); "
         f"{'/'.join(map(str, test_n))} test images.", "",
-        *main_table(study, runs), "", *claims_table(study, runs), ""])
+        *main_table(study, runs), "", *claims_table(study, runs), "",
+        *([line, ""] if (line := repeatability(runs)) else [])])
 
 
 def _view(run: str, view: str) -> float | None:

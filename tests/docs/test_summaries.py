@@ -50,3 +50,32 @@ def test_table_says_where_each_seed_divided_the_lr(tmp_path, monkeypatch):
     rows = mod.main_table(mod.SCRATCH, mod.load_runs(mod.SCRATCH))
     row = next(r for r in rows if r.startswith("| SPP {6,3,2,1}, single-size"))
     assert "| 24, 24 | 11, 19; none |" in row
+
+
+def test_reports_how_many_epochs_the_matched_rerun_repeated_exactly(tmp_path, monkeypatch):
+    """multi and multimatched share seed, split and lr until the first milestone, so their
+    epochs must agree bit for bit until then; the docs say how many did, seed by seed."""
+    import json
+
+    mod = _module()
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)
+
+    def write(run, losses, milestone_after=None):
+        d = tmp_path / f"scratch_{run}"
+        d.mkdir()
+        metrics = [{"epoch": e, "images_per_s": 90.0, "val_top1": 0.1 + 0.01 * e,
+                    "val_loss": 3.0 - 0.1 * e, "train_loss": loss,
+                    "lr_dropped_after": e + 1 == milestone_after}
+                   for e, loss in enumerate(losses)]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+        (d / "results.json").write_text(json.dumps({"best_val": {"top1": 0.3},
+                                                    "epochs_run": len(losses)}))
+        (d / "views_test.json").write_text(json.dumps(
+            {"views": {"center": {"top1": 0.25, "images": 702}}}))
+
+    write("multi_s0", [4.0, 3.5, 3.2, 3.0, 2.9, 2.8])
+    write("multimatched_s0", [4.0, 3.5, 3.2, 3.0, 2.5, 2.4], milestone_after=4)
+    write("multi_s1", [4.0, 3.6, 3.3, 3.1, 2.9, 2.8])
+    write("multimatched_s1", [4.0, 3.6, 3.25, 3.1, 2.5, 2.4], milestone_after=4)
+    line = mod.repeatability(mod.load_runs(mod.SCRATCH))
+    assert "seed 0: 4 of 4" in line and "seed 1: 2 of 4" in line
