@@ -77,5 +77,8 @@ def test_reports_how_many_epochs_the_matched_rerun_repeated_exactly(tmp_path, mo
     write("multimatched_s0", [4.0, 3.5, 3.2, 3.0, 2.5, 2.4], milestone_after=4)
     write("multi_s1", [4.0, 3.6, 3.3, 3.1, 2.9, 2.8])
     write("multimatched_s1", [4.0, 3.6, 3.25, 3.1, 2.5, 2.4], milestone_after=4)
+    # seed 2: the plateau schedule dropped the multi-size run's lr first, after epoch 2
+    write("multi_s2", [4.0, 3.6, 3.0, 2.9, 2.8, 2.7], milestone_after=2)
+    write("multimatched_s2", [4.0, 3.6, 3.3, 3.1, 2.5, 2.4], milestone_after=4)
     line = mod.repeatability(mod.load_runs(mod.SCRATCH))
-    assert "seed 0: 4 of 4" in line and "seed 1: 2 of 4" in line
+    assert "seed 0: 4 of 4" in line and "seed 1: 2 of 4" in line and "seed 2: 2 of 2" in line
