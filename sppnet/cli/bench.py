@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 from pathlib import Path
 
 
@@ -47,6 +47,31 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     det.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     det.add_argument("--no-progress", action="store_true")
     det.set_defaults(func=main_detect)
+    td = sub.add_parser("train-det", help="training cost, stage by stage: the SPP way against "
+                                          "the R-CNN way on the same images and windows")
+    td.add_argument("--data", required=True, help="VOC-format training folder (or COCO .json)")
+    td.add_argument("--split", help="ImageSets/Main/<split>.txt (or a list file) of --data")
+    td.add_argument("--backbone", help="backbone (default mobilenet_v2)")
+    td.add_argument("--weights", help="the backbone's weights (the MobileNetV2 TFLite file)")
+    td.add_argument("--proposals", help="precomputed windows instead of Selective Search")
+    td.add_argument("--max-images", type=int, default=16, help="training images (default 16)")
+    td.add_argument("--max-proposals", type=int, default=500,
+                    help="windows per image (default 500)")
+    td.add_argument("--ft-iters", type=int, default=300,
+                    help="fine-tuning iterations (default 300)")
+    td.add_argument("--scales", help="as train-det's --scales (default: train-det's default)")
+    td.add_argument("--project", default="240,2000,3000", metavar="IMAGES,WINDOWS,ITERS",
+                    help="also compute (from the measured rates) the cost of this many "
+                         "images, windows per image and iterations (default: the fruit "
+                         "training set at the defaults, 240,2000,3000)")
+    td.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other DetConfig field, for both ways")
+    td.add_argument("--work-dir", type=Path, help="keep the runs here (default: a temporary "
+                                                  "folder, removed)")
+    td.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    td.add_argument("--no-progress", action="store_true")
+    td.set_defaults(func=main_train_det)
+
     pr = sub.add_parser("proposals", help="proposal recall vs windows and seconds per image, "
                                           "Selective Search and EdgeBoxes")
     pr.add_argument("--data", action="append", default=[], metavar="NAME=FOLDER[:SPLIT_FILE]",
@@ -126,10 +151,38 @@ def main_detect(args: argparse.Namespace) -> int:
 
 
 def _write_json(result: dict, path: Path | None) -> None:
+    """The figures with their provenance (commit, command line, versions, threads)."""
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        from ..utils.provenance import write_results
+
+        write_results(path, result, {})
         print(f"wrote {path}")
+
+
+def main_train_det(args: argparse.Namespace) -> int:
+    from ..bench.train_det import format_train_det_report, run_train_det_benchmark
+    from ..cli.train_det import parse_scales
+    from ..detection.config import DetConfig
+    from ..utils.config import apply_overrides, config_from_args, parse_set
+
+    try:
+        images, windows, iters = (int(v) for v in args.project.split(","))
+    except ValueError:
+        raise ValueError(f"--project must be IMAGES,WINDOWS,ITERS, got {args.project!r}") \
+            from None
+    flags = {k: k for k in ("data", "split", "backbone", "weights", "proposals", "max_images",
+                            "max_proposals", "ft_iters", "scales")}
+    given = argparse.Namespace(**{**vars(args), "set": []})
+    cfg = config_from_args(DetConfig(), given, flags, {"scales": parse_scales})
+    # the lr drops at the default's proportion (2000 of 3000), then --set overrides anything
+    cfg = dataclasses.replace(cfg, ft_lr_step=max(1, cfg.ft_iters * 2 // 3))
+    cfg = apply_overrides(cfg, parse_set(args.set))
+    cfg.validate()
+    result = run_train_det_benchmark(cfg, args.work_dir, (images, windows, iters),
+                                     progress=not args.no_progress)
+    print(format_train_det_report(result))
+    _write_json(result, args.json)
+    return 0
 
 
 def main_train(args: argparse.Namespace) -> int:

@@ -41,7 +41,11 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--weights", help="TFLite file for mobilenet_v2")
     p.add_argument("--proposals", help="precomputed windows: a folder of <image_id>.npz or one "
                                        ".npz (default: Selective Search)")
-    p.add_argument("--scales", help="shorter sides: 688 (1 scale) or 480,576,688,864,1200")
+    p.add_argument("--scales",
+                   help="shorter sides the conv maps are computed at: e.g. 688 (the paper's 1 "
+                        "scale) or 480,576,688,864,1200 (its 5); auto (1 scale) or auto:N (N "
+                        "scales) chooses them from the training boxes so that a typical object "
+                        "comes out near 224x224, the size the network was trained at")
     p.add_argument("--mode", choices=("spp", "rcnn"),
                    help="feature source of every stage: spp (default; windows pooled from the "
                         "image's conv map) or rcnn (the R-CNN way: conv net per warped window, "
@@ -69,11 +73,24 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     return p
 
 
+def parse_scales(text: str) -> dict:
+    """``--scales``: ``auto`` / ``auto:N`` (chosen from the data) or shorter sides ``a,b,...``,
+    as DetConfig fields."""
+    if text.strip().lower().startswith("auto"):
+        _, _, n = text.strip().partition(":")
+        try:
+            count = int(n) if n else 1
+        except ValueError:
+            raise ValueError(f"--scales auto:N needs an integer N, got {text!r}") from None
+        return {"scales": (), "auto_scales": count}
+    return {"scales": text}
+
+
 def resolve_config(args: argparse.Namespace):
     from ..detection.config import DetConfig
     from ..utils.config import config_from_args
 
-    return config_from_args(DetConfig(), args, FLAGS)
+    return config_from_args(DetConfig(), args, FLAGS, {"scales": parse_scales})
 
 
 def main(args: argparse.Namespace) -> int:

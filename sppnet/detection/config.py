@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..utils.config import check_int, check_int_tuple, check_number
-from .features import SINGLE_SCALE
+from .scales import MIN_SCALE, SINGLE_SCALE
 
 __all__ = ["DetConfig"]
 
@@ -49,10 +49,16 @@ class DetConfig:
     mode: str = "spp"  # spp: windows pooled from the image's conv map; rcnn: the R-CNN way
     # (each window warped with 16 px context to 224 x 224, conv net per window, same pyramid)
     scales: tuple[int, ...] = SINGLE_SCALE  # shorter sides; SPP 1-scale (688) or 5-scale
-    # (480,576,688,864,1200)
+    # (480,576,688,864,1200); empty = chosen from the training boxes (scales.auto_scales)
+    auto_scales: int = 1  # how many scales to choose when `scales` is empty
     levels: tuple[int, ...] = (6, 3, 2, 1)  # SPP section 4: the 4-level pyramid, 50 bins
     flip: bool = True  # SPP fine-tuning also uses horizontally flipped images
     cache_dtype: str = "float16"  # stored conv maps: float16 (half the disk) or float32
+    # memory for what later stages reread (neither changes a result): conv maps of the training
+    # images, and every window's pool5 per image (float16) when all of them fit (else windows
+    # are pooled per request from the maps); the R-CNN way's window features use the latter
+    map_cache_mb: int = 2048
+    feature_cache_mb: int = 6144
     # fine-tuning fc6, fc7 and a new (K+1)-way fc8 on pooled windows
     fc_dim: int = 1024  # new fc6/fc7 width (a train-cls backbone keeps its own fc6/fc7)
     dropout: float = 0.5
@@ -89,14 +95,15 @@ class DetConfig:
     max_dets: int = 100  # detections kept per image
 
     def validate(self) -> None:
-        check_int_tuple("scales", self.scales, 32)
+        check_int_tuple("scales", self.scales, MIN_SCALE, allow_empty=True)
+        check_int("auto_scales", self.auto_scales, 1)
         check_int_tuple("levels", self.levels)
         if len(set(self.classes)) != len(self.classes):
             dup = sorted({c for c in self.classes if self.classes.count(c) > 1})
             raise ValueError(f"classes must be distinct, got {dup} more than once")
         if any(not c.strip() for c in self.classes):
             raise ValueError(f"classes must be non-empty names, got {list(self.classes)}")
-        for name in ("max_images", "workers"):
+        for name in ("max_images", "workers", "map_cache_mb", "feature_cache_mb"):
             check_int(name, getattr(self, name), 0)
         for name in ("max_proposals", "ft_iters", "ft_lr_step", "ft_images", "ft_batch",
                      "fc_dim", "svm_retrain_limit", "bbox_max_per_class", "max_dets"):

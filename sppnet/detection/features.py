@@ -26,6 +26,8 @@ from ..data.decode import decode_image
 from ..data.transforms import resize_to, to_tensor
 from ..models.backbone import BackboneSpec, load_backbone
 from ..ops import spp_output_dim, spp_roi_pool
+from ..utils.lru import ByteLRU
+from .scales import FIVE_SCALES, MAX_LONG_SIDE, SINGLE_SCALE, TARGET_AREA, scaled_sizes
 
 __all__ = ["BackboneSpec", "load_backbone", "module_device", "backbone_fingerprint", "scaled_sizes",
            "select_scales", "compute_maps", "compute_maps_many", "pool_windows", "ConvMapCache",
@@ -33,14 +35,6 @@ __all__ = ["BackboneSpec", "load_backbone", "module_device", "backbone_fingerpri
            "MAX_LONG_SIDE", "tensor_digest", "save_verified", "load_verified"]
 
 log = logging.getLogger(__name__)
-
-SINGLE_SCALE = (688,)  # paper section 4.2: shorter side 688 for 1-scale detection
-FIVE_SCALES = (480, 576, 688, 864, 1200)  # paper section 4.2: the 5-scale set
-# The paper's scales are for ordinary photos (VOC: ~500 x 375, so 1200 gives a 1600-px long
-# side). A 20000 x 20 strip at shorter side 688 would be 688,000 px long (5 GiB of conv maps):
-# the longer side is capped here, and such an image is scaled by the cap instead.
-MAX_LONG_SIDE = 2000
-TARGET_AREA = 224 * 224  # a window is pooled at the scale where its area is closest to this
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -58,19 +52,6 @@ def backbone_fingerprint(spec: BackboneSpec) -> str:
             st = Path(f).stat()
             h.update(f"{Path(f).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
-
-
-def scaled_sizes(image_size: tuple[int, int], scales: Sequence[int],
-                 max_long_side: int | None = None) -> list[tuple[int, int]]:
-    """``(H, W)`` of the image resized so its shorter side is each ``s`` (aspect kept), the
-    longer side capped at ``max_long_side`` (default :data:`MAX_LONG_SIDE`)."""
-    h, w = image_size
-    cap = MAX_LONG_SIDE if max_long_side is None else max_long_side
-    out = []
-    for s in scales:
-        f = min(s / min(h, w), cap / max(h, w))
-        out.append((max(1, round(h * f)), max(1, round(w * f))))
-    return out
 
 
 def select_scales(boxes: Tensor, image_size: tuple[int, int], scales: Sequence[int],
@@ -250,13 +231,15 @@ class ConvMapCache:
     features are then exactly the max-pool of the stored maps)."""
 
     def __init__(self, directory: str | Path, backbone: nn.Module, spec: BackboneSpec,
-                 dtype: torch.dtype = torch.float16) -> None:
+                 dtype: torch.dtype = torch.float16, memory_bytes: int = 0) -> None:
         self.dir = Path(directory)
         self.backbone = backbone
         self.spec = spec
         self.dtype = dtype
         self.fingerprint = backbone_fingerprint(spec)
         self._digests: dict[str, str] = {}
+        # maps read (and verified) once, then held as stored, least recently used out first
+        self.memory = ByteLRU(memory_bytes)
 
     def _digest(self, image_path: Path) -> str:
         key = str(image_path)
@@ -273,8 +256,13 @@ class ConvMapCache:
 
     def get(self, image_path: str | Path, scales: Sequence[int], flip: bool = False,
             image: np.ndarray | None = None) -> list[Tensor]:
-        """Maps at every scale (float32), from the cache or computed and stored."""
+        """Maps at every scale (float32): from memory, else from the disk cache (verified) or
+        computed and stored."""
         image_path = Path(image_path)
+        mkey = (str(image_path), tuple(scales), bool(flip))
+        held = self.memory.get(mkey)
+        if held is not None:
+            return [m.float() for m in held]
         keys = [self.key(image_path, s, flip) for s in scales]
         maps = [load_verified(self.dir / f"{k}.safetensors", self.dtype, 3, "conv-map")
                 for k in keys]
@@ -285,4 +273,5 @@ class ConvMapCache:
             for i, m in zip(todo, fresh):  # cached (and pooled) on the CPU
                 maps[i] = m.to("cpu", self.dtype).contiguous()
                 save_verified(self.dir / f"{keys[i]}.safetensors", maps[i])
+        self.memory.put(mkey, maps)
         return [m.float() for m in maps]

@@ -150,7 +150,7 @@ def _resume(head: DetectionHead, opt: torch.optim.Optimizer, ckpt: Path,
     return start
 
 
-def _minibatch(windows: Sequence[WindowSet], widths: Sequence[int], pool: Callable,
+def _minibatch(windows: Sequence[WindowSet], pool: Callable,
                cfg: DetConfig, usable: list[int], rng: np.random.Generator,
                it: int) -> tuple[Tensor, Tensor]:
     """``ft_images`` images (each flipped with probability 1/2 when ``flip``), their share
@@ -159,11 +159,10 @@ def _minibatch(windows: Sequence[WindowSet], widths: Sequence[int], pool: Callab
     feats, labels = [], []
     for i in rng.choice(usable, min(cfg.ft_images, len(usable)), replace=False):
         flip = bool(cfg.flip and rng.random() < 0.5)
-        ws = windows[i].flipped(widths[i]) if flip else windows[i]
-        idx, lab = sample_windows(ws, per_image, cfg.fg_fraction, cfg.fg_iou,
+        idx, lab = sample_windows(windows[i], per_image, cfg.fg_fraction, cfg.fg_iou,
                                   cfg.bg_iou_lo, cfg.bg_iou_hi, rng)
         if len(idx):
-            feats.append(pool(int(i), flip, ws.boxes[idx]))
+            feats.append(pool(int(i), flip, idx))
             labels.append(torch.from_numpy(lab))
     x = torch.cat(feats)
     if not bool(torch.isfinite(x).all()):
@@ -173,15 +172,16 @@ def _minibatch(windows: Sequence[WindowSet], widths: Sequence[int], pool: Callab
     return x, torch.cat(labels)
 
 
-def finetune(head: DetectionHead, windows: Sequence[WindowSet], widths: Sequence[int],
+def finetune(head: DetectionHead, windows: Sequence[WindowSet],
              pool: Callable[[int, bool, np.ndarray], Tensor], cfg: DetConfig, out_dir: Path,
              progress: bool = True) -> DetectionHead:
     """Train ``head`` for ``cfg.ft_iters`` SGD iterations; resumable.
 
     Args:
-        windows: labelled windows per training image.
-        widths: image widths (to flip boxes).
-        pool: ``pool(image_index, flipped, boxes (B, 4)) -> (B, D)`` pooled features.
+        windows: labelled windows per training image (a flipped image's windows are the
+            same rows, flipped, with the same labels).
+        pool: ``pool(image_index, flipped, rows (B,)) -> (B, D)`` pooled features of rows of
+            the image's windows (of the flipped image's windows when ``flipped``).
         out_dir: holds ``finetune_last.safetensors`` (every :data:`CKPT_EVERY` iterations),
             ``finetune_metrics.jsonl`` and the final ``head.safetensors``.
     """
@@ -202,7 +202,7 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet], widths: Sequence
         rng = np.random.default_rng((cfg.seed, it))  # deterministic per iteration: resumable
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, it)
-        x, y = _minibatch(windows, widths, pool, cfg, usable, rng, it)  # (B, D), (B,)
+        x, y = _minibatch(windows, pool, cfg, usable, rng, it)  # (B, D), (B,)
         x, y = x.to(device), y.to(device)
         logits = head(x)
         loss = F.cross_entropy(logits, y)

@@ -9,10 +9,10 @@ Shapes: N images, R windows per image, D pool5 dims, K classes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +22,11 @@ import torch
 from ..data.coco import load_annotations
 from ..data.voc import VOCDataset
 from ..models.backbone import backbone_spec as models_backbone_spec
+from ..ops import spp_output_dim
 from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..utils.device import resolve_device
 from ..utils.distributed import env_rank, shard
+from ..utils.lru import ByteLRU
 from ..utils.run_dir import (
     RunFolderError,
     atomic_write_text,
@@ -42,6 +44,7 @@ from .features import BackboneSpec, ConvMapCache, load_backbone, module_device, 
 from .finetune import DetectionHead, finetune
 from .proposals import ProposalConfig, compute_proposals, load_proposal_file
 from .rcnn import WindowFeatureCache
+from .scales import auto_scales, scale_summary
 from .svm import feature_scale, mine_hard_negatives
 from .targets import WindowSet, label_windows
 
@@ -50,10 +53,6 @@ __all__ = ["train_detector", "load_dataset", "get_proposals", "backbone_spec", "
 log = logging.getLogger(__name__)
 STAGES = ("cache", "finetune", "svm", "bbox", "eval")
 SCALE_SAMPLE_IMAGES = 20  # images whose windows set the feature scale (R-CNN: a sample)
-# R-CNN mode: window features kept in memory (as stored, float16), least recently used out
-# first. Fine-tuning samples images at random, so the whole set (fruit: 2.8 GB at 200 windows
-# of 28,800 dims) is best held; above this budget it is read back from the verified cache.
-RCNN_MEMORY_BYTES = 6 << 30
 
 
 def backbone_spec(cfg: DetConfig) -> BackboneSpec:
@@ -86,9 +85,17 @@ def get_proposals(ds: VOCDataset, cfg: DetConfig, cache_dir: Path, progress: boo
 class Stages:
     """What a training run has: the dataset, windows, backbone and feature caches.
 
-    ``pool`` is the one feature source of every later stage: windows pooled from the image's
-    conv map (``mode="spp"``), or the R-CNN way's per-window features (``mode="rcnn"``), so
-    fine-tuning, SVMs and box regression are the same code for both."""
+    ``pool(i, flip, rows)`` is the one feature source of every later stage: pool5 features of
+    rows of image ``i``'s windows, pooled from the image's conv map (``mode="spp"``), or the
+    R-CNN way's per-window features (``mode="rcnn"``), so fine-tuning, SVMs and box regression
+    are the same code for both.
+
+    Stages revisit images many times (fine-tuning ~25 times per image at the defaults, every
+    SVM layer twice, box regression once), so features are held in memory: the conv maps by
+    the :class:`ConvMapCache` (``map_cache_mb``), and every window's pool5 of an image
+    (float16: lossless, as a max-pool of float16 maps) in :attr:`pooled` (``feature_cache_mb``)
+    when all training windows fit, else pooled per request from the maps in memory. What is
+    held changes no value: a run with both budgets at 0 trains the same detector."""
 
     cfg: DetConfig
     ds: VOCDataset
@@ -97,7 +104,23 @@ class Stages:
     spec: BackboneSpec
     cache: ConvMapCache
     window_cache: WindowFeatureCache | None = None
-    _recent: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    pooled: ByteLRU = field(default_factory=lambda: ByteLRU(0), repr=False)
+    keep_pooled: bool = False  # pool every window of an image at its first visit and hold them
+
+    def __post_init__(self) -> None:
+        budget = self.cfg.feature_cache_mb << 20
+        self.pooled = ByteLRU(budget)
+        if self.cfg.mode == "spp":
+            flips = 2 if self.cfg.flip else 1
+            need = sum(len(w.boxes) for w in self.windows) * self.pooled_dim * 2 * flips
+            self.keep_pooled = need <= budget
+        else:  # the R-CNN way's features are per window anyway: always held as they come
+            self.keep_pooled = True
+
+    @property
+    def pooled_dim(self) -> int:
+        """``D``, the length of a pooled window feature."""
+        return spp_output_dim(self.backbone.feature_channels, self.cfg.levels)
 
     def maps(self, i: int, flip: bool = False) -> list[torch.Tensor]:
         a = self.ds[i]
@@ -107,45 +130,40 @@ class Stages:
         ws = self.windows[i]
         return (ws.flipped(self.ds[i].image_size[1]) if flip else ws).boxes
 
-    def window_features(self, i: int, flip: bool) -> tuple[torch.Tensor, dict]:
-        """R-CNN mode: features of all of image ``i``'s windows and a row per window's bytes
-        (held in memory up to :data:`RCNN_MEMORY_BYTES`: fine-tuning and mining revisit
-        them)."""
-        key = (i, flip)
-        if key not in self._recent:
-            boxes = self.image_windows(i, flip)
-            feats = self.window_cache.get(self.ds[i].image_path, boxes, flip)
-            rows = {}
-            for r, b in enumerate(np.ascontiguousarray(boxes, np.float32)):
-                rows.setdefault(b.tobytes(), r)
-            self._recent[key] = (feats, rows)
-            held = sum(f.numel() * f.element_size() for f, _ in self._recent.values())
-            while held > RCNN_MEMORY_BYTES and len(self._recent) > 1:
-                f, _ = self._recent.popitem(last=False)[1]
-                held -= f.numel() * f.element_size()
-        self._recent.move_to_end(key)
-        return self._recent[key]
+    def _pool_boxes(self, i: int, flip: bool, boxes: np.ndarray) -> torch.Tensor:
+        return pool_windows(self.maps(i, flip), self.ds[i].image_size, self.cfg.scales,
+                            torch.from_numpy(np.ascontiguousarray(boxes, np.float32)),
+                            self.backbone.feature_stride, self.backbone.feature_offset,
+                            self.cfg.levels)
 
-    def pool(self, i: int, flip: bool, boxes: np.ndarray) -> torch.Tensor:
-        boxes = np.ascontiguousarray(boxes, np.float32).reshape(-1, 4)
-        if self.cfg.mode == "rcnn":
-            feats, rows = self.window_features(i, flip)
-            try:
-                idx = [rows[b.tobytes()] for b in boxes]
-            except KeyError:
-                raise ValueError(f"R-CNN mode: a window of image {self.ds[i].image_id} is not "
-                                 "among its training windows (their features are cached)") \
-                    from None
-            return feats[torch.tensor(idx, dtype=torch.long)].float()
-        a = self.ds[i]
-        return pool_windows(self.maps(i, flip), a.image_size, self.cfg.scales,
-                            torch.from_numpy(boxes), self.backbone.feature_stride,
-                            self.backbone.feature_offset, self.cfg.levels)
+    def _all_pooled(self, i: int, flip: bool) -> torch.Tensor:
+        """Every window's features of image ``i`` (stored dtype), held while they fit."""
+        held = self.pooled.get((i, flip))
+        if held is None:
+            boxes = self.image_windows(i, flip)
+            if self.cfg.mode == "rcnn":
+                held = self.window_cache.get(self.ds[i].image_path, boxes, flip)
+            else:
+                held = self._pool_boxes(i, flip, boxes).to(torch.float16)
+            self.pooled.put((i, flip), held)
+        return held
+
+    def pool(self, i: int, flip: bool, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Pool5 features ``(len(rows), D)`` float32 of rows of image ``i``'s windows (in the
+        flipped image when ``flip``); ``rows=None``: all of them."""
+        if self.keep_pooled:
+            held = self._all_pooled(i, flip)
+            if rows is None:
+                return held.float()
+            return held[torch.as_tensor(np.asarray(rows, np.int64))].float()
+        boxes = self.image_windows(i, flip)
+        return self._pool_boxes(i, flip, boxes if rows is None else boxes[rows])
 
 
 # fields that do not change what the trained stages compute
 RUNTIME_FIELDS = ("output_dir", "cache_dir", "workers", "test_data", "test_split", "test_images",
-                  "score", "max_dets", "nms_iou", "device")
+                  "score", "max_dets", "nms_iou", "device", "map_cache_mb",
+                  "feature_cache_mb")
 # what the trained stages write; --force deletes them (the caches are verified and stay)
 STAGE_OUTPUTS = ("head.safetensors", "finetune_last.safetensors", "finetune_metrics.jsonl",
                  "finetune_curves.png", "svm_*.safetensors", "bbox_reg.safetensors", "model",
@@ -175,13 +193,28 @@ def _check_run_dir(out: Path, cfg: DetConfig, force: bool) -> None:
 
 
 def training_set(cfg: DetConfig) -> VOCDataset:
-    """The training images; classes named in ``cfg.classes`` must occur in them."""
+    """The training images (the first ``max_images`` if set); classes named in
+    ``cfg.classes`` must occur in them."""
     ds = load_dataset(cfg.data, cfg.split, cfg.classes, cfg.images)
     unknown = [c for c in cfg.classes if c not in ds.found_classes]
     if unknown:
         raise ValueError(f"classes {unknown} occur in no annotation of {cfg.data} (found: "
                          f"{', '.join(ds.found_classes) or 'none'})")
+    if cfg.max_images:
+        ds = ds.subset([a.image_id for a in ds][: cfg.max_images])
     return ds
+
+
+def resolve_scales(cfg: DetConfig, ds: VOCDataset) -> DetConfig:
+    """``cfg`` with its scales chosen from the training boxes when ``cfg.scales`` is empty
+    (:func:`scales.auto_scales`, ``cfg.auto_scales`` of them); logged with what they mean."""
+    if cfg.scales:
+        return cfg
+    gt = [(a.image_size, a.boxes[~a.difficult]) for a in ds]
+    chosen = auto_scales(gt, cfg.auto_scales)
+    log.info("scales chosen from the %d training boxes: %s (%s)",
+             sum(len(b) for _, b in gt), ",".join(map(str, chosen)), scale_summary(chosen, gt))
+    return dataclasses.replace(cfg, scales=chosen)
 
 
 def prepare(cfg: DetConfig, progress: bool = True, rank: int = 0,
@@ -191,8 +224,7 @@ def prepare(cfg: DetConfig, progress: bool = True, rank: int = 0,
 
     cache_dir = Path(cfg.cache_dir or Path(cfg.output_dir) / "cache")
     ds = ds if ds is not None else training_set(cfg)
-    if cfg.max_images:
-        ds = ds.subset([a.image_id for a in ds][: cfg.max_images])
+    cfg = resolve_scales(cfg, ds)
     props = get_proposals(ds, cfg, cache_dir, progress, rank, world_size)
     if world_size == 1:
         dropped = [a.image_id for a in ds if a.image_id not in props]
@@ -202,7 +234,7 @@ def prepare(cfg: DetConfig, progress: bool = True, rank: int = 0,
     spec = backbone_spec(cfg)
     backbone = load_backbone(spec).to(resolve_device(cfg.device))
     dtype = getattr(torch, cfg.cache_dtype)
-    cache = ConvMapCache(cache_dir / "maps", backbone, spec, dtype)
+    cache = ConvMapCache(cache_dir / "maps", backbone, spec, dtype, cfg.map_cache_mb << 20)
     windows = [label_windows(a, props.get(a.image_id, np.zeros((0, 4))), len(ds.classes))
                for a in ds]
     st = Stages(cfg, ds, windows, backbone, spec, cache)
@@ -233,8 +265,7 @@ def prepare(cfg: DetConfig, progress: bool = True, rank: int = 0,
 def _fc_features(st: Stages, head: DetectionHead, layer: str):
     @torch.no_grad()
     def features(i: int, rows: np.ndarray | None) -> np.ndarray:
-        boxes = st.windows[i].boxes if rows is None else st.windows[i].boxes[rows]
-        pooled = st.pool(i, False, boxes).to(head.fc6.weight.device)
+        pooled = st.pool(i, False, rows).to(head.fc6.weight.device)
         return head.features(pooled, layer).cpu().numpy()
 
     return features
@@ -276,7 +307,7 @@ def train_bbox(st: Stages, progress: bool) -> BoxRegressor:
         rows = np.concatenate(rows)
         if len(rows) == 0:
             continue
-        pooled = st.pool(i, False, ws.boxes[rows]).numpy()
+        pooled = st.pool(i, False, rows).numpy()
         samples.append((pooled, ws.boxes[rows], gt_keep[ws.gt_index[rows]], ws.gt_label[rows]))
         scale_rows.append(pooled[: 50])
     if not samples:
@@ -334,7 +365,7 @@ def _head_stage(st: Stages, out: Path, stages: tuple, times: StageTimes,
                 progress: bool) -> DetectionHead:
     """Stage 3: the fine-tuned fc6/fc7/fc8 (loaded when ``head.safetensors`` exists)."""
     cfg = st.cfg
-    pooled_dim = st.pool(0, False, st.windows[0].boxes[:1]).shape[1]
+    pooled_dim = st.pooled_dim
     fc6 = getattr(st.backbone, "fc6", None)  # a train-cls net brings its own fc6/fc7
     fc_dim = fc6.out_features if fc6 is not None else cfg.fc_dim
     head = DetectionHead(pooled_dim, len(st.ds.classes), fc_dim, cfg.dropout)
@@ -347,8 +378,7 @@ def _head_stage(st: Stages, out: Path, stages: tuple, times: StageTimes,
         head.load_state_dict({k[5:]: v for k, v in tensors.items()})  # onto its device
     elif "finetune" in stages:
         with times("finetune"):
-            finetune(head, st.windows, [a.image_size[1] for a in st.ds], st.pool, cfg, out,
-                     progress)
+            finetune(head, st.windows, st.pool, cfg, out, progress)
         save_stage(hp, "fine-tuning (the head)",
                    {f"head.{k}": v.cpu() for k, v in head.state_dict().items()},
                    {"iterations": cfg.ft_iters})
@@ -416,6 +446,7 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
         return out / "cache"
     check_output_dir(out)
     ds = training_set(cfg)  # user mistakes in the data surface before anything is written
+    cfg = resolve_scales(cfg, ds)  # recorded in config.json and the detector
     spec = backbone_spec(cfg)
     if spec.model == "mobilenet_v2" and not (spec.weights and Path(spec.weights).is_file()):
         raise FileNotFoundError(f"--weights: the mobilenet_v2 backbone needs its TFLite file, "

@@ -103,13 +103,22 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in META_KEYS}
 
 
-def config_from_args(cfg: Any, args: Any, flags: dict[str, str]) -> Any:
+def config_from_args(cfg: Any, args: Any, flags: dict[str, str],
+                     parsers: dict[str, Any] | None = None) -> Any:
     """``cfg`` updated from ``--config FILE``, then the CLI flags set (``flags``: attribute of
-    ``args`` -> config field), then ``--set key=value`` overrides, in that order."""
+    ``args`` -> config field), then ``--set key=value`` overrides, in that order.
+
+    ``parsers``: attribute -> ``f(value) -> {field: value}`` for a flag that sets several
+    fields (e.g. ``--scales auto:5``)."""
+    parsers = parsers or {}
     if getattr(args, "config", None):
         cfg = apply_overrides(cfg, load_config(args.config))
-    given = {field: getattr(args, flag) for flag, field in flags.items()
-             if getattr(args, flag, None) is not None}
+    given: dict[str, Any] = {}
+    for flag, field in flags.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        given.update(parsers[flag](value) if flag in parsers else {field: value})
     cfg = apply_overrides(cfg, given)
     return apply_overrides(cfg, parse_set(getattr(args, "set", []) or []))
 

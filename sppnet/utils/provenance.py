@@ -10,10 +10,30 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["environment", "write_results"]
+__all__ = ["environment", "git_state", "write_results"]
 
 _PACKAGES = ("torch", "numpy", "opencv-contrib-python-headless", "scikit-learn", "numba",
              "pillow")
+
+
+def git_state() -> dict[str, Any]:
+    """The git commit of the sppnet source that runs, and whether its tree had changes
+    (``{"commit": None, "dirty": None, "note": "not a git checkout"}`` for an installed
+    wheel)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():  # an installed copy: site-packages is no checkout
+        return {"commit": None, "dirty": None, "note": "not a git checkout"}
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                 "--untracked-files=no"], check=True, capture_output=True,
+                                text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None, "note": "not a git checkout"}
+    return {"commit": commit, "dirty": bool(status.strip())}
 
 
 def environment() -> dict[str, Any]:
@@ -28,7 +48,7 @@ def environment() -> dict[str, Any]:
             versions[name] = None
     import torch
 
-    return {"versions": versions, "torch_threads": torch.get_num_threads(),
+    return {"versions": versions, "git": git_state(), "torch_threads": torch.get_num_threads(),
             "machine": platform.machine(), "system": platform.system()}
 
 
