@@ -22,7 +22,8 @@ FLAGS = {"data": "data", "split": "split", "test_data": "test_data", "test_split
          "weights": "weights", "proposals": "proposals", "scales": "scales",
          "svm_layers": "svm_layers", "ft_iters": "ft_iters", "workers": "workers",
          "classes": "classes", "seed": "seed", "mode": "mode",
-         "max_proposals": "max_proposals", "proposer": "proposer", "device": "device"}
+         "max_proposals": "max_proposals", "proposer": "proposer", "device": "device",
+         "finetune": "finetune", "e2e_convs": "e2e_convs"}
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -53,6 +54,14 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--max-proposals", type=int, help="windows per image")
     p.add_argument("--proposer", choices=PROPOSERS,
                    help="proposal method (default selective_search_fast)")
+    p.add_argument("--finetune", choices=("fc", "e2e"),
+                   help="fc: the paper's fine-tuning (fc6/fc7/fc8 on pooled windows of the frozen "
+                        "trunk); e2e: beyond the paper, the trunk's last --e2e-convs "
+                        "convolutions trained with the head through the window pyramid (softmax "
+                        "+ box deltas, Fast R-CNN's loss)")
+    p.add_argument("--e2e-convs", type=int,
+                   help="with --finetune e2e: how many of the trunk's convolutions train, "
+                        "counted from the last")
     p.add_argument("--svm-layers", help="features the SVMs read: any of pool5,fc6,fc7")
     p.add_argument("--ft-iters", type=int, help="fine-tuning iterations")
     p.add_argument("--workers", type=int, help="proposal worker processes")

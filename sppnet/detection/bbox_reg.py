@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..ops import BoxCoder
 
-__all__ = ["BoxRegressor", "fit_ridge"]
+__all__ = ["BoxRegressor", "fit_ridge", "decode_per_class"]
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +37,13 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.
         w = xc.T @ torch.linalg.solve(a, yc)
     b = my - mx @ w
     return w.float().numpy(), b.float().numpy()
+
+
+def decode_per_class(coder: BoxCoder, deltas: Tensor, boxes: Tensor) -> Tensor:
+    """Apply per-class ``deltas (R, K, 4)`` to windows ``boxes (R, 4)`` -> ``(R, K, 4)``."""
+    r, k = deltas.shape[:2]
+    props = boxes.float()[:, None].expand(r, k, 4).reshape(-1, 4)
+    return coder.decode(deltas.reshape(-1, 4), props).reshape(r, k, 4)
 
 
 @dataclass
@@ -68,9 +75,7 @@ class BoxRegressor:
     @torch.no_grad()
     def decode(self, deltas: Tensor, boxes: Tensor) -> Tensor:
         """Apply ``deltas (R, K, 4)`` to windows ``boxes (R, 4)`` -> ``(R, K, 4)``."""
-        r, k = deltas.shape[:2]
-        props = boxes.float()[:, None].expand(r, k, 4).reshape(-1, 4)
-        return self.coder.decode(deltas.reshape(-1, 4), props).reshape(r, k, 4)
+        return decode_per_class(self.coder, deltas, boxes)
 
     def predict(self, pooled: Tensor, boxes: Tensor) -> Tensor:
         """Regressed boxes ``(R, K, 4)`` for windows ``boxes (R, 4)`` with pool5 ``(R, P)``."""

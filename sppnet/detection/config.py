@@ -73,6 +73,13 @@ class DetConfig:
     fg_iou: float = 0.5  # foreground: IoU >= 0.5 with a ground truth (SPP)
     bg_iou_lo: float = 0.1  # background: IoU in [0.1, 0.5) (SPP)
     bg_iou_hi: float = 0.5
+    # what fine-tuning trains: fc = the paper's (fc6/fc7/fc8 on pooled windows of the frozen
+    # trunk); e2e = beyond the paper: the trunk's last e2e_convs convolutions with the head,
+    # through the window pyramid, (K+1)-way log loss + smooth-L1 box deltas (Fast R-CNN's
+    # image-centric mini-batches: ft_images images x ft_batch / ft_images windows)
+    finetune: str = "fc"
+    e2e_convs: int = 10  # trunk convolutions trained end to end, counted from the last
+    bbox_loss_weight: float = 1.0  # Fast R-CNN: lambda = 1
     # per-class linear SVMs with hard-negative mining (R-CNN rcnn_train.m)
     svm_layers: tuple[str, ...] = ("fc7",)  # features the SVMs read: any of pool5, fc6, fc7
     svm_C: float = 1e-3  # R-CNN: C = 10^-3
@@ -90,7 +97,8 @@ class DetConfig:
     bbox_lambda: float = 1000.0  # ridge lambda (R-CNN: 1000; released SPP code: 4000)
     bbox_max_per_class: int = 6000  # cap on training windows per class (memory)
     # inference
-    score: str = "svm"  # svm (paper) or softmax (the fine-tuned fc8)
+    score: str = "auto"  # svm (paper), softmax (the fine-tuned fc8) or auto: svm after fc
+    # fine-tuning, softmax with the head's own box deltas after e2e fine-tuning
     nms_iou: float = 0.3  # SPP/R-CNN: per-class NMS at IoU 0.3
     max_dets: int = 100  # detections kept per image
 
@@ -127,8 +135,15 @@ class DetConfig:
             raise ValueError(f"proposer must be one of {PROPOSERS}, got {self.proposer!r}")
         if self.mode not in ("spp", "rcnn"):
             raise ValueError(f"mode must be spp or rcnn, got {self.mode!r}")
-        if self.score not in ("svm", "softmax"):
-            raise ValueError(f"score must be svm or softmax, got {self.score!r}")
+        if self.score not in ("auto", "svm", "softmax"):
+            raise ValueError(f"score must be auto, svm or softmax, got {self.score!r}")
+        if self.finetune not in ("fc", "e2e"):
+            raise ValueError(f"finetune must be fc or e2e, got {self.finetune!r}")
+        if self.finetune == "e2e" and self.mode != "spp":
+            raise ValueError("finetune e2e trains the trunk through the window pyramid: it "
+                             f"needs mode spp, got mode {self.mode!r}")
+        check_int("e2e_convs", self.e2e_convs, 0)
+        check_number("bbox_loss_weight", self.bbox_loss_weight, 0)
         if self.cache_dtype not in ("float16", "float32"):
             raise ValueError(f"cache_dtype must be float16 or float32, got {self.cache_dtype!r}")
         if not 0 < self.fg_fraction <= 1:

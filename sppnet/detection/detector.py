@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from ..data.transforms import to_tensor
-from ..ops import batched_nms, clip_boxes, spp_output_dim
+from ..ops import BoxCoder, batched_nms, clip_boxes, spp_output_dim
 from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .bbox_reg import BoxRegressor
+from .bbox_reg import BoxRegressor, decode_per_class
 from .features import (
     BackboneSpec,
     compute_maps,
@@ -32,7 +32,7 @@ from .features import (
     select_scales,
     window_cells,
 )
-from .finetune import DetectionHead
+from .head import DetectionHead
 from .rcnn import rcnn_pool
 
 __all__ = ["Detections", "SPPDetector", "InferenceSettings", "load_detector", "as_rgb_array"]
@@ -55,6 +55,10 @@ class InferenceSettings:
     max_proposals: int = 2000  # windows per image
     mode: str = "spp"  # the feature source the head and SVMs were trained on (spp or rcnn)
     proposer: str = "selective_search_fast"  # the proposal method (proposals.PROPOSERS)
+    # box regression: "regressor" = the paper's ridge regression on pool5; "head" = the box
+    # deltas the head learnt in end-to-end fine-tuning
+    bbox_source: str = "regressor"
+    finetune: str = "fc"  # fc (the paper's) or e2e (the trunk trained too; stored with it)
 
 
 def _sync(device: torch.device) -> None:
@@ -153,6 +157,7 @@ class SPPDetector(nn.Module):
         self.regressor = regressor
         self._fast: tuple[str, DetectionHead] | None = None
         self._pool_buffer: Tensor | None = None  # reused pooled-window output (detect)
+        self.coder = BoxCoder()  # box deltas -> boxes, for either regression
 
     @property
     def device(self) -> torch.device:
@@ -265,15 +270,31 @@ class SPPDetector(nn.Module):
         return (head.features(pooled, layer) * s) @ w + b
 
     @torch.no_grad()
+    def head_outputs(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """Softmax scores ``(R, K)`` and the head's box deltas ``(R, K, 4)`` from one fc pass
+        (a head trained end to end)."""
+        return self.scoring_head().scores_and_deltas(pooled)
+
+    def box_deltas(self, pooled: Tensor, source: str | None = None) -> Tensor | None:
+        """``(R, K, 4)`` deltas of ``source`` (``regressor`` or ``head``; default the
+        settings'), or ``None`` when the detector has no such regression."""
+        source = source or self.settings.bbox_source
+        if source == "head":
+            return self.head_outputs(pooled)[1] if self.head.box_deltas else None
+        return self.regressor.deltas(pooled) if self.regressor is not None else None
+
+    @torch.no_grad()
     def postprocess(self, pooled: Tensor, boxes: Tensor, scores: Tensor,
                     image_size: tuple[int, int], bbox_reg: bool | None = None,
                     inverse: Tensor | None = None, nms_iou: float | None = None,
-                    max_dets: int | None = None) -> Detections:
+                    max_dets: int | None = None, deltas: Tensor | None = None,
+                    bbox_source: str | None = None) -> Detections:
         """Regress (optionally), clip, per-class NMS, keep the ``max_dets`` best (both default
         to the settings').
 
         ``pooled`` and ``scores`` are per distinct window when ``inverse`` (R,) is given.
-        The detections come back on the CPU."""
+        ``deltas``: the box deltas ``(U, K, 4)`` when already computed (else from
+        ``bbox_source``, by default the settings'). The detections come back on the CPU."""
         boxes = boxes.to(scores.device)
         st = self.settings
         nms_iou = st.nms_iou if nms_iou is None else nms_iou
@@ -282,9 +303,11 @@ class SPPDetector(nn.Module):
         if inverse is not None:
             scores = scores[inverse]
         r, k = scores.shape
-        if bbox_reg and self.regressor is not None and r:
-            deltas = self.regressor.deltas(pooled)  # (U, K, 4)
-            cand = self.regressor.decode(deltas if inverse is None else deltas[inverse], boxes)
+        if bbox_reg and r and deltas is None:
+            deltas = self.box_deltas(pooled, bbox_source)  # (U, K, 4)
+        if bbox_reg and r and deltas is not None:
+            cand = decode_per_class(self.coder, deltas if inverse is None else deltas[inverse],
+                                    boxes)
         else:
             cand = boxes.float()[:, None].expand(r, k, 4)
         cand = clip_boxes(cand.reshape(-1, 4), image_size)  # (R*K, 4)
@@ -304,10 +327,15 @@ class SPPDetector(nn.Module):
         boxes = usable_windows(torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4))
         pooled, inverse, timings = self.pooled(image, boxes, mode, reuse_buffer=True, maps=maps)
         t0 = time.perf_counter()
-        scores = self.score_pooled(pooled)
+        st, deltas = self.settings, None
+        if st.score == "softmax" and st.bbox_source == "head" and self.head.box_deltas:
+            scores, deltas = self.head_outputs(pooled)  # one fc pass for both
+        else:
+            scores = self.score_pooled(pooled)
         _sync(scores.device)
         t1 = time.perf_counter()
-        det = self.postprocess(pooled, boxes, scores, image.shape[:2], inverse=inverse)
+        det = self.postprocess(pooled, boxes, scores, image.shape[:2], inverse=inverse,
+                               deltas=deltas)
         timings.update(fc=t1 - t0, nms=time.perf_counter() - t1)
         det.timings = timings
         return det
@@ -365,9 +393,12 @@ class SPPDetector(nn.Module):
             scales[layer] = s
         if self.regressor is not None:
             tensors.update(self.regressor.state())
+        if self.settings.finetune == "e2e":  # the trained trunk travels with the detector
+            tensors.update({f"trunk.{k}": v for k, v in self.backbone.state_dict().items()})
         meta = {"format": FORMAT, "classes": self.classes, "backbone": asdict(self.spec),
                 "settings": asdict(self.settings), "svm_feat_scale": scales,
-                "head": {"in_dim": self.head.in_dim, "fc_dim": self.head.fc_dim}}
+                "head": {"in_dim": self.head.in_dim, "fc_dim": self.head.fc_dim,
+                         "box_deltas": self.head.box_deltas}}
         save_checkpoint(directory / "detector.safetensors", tensors, meta)
         (directory / "detector.json").write_text(json.dumps(meta, indent=2))
         return directory
@@ -393,10 +424,15 @@ class SPPDetector(nn.Module):
         spec = BackboneSpec(**meta["backbone"])
         settings = InferenceSettings(**{k: tuple(v) if isinstance(v, list) else v
                                         for k, v in meta["settings"].items()})
-        head = DetectionHead(meta["head"]["in_dim"], len(meta["classes"]), meta["head"]["fc_dim"])
+        head = DetectionHead(meta["head"]["in_dim"], len(meta["classes"]), meta["head"]["fc_dim"],
+                             box_deltas=bool(meta["head"].get("box_deltas", False)))
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
         svms = {layer: (tensors[f"svm.{layer}.weight"], tensors[f"svm.{layer}.bias"], s)
                 for layer, s in meta["svm_feat_scale"].items()}
         reg = BoxRegressor.from_state(tensors) if "bbox.weight" in tensors else None
-        return cls(backbone if backbone is not None else load_backbone(spec), spec, head,
-                   meta["classes"], settings, svms, reg)
+        if backbone is None:
+            backbone = load_backbone(spec)
+            trunk = {k[6:]: v for k, v in tensors.items() if k.startswith("trunk.")}
+            if trunk:  # trained end to end: its own conv weights
+                backbone.load_state_dict(trunk)
+        return cls(backbone, spec, head, meta["classes"], settings, svms, reg)

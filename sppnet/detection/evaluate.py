@@ -26,24 +26,31 @@ __all__ = ["variants_of", "evaluate_detector", "draw_threshold"]
 N_PICTURES = 6  # detection PNGs written per evaluation
 
 
-def variants_of(det: SPPDetector) -> list[tuple[str, str, str | None, bool]]:
-    """``(name, score, svm_layer, bbox_reg)`` for every way the detector can score."""
+def variants_of(det: SPPDetector) -> list[tuple[str, str, str | None, bool, str]]:
+    """``(name, score, svm_layer, bbox_reg, bbox_source)`` for every way the detector can
+    score: SVMs on each trained layer and the softmax, each without box regression, with the
+    paper's (``+bbox``) and, for a head trained end to end, with its own deltas
+    (``+deltas``)."""
     out = []
+    regs = [("+bbox", "regressor")] if det.regressor is not None else []
+    if det.head.box_deltas:
+        regs.append(("+deltas", "head"))
     for layer in det.svms:
-        out.append((f"{layer}-svm", "svm", layer, False))
-        if det.regressor is not None:
-            out.append((f"{layer}-svm+bbox", "svm", layer, True))
-    out.append(("softmax", "softmax", None, False))
-    if det.regressor is not None:
-        out.append(("softmax+bbox", "softmax", None, True))
+        out.append((f"{layer}-svm", "svm", layer, False, "regressor"))
+        out += [(f"{layer}-svm{tag}", "svm", layer, True, src) for tag, src in regs]
+    out.append(("softmax", "softmax", None, False, "regressor"))
+    out += [(f"softmax{tag}", "softmax", None, True, src) for tag, src in regs]
     return out
 
 
 def _default_variant(det: SPPDetector) -> str:
     s = det.settings
-    if s.score == "softmax":
-        return "softmax+bbox" if s.bbox_reg and det.regressor is not None else "softmax"
-    return f"{s.svm_layer}-svm" + ("+bbox" if s.bbox_reg and det.regressor is not None else "")
+    name = f"{s.svm_layer}-svm" if s.score == "svm" else "softmax"
+    if not s.bbox_reg:
+        return name
+    if s.bbox_source == "head":
+        return name + "+deltas" if det.head.box_deltas else name
+    return name + "+bbox" if det.regressor is not None else name
 
 
 def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.ndarray],
@@ -74,14 +81,22 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
         pooled, inverse, t = det.pooled(image, boxes, mode, reuse_buffer=True)
         t["windows"] = len(boxes)
         scored: dict[tuple, tuple[torch.Tensor, float]] = {}  # a variant with and without
-        for name, score, layer, reg in variants:  # box regression shares one fc pass
+        deltas: dict[str, torch.Tensor | None] = {}  # box regression shares one fc pass
+        for name, score, layer, reg, source in variants:
             if (score, layer) not in scored:
                 t0 = time.perf_counter()
-                scored[score, layer] = (det.score_pooled(pooled, score, layer),
-                                        time.perf_counter() - t0)
+                if score == "softmax" and det.head.box_deltas:
+                    sc, deltas["head"] = det.head_outputs(pooled)
+                else:
+                    sc = det.score_pooled(pooled, score, layer)
+                scored[score, layer] = (sc, time.perf_counter() - t0)
             scores, t_fc = scored[score, layer]
             t1 = time.perf_counter()
-            d = det.postprocess(pooled, boxes, scores, a.image_size, reg, inverse)
+            if reg and source not in deltas:
+                deltas[source] = det.box_deltas(pooled, source)
+            d = det.postprocess(pooled, boxes, scores, a.image_size, reg, inverse,
+                                deltas=deltas.get(source) if reg else None,
+                                bbox_source=source)
             if name == main:
                 t.update(fc=t_fc, nms=time.perf_counter() - t1)
                 keep_dets[a.image_id] = d

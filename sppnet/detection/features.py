@@ -32,7 +32,7 @@ from .scales import FIVE_SCALES, MAX_LONG_SIDE, SINGLE_SCALE, TARGET_AREA, scale
 __all__ = ["BackboneSpec", "load_backbone", "module_device", "backbone_fingerprint", "scaled_sizes",
            "select_scales", "compute_maps", "compute_maps_many", "pool_windows", "ConvMapCache",
            "window_cells", "dedupe_windows", "SINGLE_SCALE", "FIVE_SCALES", "TARGET_AREA",
-           "MAX_LONG_SIDE", "tensor_digest", "save_verified", "load_verified"]
+           "MAX_LONG_SIDE", "tensor_digest", "trunk_digest", "save_verified", "load_verified"]
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,15 @@ def dedupe_windows(cells: Tensor) -> tuple[Tensor, Tensor]:
     return first, inverse
 
 
+def trunk_digest(backbone: nn.Module) -> str:
+    """A checksum of every tensor of a trunk's state (names included)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(backbone.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor_digest(t).encode())
+    return h.hexdigest()
+
+
 def tensor_digest(t: Tensor) -> str:
     """A checksum of a tensor's bytes (BLAKE2b, 128 bits; ~1 ms per MB)."""
     data = t.detach().cpu().contiguous().view(torch.uint8).numpy()
@@ -231,12 +240,14 @@ class ConvMapCache:
     features are then exactly the max-pool of the stored maps)."""
 
     def __init__(self, directory: str | Path, backbone: nn.Module, spec: BackboneSpec,
-                 dtype: torch.dtype = torch.float16, memory_bytes: int = 0) -> None:
+                 dtype: torch.dtype = torch.float16, memory_bytes: int = 0,
+                 fingerprint_extra: str = "") -> None:
         self.dir = Path(directory)
         self.backbone = backbone
         self.spec = spec
         self.dtype = dtype
-        self.fingerprint = backbone_fingerprint(spec)
+        # a trunk trained end to end is the spec's plus its own weights: their digest
+        self.fingerprint = backbone_fingerprint(spec) + fingerprint_extra
         self._digests: dict[str, str] = {}
         # maps read (and verified) once, then held as stored, least recently used out first
         self.memory = ByteLRU(memory_bytes)

@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..models.spp_nets import fc_activations
 from ..utils.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -30,74 +29,14 @@ from ..utils.checkpoint import (
     save_checkpoint,
 )
 from .config import DetConfig
+from .head import DetectionHead
 from .targets import WindowSet
 
-__all__ = ["DetectionHead", "sample_windows", "finetune"]
+__all__ = ["DetectionHead", "sample_windows", "finetune"]  # DetectionHead: from .head
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 50  # iterations per logged point
 CKPT_EVERY = 500  # iterations per resumable checkpoint
-
-
-class DetectionHead(nn.Module):
-    """fc6 -> fc7 -> fc8 over pooled window features ``(B, D)``; fc8 has ``K + 1`` outputs
-    (index 0 = background)."""
-
-    def __init__(self, in_dim: int, num_classes: int, fc_dim: int = 1024,
-                 dropout: float = 0.5) -> None:
-        super().__init__()
-        self.fc6 = nn.Linear(in_dim, fc_dim)
-        self.fc7 = nn.Linear(fc_dim, fc_dim)
-        self.fc8 = nn.Linear(fc_dim, num_classes + 1)
-        self.dropout = nn.Dropout(dropout)
-        self.in_dim, self.num_classes, self.fc_dim = in_dim, num_classes, fc_dim
-        for fc in (self.fc6, self.fc7):
-            nn.init.kaiming_normal_(fc.weight, nonlinearity="relu")
-            nn.init.zeros_(fc.bias)
-        nn.init.normal_(self.fc8.weight, std=0.01)
-        nn.init.zeros_(self.fc8.bias)
-
-    def features(self, pooled: Tensor, layer: str = "fc7") -> Tensor:
-        """``pool5`` (the input itself), ``fc6`` or ``fc7`` activations (after ReLU)."""
-        return fc_activations(self, pooled, layer)
-
-    def forward(self, pooled: Tensor) -> Tensor:
-        """``(B, D) -> (B, K + 1)`` logits."""
-        return self.fc8(self.dropout(self.features(pooled, "fc7")))
-
-    def compressed(self, fc: str) -> DetectionHead:
-        """A copy with fc6/fc7 made cheaper: ``fp32`` (as is), ``int8`` or ``svd:R6,R7``
-        (truncated SVD to ranks R6 and R7); see :mod:`sppnet.nn.compress`."""
-        import copy
-
-        from ..nn.compress import compress_linear
-
-        method, _, ranks = fc.partition(":")
-        head = copy.deepcopy(self).eval()
-        if method == "svd":
-            try:
-                r6, r7 = (int(r) for r in ranks.split(","))
-            except ValueError:
-                raise ValueError(f"fc must look like svd:R6,R7 (e.g. svd:512,256), "
-                                 f"got {fc!r}") from None
-            head.fc6 = compress_linear(self.fc6, "svd", r6)
-            head.fc7 = compress_linear(self.fc7, "svd", r7)
-        else:
-            head.fc6 = compress_linear(self.fc6, method)
-            head.fc7 = compress_linear(self.fc7, method)
-        return head
-
-    def init_from(self, model: nn.Module) -> bool:
-        """Copy fc6/fc7 from a classification net whose pooled size and fc width match."""
-        fc6, fc7 = getattr(model, "fc6", None), getattr(model, "fc7", None)
-        if (fc6 is None or fc7 is None or fc6.weight.shape != self.fc6.weight.shape
-                or fc7.weight.shape != self.fc7.weight.shape):
-            return False
-        with torch.no_grad():
-            for dst, src in ((self.fc6, fc6), (self.fc7, fc7)):
-                dst.weight.copy_(src.weight)
-                dst.bias.copy_(src.bias)
-        return True
 
 
 def sample_windows(ws: WindowSet, n: int, fg_fraction: float, fg_iou: float, bg_lo: float,

@@ -25,7 +25,7 @@ from ..models.backbone import backbone_spec as models_backbone_spec
 from ..ops import spp_output_dim
 from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..utils.device import resolve_device
-from ..utils.distributed import env_rank, shard
+from ..utils.distributed import DistInfo, barrier, env_rank, init_distributed, shard, shutdown
 from ..utils.lru import ByteLRU
 from ..utils.run_dir import (
     RunFolderError,
@@ -40,8 +40,17 @@ from ..utils.run_dir import (
 from .bbox_reg import BoxRegressor
 from .config import DetConfig
 from .detector import InferenceSettings, SPPDetector
-from .features import BackboneSpec, ConvMapCache, load_backbone, module_device, pool_windows
-from .finetune import DetectionHead, finetune
+from .e2e import finetune_e2e
+from .features import (
+    BackboneSpec,
+    ConvMapCache,
+    load_backbone,
+    module_device,
+    pool_windows,
+    trunk_digest,
+)
+from .finetune import finetune, plot_finetune_curves
+from .head import DetectionHead
 from .proposals import ProposalConfig, compute_proposals, load_proposal_file
 from .rcnn import WindowFeatureCache
 from .scales import auto_scales, scale_summary
@@ -218,10 +227,10 @@ def resolve_scales(cfg: DetConfig, ds: VOCDataset) -> DetConfig:
 
 
 def prepare(cfg: DetConfig, progress: bool = True, rank: int = 0,
-            world_size: int = 1, ds: VOCDataset | None = None) -> Stages:
-    """Data, proposals and conv maps (the cache stage; sharded by rank under torchrun)."""
-    from tqdm import tqdm
-
+            world_size: int = 1, ds: VOCDataset | None = None, fill: bool = True) -> Stages:
+    """Data, proposals and conv maps (the cache stage; sharded by rank under torchrun).
+    ``fill=False``: proposals and labelled windows only (end-to-end fine-tuning computes its
+    own maps; the stages after it cache those of the trained trunk)."""
     cache_dir = Path(cfg.cache_dir or Path(cfg.output_dir) / "cache")
     ds = ds if ds is not None else training_set(cfg)
     cfg = resolve_scales(cfg, ds)
@@ -238,10 +247,20 @@ def prepare(cfg: DetConfig, progress: bool = True, rank: int = 0,
     windows = [label_windows(a, props.get(a.image_id, np.zeros((0, 4))), len(ds.classes))
                for a in ds]
     st = Stages(cfg, ds, windows, backbone, spec, cache)
-    flips = (False, True) if cfg.flip else (False,)
     if cfg.mode == "rcnn":
         st.window_cache = WindowFeatureCache(cache_dir / "rcnn_windows", backbone, spec,
                                              cfg.levels, dtype)
+    if fill:
+        fill_caches(st, (False, True) if cfg.flip else (False,), progress, rank, world_size)
+    return st
+
+
+def fill_caches(st: Stages, flips: tuple[bool, ...], progress: bool, rank: int = 0,
+                world_size: int = 1) -> None:
+    """Compute (or verify) the conv maps or R-CNN window features of this rank's images."""
+    from tqdm import tqdm
+
+    cfg, ds = st.cfg, st.ds
     mine = shard(list(range(len(ds))), rank, world_size)
     t0 = time.perf_counter()
     desc = "R-CNN window features" if cfg.mode == "rcnn" else "conv maps"
@@ -254,12 +273,19 @@ def prepare(cfg: DetConfig, progress: bool = True, rank: int = 0,
                     done = st.window_cache.computed
                     bar.set_postfix_str(f"{done / (time.perf_counter() - t0):.0f} windows/s")
                 else:
-                    cache.get(ds[i].image_path, cfg.scales, flip)
+                    st.cache.get(ds[i].image_path, cfg.scales, flip)
     if cfg.mode == "rcnn" and st.window_cache.computed:
         log.info("R-CNN window features: %d windows in %.0f s (%.1f windows/s)",
                  st.window_cache.computed, time.perf_counter() - t0,
                  st.window_cache.computed / (time.perf_counter() - t0))
-    return st
+
+
+def with_trunk(st: Stages, backbone: torch.nn.Module) -> Stages:
+    """The stages of ``st`` with another (end-to-end trained) trunk: its conv maps cached under
+    a key that includes a digest of its weights."""
+    cache = ConvMapCache(st.cache.dir, backbone, st.spec, st.cache.dtype,
+                         st.cfg.map_cache_mb << 20, fingerprint_extra=trunk_digest(backbone))
+    return Stages(st.cfg, st.ds, st.windows, backbone, st.spec, cache)
 
 
 def _fc_features(st: Stages, head: DetectionHead, layer: str):
@@ -335,13 +361,16 @@ class StageTimes:
     from its file keeps the time of the run that computed it; the cache stage's time is that
     of its last run, which is short when the caches were already full)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, write: bool = True) -> None:
         self.path = path
+        self.write = write  # under torchrun only the main process records
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
         t0 = time.perf_counter()
         yield
+        if not self.write:
+            return
         old = json.loads(self.path.read_text()) if self.path.is_file() else {}
         old[stage] = round(time.perf_counter() - t0, 2)
         atomic_write_text(self.path, json.dumps(old, indent=2))
@@ -365,17 +394,10 @@ def _head_stage(st: Stages, out: Path, stages: tuple, times: StageTimes,
                 progress: bool) -> DetectionHead:
     """Stage 3: the fine-tuned fc6/fc7/fc8 (loaded when ``head.safetensors`` exists)."""
     cfg = st.cfg
-    pooled_dim = st.pooled_dim
-    fc6 = getattr(st.backbone, "fc6", None)  # a train-cls net brings its own fc6/fc7
-    fc_dim = fc6.out_features if fc6 is not None else cfg.fc_dim
-    head = DetectionHead(pooled_dim, len(st.ds.classes), fc_dim, cfg.dropout)
-    if fc6 is not None and head.init_from(st.backbone):
-        log.info("fc6/fc7 start from %s", cfg.backbone)
-    head = head.to(module_device(st.backbone))
+    head = _new_head(st)
     hp = _head_path(out)
     if hp.is_file():
-        tensors, _ = load_checkpoint(hp)
-        head.load_state_dict({k[5:]: v for k, v in tensors.items()})  # onto its device
+        head.load_state_dict(_strip("head.", load_checkpoint(hp)[0]))  # onto its device
     elif "finetune" in stages:
         with times("finetune"):
             finetune(head, st.windows, st.pool, cfg, out, progress)
@@ -385,6 +407,51 @@ def _head_stage(st: Stages, out: Path, stages: tuple, times: StageTimes,
     else:
         raise CheckpointError(f"{hp} does not exist; run the finetune stage first")
     return head.eval()
+
+
+def _new_head(st: Stages, box_deltas: bool = False) -> DetectionHead:
+    """A head over the stages' pooled windows; a train-cls backbone's own fc6/fc7 (when their
+    sizes fit) are its starting point."""
+    cfg = st.cfg
+    fc6 = getattr(st.backbone, "fc6", None)  # a train-cls net brings its own fc6/fc7
+    fc_dim = fc6.out_features if fc6 is not None else cfg.fc_dim
+    head = DetectionHead(st.pooled_dim, len(st.ds.classes), fc_dim, cfg.dropout, box_deltas)
+    if fc6 is not None and head.init_from(st.backbone):
+        log.info("fc6/fc7 start from %s", cfg.backbone)
+    return head.to(module_device(st.backbone))
+
+
+def _e2e_stage(st: Stages, out: Path, stages: tuple, times: StageTimes, progress: bool,
+               info: DistInfo) -> tuple[torch.nn.Module, DetectionHead]:
+    """Stage 3, end to end: the trunk (its last ``e2e_convs`` convolutions trained) and the
+    head with its box deltas (loaded when ``head.safetensors`` and ``trunk.safetensors``
+    exist)."""
+    cfg = st.cfg
+    head = _new_head(st, box_deltas=True)
+    backbone = st.backbone
+    hp, tp = _head_path(out), out / "trunk.safetensors"
+    if hp.is_file() and tp.is_file():
+        head.load_state_dict(_strip("head.", load_checkpoint(hp)[0]))
+        backbone.load_state_dict(_strip("trunk.", load_checkpoint(tp)[0]))
+    elif "finetune" in stages:
+        with times("finetune"):
+            finetune_e2e(backbone, st.spec, head, st.ds, st.windows, cfg, out, progress, info)
+        if info.is_main:
+            plot_finetune_curves(out / "finetune_metrics.jsonl", out / "finetune_curves.png")
+            save_stage(tp, "end-to-end fine-tuning (the trunk)",
+                       {f"trunk.{k}": v.cpu() for k, v in backbone.state_dict().items()},
+                       {"iterations": cfg.ft_iters, "e2e_convs": cfg.e2e_convs})
+            save_stage(hp, "end-to-end fine-tuning (the head)",
+                       {f"head.{k}": v.cpu() for k, v in head.state_dict().items()},
+                       {"iterations": cfg.ft_iters})
+    else:
+        raise CheckpointError(f"{hp} or {tp} does not exist; run the finetune stage first")
+    return backbone.eval(), head.eval()
+
+
+def _strip(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors whose names start with ``prefix``, without it."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _svm_stage(st: Stages, head: DetectionHead, out: Path, stages: tuple, times: StageTimes,
@@ -421,12 +488,28 @@ def _bbox_stage(st: Stages, out: Path, stages: tuple, times: StageTimes,
 
 
 def _inference_settings(cfg: DetConfig, svms: dict, reg: BoxRegressor | None):
-    return InferenceSettings(scales=tuple(cfg.scales), levels=tuple(cfg.levels),
-                             score=cfg.score if svms or cfg.score == "softmax" else "softmax",
-                             svm_layer=cfg.svm_layers[-1], bbox_reg=reg is not None,
+    """How the trained detector scores by default: ``score=auto`` is the paper's SVMs (with
+    its box regression) after fc fine-tuning, and the softmax with the head's own box deltas
+    after end-to-end fine-tuning (its training objective)."""
+    e2e = cfg.finetune == "e2e"
+    score = cfg.score if cfg.score != "auto" else ("softmax" if e2e else "svm")
+    if score == "svm" and not svms:
+        score = "softmax"
+    return InferenceSettings(scales=tuple(cfg.scales), levels=tuple(cfg.levels), score=score,
+                             svm_layer=cfg.svm_layers[-1],
+                             bbox_reg=reg is not None or (e2e and score == "softmax"),
+                             bbox_source="head" if e2e and score == "softmax" else "regressor",
                              nms_iou=cfg.nms_iou, max_dets=cfg.max_dets,
                              ss_max_side=cfg.ss_max_side, max_proposals=cfg.max_proposals,
-                             mode=cfg.mode, proposer=cfg.proposer)
+                             mode=cfg.mode, proposer=cfg.proposer, finetune=cfg.finetune)
+
+
+def _pending(out: Path, cfg: DetConfig, stages: tuple) -> bool:
+    """Whether an SVM or box-regression stage still has to be trained."""
+    svm = "svm" in stages and any(not (out / f"svm_{x}.safetensors").is_file()
+                                  for x in cfg.svm_layers)
+    bbox = "bbox" in stages and cfg.bbox_reg and not (out / "bbox_reg.safetensors").is_file()
+    return svm or bbox
 
 
 def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True,
@@ -438,10 +521,12 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
     _check_request(cfg, stages)
     out = Path(cfg.output_dir)
     rank, world = env_rank()
-    if world > 1:
+    distributed_e2e = world > 1 and cfg.finetune == "e2e" and "finetune" in stages
+    if world > 1 and not distributed_e2e:
         if tuple(stages) != ("cache",):
-            raise ValueError("under torchrun only --stages cache runs (it shards the caches); "
-                             "train on one process afterwards")
+            raise ValueError("under torchrun only --stages cache runs (it shards the caches), or "
+                             "end-to-end fine-tuning (--finetune e2e); train on one process "
+                             "afterwards")
         prepare(cfg, progress and rank == 0, rank, world)
         return out / "cache"
     check_output_dir(out)
@@ -451,19 +536,38 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
     if spec.model == "mobilenet_v2" and not (spec.weights and Path(spec.weights).is_file()):
         raise FileNotFoundError(f"--weights: the mobilenet_v2 backbone needs its TFLite file, "
                                 f"got {spec.weights or 'none'}")
-    _check_run_dir(out, cfg, force)
+    info = init_distributed(resolve_device(cfg.device)) if distributed_e2e else DistInfo()
+    if info.is_main:
+        _check_run_dir(out, cfg, force)
+    barrier(info)
     torch.manual_seed(cfg.seed)
-    times = StageTimes(out / "train_times.json")
+    times = StageTimes(out / "train_times.json", write=info.is_main)
     with times("cache"):
-        st = prepare(cfg, progress, ds=ds)
+        if info.enabled:  # each rank its share of the proposals, then every rank reads all
+            get_proposals(ds, cfg, Path(cfg.cache_dir or out / "cache"), progress and
+                          info.is_main, info.rank, info.world_size)
+            barrier(info)
+        st = prepare(cfg, progress and info.is_main, ds=ds, fill=cfg.finetune == "fc")
     if stages == ("cache",):
         return out / "cache"
-    head = _head_stage(st, out, stages, times, progress)
+    if cfg.finetune == "e2e":
+        backbone, head = _e2e_stage(st, out, stages, times, progress, info)
+        barrier(info)
+        if not info.is_main:  # the other processes' part is done: rank 0 goes on alone
+            shutdown(info)
+            return out / "model"
+        st = with_trunk(st, backbone)
+        if _pending(out, cfg, stages):
+            with times("cache_e2e"):  # the trained trunk's maps, for the SVMs / box regression
+                fill_caches(st, (False,), progress)
+    else:
+        head = _head_stage(st, out, stages, times, progress)
     svms = _svm_stage(st, head, out, stages, times, progress)
     reg = _bbox_stage(st, out, stages, times, progress)
     det = SPPDetector(st.backbone.cpu(), st.spec, head.cpu(), st.ds.classes,
                       _inference_settings(cfg, svms, reg), svms, reg)
     model_dir = det.save(out / "model")
+    shutdown(info)
     det = det.to(resolve_device(cfg.device))
     if "eval" in stages and cfg.test_data:
         from .evaluate import evaluate_detector

@@ -1,0 +1,338 @@
+"""End-to-end fine-tuning: the trunk's upper conv layers trained together with the head, through
+the window pyramid (beyond the paper).
+
+Shapes: B windows per mini-batch, D pooled dims, K classes (+1 background), C map channels.
+
+SPP-net fine-tunes only the fc layers: its windows come from many images, and training a conv
+layer would need every one of those images' activations (paper section 4.1; "hard, but not
+impossible"). Fast R-CNN (Girshick 2015) removed the limit with image-centric sampling — a
+mini-batch is ``ft_images`` images (2) and ``ft_batch / ft_images`` windows (64) of each, so
+the conv pass of an image is shared by its windows — and one multi-task loss. This module does
+the same through SPP-net's own multi-level window pyramid with the paper's exact bins
+(:func:`sppnet.ops.spp_roi_pool` and its backward):
+
+- the last ``e2e_convs`` convolutions the trunk runs train, the others are frozen; batch-norm
+  layers stay in inference mode (their statistics frozen, as Fast R-CNN's);
+- each image is flipped with probability 1/2 (``flip``) and taken at one of ``scales`` (drawn
+  uniformly; Fast R-CNN's multi-scale training), 25% foreground windows (IoU >= 0.5);
+- loss: (K+1)-way log loss + ``bbox_loss_weight`` x smooth-L1 (beta 1) on the class-specific
+  box deltas of the foreground windows, their targets normalised by the training set's mean
+  and standard deviation (Fast R-CNN's lambda = 1), summed over the batch's foreground windows
+  and divided by the batch size;
+- SGD as the paper's fine-tuning (``ft_lr``, step ``ft_lr_step``, momentum, weight decay);
+  resumable exactly (weights, optimizer, RNG), and data-parallel under ``torchrun`` (each rank
+  draws its own images; gradients averaged).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.decode import decode_image
+from ..data.transforms import resize_to, to_tensor
+from ..data.voc import VOCDataset
+from ..models.backbone import BackboneSpec
+from ..ops import BoxCoder, spp_roi_pool
+from ..utils.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    save_checkpoint,
+)
+from ..utils.distributed import DistInfo, shard
+from ..utils.lru import ByteLRU
+from .config import DetConfig
+from .finetune import LOG_EVERY, sample_windows
+from .head import DetectionHead
+from .scales import scaled_sizes
+from .targets import WindowSet
+
+__all__ = ["trunk_convs", "set_trainable", "box_targets", "target_stats", "multitask_loss",
+           "finetune_e2e", "E2E_CKPT", "E2E_CKPT_EVERY"]
+
+log = logging.getLogger(__name__)
+E2E_CKPT = "e2e_last.safetensors"
+E2E_CKPT_EVERY = 250  # iterations per resumable checkpoint
+SMOOTH_L1_BETA = 1.0  # Fast R-CNN: smooth L1 with a quadratic zone of |x| < 1
+
+
+def trunk_convs(backbone: nn.Module, probe: int = 64) -> list[nn.Module]:
+    """The convolutions ``forward_features`` runs, in the order it runs them (found by running
+    it once on a ``probe`` x ``probe`` input: a trunk may hold layers it never calls, such as
+    an ImageNet classifier)."""
+    seen: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, *_: seen.append(mod))
+             for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            p = next(backbone.parameters())
+            backbone.forward_features(torch.zeros(1, 3, probe, probe, dtype=p.dtype,
+                                                  device=p.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    out: list[nn.Module] = []
+    for m in seen:
+        if all(m is not o for o in out):
+            out.append(m)
+    return out
+
+
+def set_trainable(backbone: nn.Module, n: int) -> list[nn.Parameter]:
+    """Freeze the trunk except its last ``n`` convolutions; returns their parameters."""
+    convs = trunk_convs(backbone)
+    if n > len(convs):
+        raise ValueError(f"e2e_convs={n}, but the trunk runs only {len(convs)} convolutions")
+    backbone.requires_grad_(False)
+    params: list[nn.Parameter] = []
+    for conv in convs[len(convs) - n:] if n else []:
+        for p in conv.parameters():
+            p.requires_grad_(True)
+            params.append(p)
+    return params
+
+
+def box_targets(ws: WindowSet, gt_boxes: np.ndarray, rows: np.ndarray,
+                coder: BoxCoder) -> Tensor:
+    """``(len(rows), 4)`` deltas from each window to its best ground truth (meaningful for the
+    foreground rows)."""
+    if len(rows) == 0 or len(gt_boxes) == 0:
+        return torch.zeros(len(rows), 4)
+    boxes = torch.from_numpy(np.ascontiguousarray(ws.boxes[rows], np.float32))
+    gts = torch.from_numpy(np.ascontiguousarray(gt_boxes[ws.gt_index[rows]], np.float32))
+    return coder.encode(gts, boxes)
+
+
+def target_stats(windows: Sequence[WindowSet], gts: Sequence[np.ndarray], fg_iou: float,
+                 coder: BoxCoder) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation ``(4,)`` of the box targets of every foreground window
+    (Fast R-CNN normalises the regression targets by them)."""
+    rows = [box_targets(ws, g, np.nonzero(ws.max_iou >= fg_iou)[0], coder)
+            for ws, g in zip(windows, gts)]
+    t = torch.cat(rows).double() if rows else torch.zeros(0, 4, dtype=torch.float64)
+    if len(t) < 2:
+        return torch.zeros(4), torch.ones(4)
+    return t.mean(0).float(), t.std(0).clamp_min(1e-3).float()
+
+
+class _Images:
+    """Training images decoded once and resized per (scale, flip), held up to a byte budget."""
+
+    def __init__(self, ds: VOCDataset, scales: Sequence[int], spec, budget: int) -> None:
+        self.ds, self.scales, self.spec = ds, tuple(scales), spec
+        self.held = ByteLRU(budget)
+
+    def tensor(self, i: int, k: int, flip: bool) -> Tensor:
+        """The normalised ``(3, H, W)`` input of image ``i`` at scale ``k`` (as
+        :func:`features.compute_maps` makes it: flipped, then resized)."""
+        img = self.held.get((i, k, flip))
+        if img is None:
+            a = self.ds[i]
+            full = decode_image(a.image_path)
+            if flip:
+                full = np.ascontiguousarray(full[:, ::-1])
+            size = scaled_sizes(full.shape[:2], (self.scales[k],))[0]
+            img = torch.from_numpy(np.array(resize_to(full, size)))  # a writable copy
+            self.held.put((i, k, flip), img)
+        return to_tensor(img.numpy(), self.spec.mean, self.spec.input_scale)
+
+
+def _lr(cfg: DetConfig, it: int) -> float:
+    return cfg.ft_lr * (0.1 if it >= cfg.ft_lr_step else 1.0)
+
+
+def _state(backbone: nn.Module, head: DetectionHead, trainable: list[nn.Parameter]) -> dict:
+    """What a checkpoint holds of the models: the head and the trunk's trained tensors."""
+    names = {id(p): n for n, p in backbone.named_parameters()}
+    out = {f"head.{k}": v for k, v in head.state_dict().items()}
+    out.update({f"trunk.{names[id(p)]}": p.detach() for p in trainable})
+    return out
+
+
+def _resume(backbone, head, opt, trainable, ckpt: Path, metrics: Path, rank: int) -> int:
+    start = 0
+    if ckpt.is_file():
+        try:
+            t, meta = load_checkpoint(ckpt)
+            head.load_state_dict({k[5:]: v for k, v in t.items() if k.startswith("head.")})
+            trunk = {k[6:]: v for k, v in t.items() if k.startswith("trunk.")}
+            missing = backbone.load_state_dict(trunk, strict=False).unexpected_keys
+            if missing:
+                raise CheckpointError(f"trunk tensors {missing[:3]} do not fit the backbone")
+            optimizer_from_flat(opt, t, meta["optimizer"])
+            torch.set_rng_state(t[f"rng.torch.{rank}"] if f"rng.torch.{rank}" in t
+                                else t["rng.torch.0"])
+            start = int(meta["iteration"])
+            log.info("resuming end-to-end fine-tuning from iteration %d (%s)", start, ckpt)
+        except (CheckpointError, KeyError, RuntimeError, ValueError) as e:
+            log.warning("cannot resume from %s (%s); end-to-end fine-tuning from the start",
+                        ckpt, e)
+            start = 0
+    if rank == 0 and metrics.exists():  # keep the records up to the checkpoint only
+        kept = [x for x in metrics.read_text().splitlines()
+                if x.strip() and json.loads(x)["iteration"] <= start]
+        metrics.write_text("".join(x + "\n" for x in kept))
+    return start
+
+
+def _minibatch(backbone: nn.Module, images: _Images, windows: Sequence[WindowSet],
+               gts: Sequence[np.ndarray], cfg: DetConfig, usable: list[int],
+               rng: np.random.Generator, coder: BoxCoder,
+               device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Pooled features ``(B, D)`` through the trunk (with its graph), labels ``(B,)`` and box
+    targets ``(B, 4)`` of ``ft_images`` images' windows."""
+    per_image = math.ceil(cfg.ft_batch / cfg.ft_images)
+    feats, labels, targets = [], [], []
+    stride, offset = backbone.feature_stride, backbone.feature_offset
+    for i in rng.choice(usable, min(cfg.ft_images, len(usable)), replace=False):
+        i = int(i)
+        flip = bool(cfg.flip and rng.random() < 0.5)
+        k = int(rng.integers(len(cfg.scales)))
+        ws = windows[i]
+        idx, lab = sample_windows(ws, per_image, cfg.fg_fraction, cfg.fg_iou, cfg.bg_iou_lo,
+                                  cfg.bg_iou_hi, rng)
+        if not len(idx):
+            continue
+        a = images.ds[i]
+        if flip:
+            ws = ws.flipped(a.image_size[1])
+            gt = gts[i].copy()
+            gt[:, 0], gt[:, 2] = a.image_size[1] - gts[i][:, 2], a.image_size[1] - gts[i][:, 0]
+        else:
+            gt = gts[i]
+        x = images.tensor(i, k, flip).to(device)
+        fmap = backbone.forward_features(x[None].contiguous(memory_format=torch.channels_last))
+        (sh, sw), (h, w) = scaled_sizes(a.image_size, (cfg.scales[k],))[0], a.image_size
+        boxes = torch.from_numpy(np.ascontiguousarray(ws.boxes[idx], np.float32)).to(device)
+        boxes = boxes * torch.tensor([sw / w, sh / h, sw / w, sh / h], device=device)
+        rois = torch.cat([boxes.new_zeros(len(idx), 1), boxes], 1)
+        feats.append(spp_roi_pool(fmap.contiguous(), rois, cfg.levels, stride, offset))
+        labels.append(torch.from_numpy(lab))
+        targets.append(box_targets(ws, gt, idx, coder))
+    return torch.cat(feats), torch.cat(labels).to(device), torch.cat(targets).to(device)
+
+
+def multitask_loss(logits: Tensor, deltas: Tensor, labels: Tensor, targets: Tensor,
+                   weight: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(loss, log loss, box loss)``: (K+1)-way cross-entropy + ``weight`` x smooth-L1 of the
+    foreground windows' deltas of their own class (``deltas (B, K, 4)``, ``targets (B, 4)``
+    normalised), summed and divided by the batch size (Fast R-CNN)."""
+    cls = F.cross_entropy(logits, labels)
+    fg = (labels > 0).nonzero().flatten()
+    if len(fg):
+        pred = deltas[fg, labels[fg] - 1]  # (F, 4)
+        box = F.smooth_l1_loss(pred, targets[fg], beta=SMOOTH_L1_BETA,
+                               reduction="sum") / len(labels)
+    else:
+        box = deltas.sum() * 0.0
+    return cls + weight * box, cls, box
+
+
+def finetune_e2e(backbone: nn.Module, spec: BackboneSpec, head: DetectionHead, ds: VOCDataset,
+                 windows: Sequence[WindowSet], cfg: DetConfig, out_dir: Path,
+                 progress: bool = True, info: DistInfo | None = None) -> None:
+    """Train the head (with its box-delta layer) and the trunk's last ``cfg.e2e_convs``
+    convolutions for ``cfg.ft_iters`` iterations; resumable from ``e2e_last.safetensors``.
+    Writes ``finetune_metrics.jsonl`` (rank 0). Under ``torchrun`` each rank draws its
+    mini-batches from its own share of the images."""
+    from tqdm import tqdm
+
+    info = info or DistInfo()
+    device = next(head.parameters()).device
+    coder = BoxCoder()
+    gts = [a.boxes[~a.difficult] for a in ds]
+    mean, std = target_stats(windows, gts, cfg.fg_iou, coder)
+    head.bbox_mean.copy_(mean)
+    head.bbox_std.copy_(std)
+    trainable = set_trainable(backbone, cfg.e2e_convs)
+    params = list(head.parameters()) + trainable
+    opt = torch.optim.SGD(params, lr=cfg.ft_lr, momentum=cfg.ft_momentum,
+                          weight_decay=cfg.ft_weight_decay)
+    ckpt, metrics = out_dir / E2E_CKPT, out_dir / "finetune_metrics.jsonl"
+    start = _resume(backbone, head, opt, trainable, ckpt, metrics, info.rank)
+    images = _Images(ds, cfg.scales, spec, cfg.map_cache_mb << 20)
+    usable = shard([i for i, w in enumerate(windows) if len(w.boxes)], info.rank,
+                   info.world_size)
+    backbone.eval()  # frozen batch-norm statistics; the trunk has no dropout
+    head.train()
+    bar = tqdm(range(start, cfg.ft_iters), desc="fine-tune end to end",
+               disable=not progress or not info.is_main, initial=start, total=cfg.ft_iters)
+    acc = {"loss": 0.0, "cls": 0.0, "box": 0.0, "correct": 0.0, "n": 0.0}
+    t0 = time.perf_counter()
+    for it in bar:
+        rng = np.random.default_rng((cfg.seed, it, info.rank))  # per iteration: resumable
+        for g in opt.param_groups:
+            g["lr"] = _lr(cfg, it)
+        x, y, tgt = _minibatch(backbone, images, windows, gts, cfg, usable, rng, coder, device)
+        tgt = (tgt - head.bbox_mean) / head.bbox_std
+        logits, deltas = head.logits_and_deltas(x)
+        loss, cls, box = multitask_loss(logits, deltas, y, tgt, cfg.bbox_loss_weight)
+        if not bool(torch.isfinite(loss)):
+            raise ValueError(f"end-to-end fine-tuning, iteration {it + 1}: the loss is "
+                             f"{loss.item()} — the learning rate is too high "
+                             f"(ft_lr={cfg.ft_lr}); lower it with --set ft_lr=...")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if info.enabled:
+            _average_gradients(params, info)
+        opt.step()
+        n = len(y)
+        for key, v in (("loss", loss), ("cls", cls), ("box", box)):
+            acc[key] += float(v.detach()) * n
+        acc["correct"] += float((logits.argmax(1) == y).sum())
+        acc["n"] += n
+        if (it + 1) % LOG_EVERY == 0 or it + 1 == cfg.ft_iters:
+            rec = {"iteration": it + 1, "loss": acc["loss"] / acc["n"],
+                   "loss_cls": acc["cls"] / acc["n"], "loss_box": acc["box"] / acc["n"],
+                   "accuracy": acc["correct"] / acc["n"], "lr": _lr(cfg, it),
+                   "seconds_per_iteration": (time.perf_counter() - t0) / (it + 1 - start)}
+            if info.is_main:
+                with open(metrics, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}")
+            acc = dict.fromkeys(acc, 0.0)
+        if (it + 1) % E2E_CKPT_EVERY == 0 and it + 1 < cfg.ft_iters:
+            _checkpoint(ckpt, backbone, head, opt, trainable, it + 1, info)
+    bar.close()
+    backbone.requires_grad_(False)
+    head.eval()
+
+
+def _average_gradients(params: list[nn.Parameter], info: DistInfo) -> None:
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad /= info.world_size
+
+
+def _checkpoint(path: Path, backbone, head, opt, trainable, iteration: int,
+                info: DistInfo) -> None:
+    """Every rank's RNG state is gathered; rank 0 writes."""
+    rng = torch.get_rng_state()
+    states = [rng]
+    if info.enabled:
+        import torch.distributed as dist
+
+        states = [torch.empty_like(rng) for _ in range(info.world_size)]
+        dist.all_gather(states, rng)
+    if not info.is_main:
+        return
+    t, m = optimizer_to_flat(opt)
+    tensors = {**{k: v.cpu() for k, v in _state(backbone, head, trainable).items()},
+               **{k: v.cpu() for k, v in t.items()},
+               **{f"rng.torch.{r}": s for r, s in enumerate(states)}}
+    save_checkpoint(path, tensors, {"iteration": iteration, "optimizer": m})
