@@ -114,9 +114,9 @@ def to_tensor(img: np.ndarray, mean: float | Sequence[float] | Tensor = 128.0,
     if isinstance(mean, Tensor) and mean.shape[-2:] != t.shape[-2:]:
         mean = F.interpolate(mean[None].float(), size=tuple(t.shape[-2:]), mode="bilinear",
                              align_corners=False)[0]
-    elif not isinstance(mean, (Tensor, int, float)):
+    elif not isinstance(mean, Tensor) and np.ndim(mean) != 0:
         mean = _per_channel(mean, "mean", t.shape[0])
-    if not isinstance(scale, (int, float)):
+    if np.ndim(scale) != 0:
         scale = _per_channel(scale, "scale", t.shape[0])
     return (t - mean) * scale
 

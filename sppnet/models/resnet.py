@@ -2,11 +2,11 @@
 torchvision's parameter names, so a torchvision or timm ImageNet state dict loads as it is.
 
 ``forward_features`` is the SPP-net map at stride 16: ``conv1 .. layer3`` (256 channels for
-ResNet-18/34, 1024 for 50/101), ``(N, 3, H, W) -> (N, C, ceil(H/16)', ceil(W/16)')`` (sizes
-from PyTorch's floor rounding: 100 -> 7). ``layer4`` stays in the module (its weights are part of
-every checkpoint): :meth:`ResNet.forward_layer4` takes the stride-16 map to stride 32, and
-``feature_stride=32`` makes ``forward_features`` end there instead. With ``num_classes`` the
-module also holds ``fc`` and ``forward`` gives the ImageNet logits.
+ResNet-18/34, 1024 for 50/101), ``(N, 3, H, W) -> (N, C, ceil(H/16), ceil(W/16))`` (every
+strided layer takes ``n`` to ``ceil(n/2)``: 100 -> 7, 130 -> 9). ``layer4`` stays in the module
+(its weights are part of every checkpoint): :meth:`ResNet.forward_layer4` takes the stride-16 map
+to stride 32, and ``feature_stride=32`` makes ``forward_features`` end there instead. With
+``num_classes`` the module also holds ``fc`` and ``forward`` gives the ImageNet logits.
 
 Geometry (derived by :func:`~sppnet.models.layers.walk_geometry`): every conv and pool is padded
 ``(k - 1) / 2``, so cell ``j`` is centred on input pixel ``16 j`` (offset 0.5).

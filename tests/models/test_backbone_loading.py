@@ -186,7 +186,8 @@ def test_to_tensor_per_channel():
     m, s = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
     torch.testing.assert_close(to_tensor(img, IMAGENET_MEAN, IMAGENET_SCALE),
                                (x - m[:, None, None]) / s[:, None, None])
-    assert torch.equal(to_tensor(img, 128.0, 1 / 128), (torch.from_numpy(
-        img.astype(np.float32)).permute(2, 0, 1) - 128) / 128)
+    plain = (torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1) - 128) / 128
+    assert torch.equal(to_tensor(img, 128.0, 1 / 128), plain)
+    assert torch.equal(to_tensor(img, np.float32(128), np.float32(1 / 128)), plain)  # 0-dim
     with pytest.raises(ValueError, match="scale must be a number or 3 numbers"):
         to_tensor(img, 0.0, (1.0, 2.0))
