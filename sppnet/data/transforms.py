@@ -102,16 +102,31 @@ def lighting(img: np.ndarray, rng: np.random.Generator, std: float = LIGHTING_ST
     return img.astype(np.float32) + shift.astype(np.float32)
 
 
-def to_tensor(img: np.ndarray, mean: float | Tensor = 128.0, scale: float = 1.0 / 128) -> Tensor:
+def to_tensor(img: np.ndarray, mean: float | Sequence[float] | Tensor = 128.0,
+              scale: float | Sequence[float] = 1.0 / 128) -> Tensor:
     """``(H, W, 3)`` array -> ``(3, H, W)`` float tensor, ``(x - mean) * scale``.
 
-    ``mean`` is a constant (paper, VOC / Caltech: 128) or a ``(3, H, W)`` mean image, which is
-    warped to the input size when it differs."""
+    ``mean`` is a constant (paper, VOC / Caltech: 128), one value per RGB channel (torchvision's
+    ImageNet weights: ``255 * (0.485, 0.456, 0.406)``) or a ``(3, H, W)`` mean image, which is
+    warped to the input size when it differs. ``scale`` is a constant or one value per channel
+    (``1 / (255 * std)``)."""
     t = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1)  # a writable copy
     if isinstance(mean, Tensor) and mean.shape[-2:] != t.shape[-2:]:
         mean = F.interpolate(mean[None].float(), size=tuple(t.shape[-2:]), mode="bilinear",
                              align_corners=False)[0]
+    elif not isinstance(mean, Tensor) and np.ndim(mean) != 0:
+        mean = _per_channel(mean, "mean", t.shape[0])
+    if np.ndim(scale) != 0:
+        scale = _per_channel(scale, "scale", t.shape[0])
     return (t - mean) * scale
+
+
+def _per_channel(values: Sequence[float], name: str, channels: int) -> Tensor:
+    v = torch.as_tensor(values, dtype=torch.float32).flatten()
+    if v.numel() != channels:
+        raise ValueError(f"{name} must be a number or {channels} numbers (one per channel), got "
+                         f"{values!r}")
+    return v[:, None, None]  # (C, 1, 1)
 
 
 def pad_batch(images: Sequence[Tensor], multiple: int = 1) -> tuple[Tensor, Tensor]:
