@@ -72,6 +72,18 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     td.add_argument("--no-progress", action="store_true")
     td.set_defaults(func=main_train_det)
 
+    e2 = sub.add_parser("e2e", help="one end-to-end fine-tuning iteration and the window "
+                                    "pyramid's share of it")
+    e2.add_argument("--backbone", default="mobilenet_v2", help="backbone (default mobilenet_v2)")
+    e2.add_argument("--weights", help="the backbone's weights (mobilenet_v2: the TFLite file)")
+    e2.add_argument("--image-size", type=int, nargs=2, default=(385, 513), metavar=("H", "W"),
+                    help="input size (default 385 513: fruit's chosen scale on a 3:4 photo)")
+    e2.add_argument("--convs", type=int, default=10, help="trunk convolutions trained")
+    e2.add_argument("--windows", type=int, default=64, help="windows per image (default 64)")
+    e2.add_argument("--repeats", type=int, default=5, help="timed runs per case (median)")
+    e2.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    e2.set_defaults(func=main_e2e)
+
     pr = sub.add_parser("proposals", help="proposal recall vs windows and seconds per image, "
                                           "Selective Search and EdgeBoxes")
     pr.add_argument("--data", action="append", default=[], metavar="NAME=FOLDER[:SPLIT_FILE]",
@@ -157,6 +169,18 @@ def _write_json(result: dict, path: Path | None) -> None:
 
         write_results(path, result, {})
         print(f"wrote {path}")
+
+
+def main_e2e(args: argparse.Namespace) -> int:
+    from ..bench.e2e import format_e2e_report, run_e2e_benchmark
+    from ..models.backbone import backbone_spec
+
+    spec = backbone_spec(args.backbone, args.weights)
+    result = run_e2e_benchmark(spec, tuple(args.image_size), args.convs, windows=args.windows,
+                               repeats=args.repeats)
+    print(format_e2e_report(result))
+    _write_json(result, args.json)
+    return 0
 
 
 def main_train_det(args: argparse.Namespace) -> int:

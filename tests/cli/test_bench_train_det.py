@@ -50,3 +50,15 @@ def test_bench_train_det_times_both_ways_on_the_same_windows(tmp_path, capsys):
     assert r["projected"]["computed_from_rates"]
     assert set(r["provenance"]["git"]) >= {"commit", "dirty"}
     assert "R-CNN / SPP" in capsys.readouterr().out
+
+
+def test_bench_e2e_reports_the_pyramids_share_of_an_iteration(tmp_path, capsys):
+    out = tmp_path / "e2e.json"
+    assert main(["bench", "e2e", "--backbone", "zf5_spp", "--image-size", "100", "130",
+                 "--convs", "2", "--windows", "8", "--repeats", "1", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["pooled_dim"] == 256 * 50  # ZF-5's conv5, the paper's 50 bins
+    assert r["trained_convs"] == 2 and r["windows_per_image"] == 8
+    assert set(r["seconds"]) == {"iteration", "trunk_forward_no_grad", "pyramid_forward",
+                                 "pyramid_forward_backward", "head_forward_backward"}
+    assert "share of an iteration" in capsys.readouterr().out
