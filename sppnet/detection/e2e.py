@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -296,7 +297,8 @@ def finetune_e2e(backbone: nn.Module, spec: BackboneSpec, head: DetectionHead, d
             rec = {"iteration": it + 1, "loss": acc["loss"] / acc["n"],
                    "loss_cls": acc["cls"] / acc["n"], "loss_box": acc["box"] / acc["n"],
                    "accuracy": acc["correct"] / acc["n"], "lr": _lr(cfg, it),
-                   "seconds_per_iteration": (time.perf_counter() - t0) / (it + 1 - start)}
+                   "seconds_per_iteration": (time.perf_counter() - t0) / (it + 1 - start),
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
             if info.is_main:
                 with open(metrics, "a") as f:
                     f.write(json.dumps(rec) + "\n")
