@@ -14,7 +14,8 @@ proposal and NMS settings. Per image the runner
    canonical order (or takes them from ``--proposals``: one ``.npz`` with an ``(R, 4)`` array per
    image file stem) and drops windows of zero width or height;
 3. resizes the image so its shorter side is the scale (the longer at most ``max_long_side``),
-   Pillow bilinear, and normalises it as ``(pixel - mean) * input_scale``, channels first;
+   Pillow bilinear, and normalises it as ``(pixel - mean) * input_scale``, channels first —
+   once per scale for a multi-scale detector;
 4. runs the graph: per-class ``scores (R, K)`` and regressed, clipped ``boxes (R, K, 4)``;
 5. per-class greedy NMS in float64 (a box goes when its IoU with a kept box of its class is above
    ``nms_iou``; equal scores are visited in window order), the ``max_dets`` best kept.
@@ -58,13 +59,17 @@ def scaled_size(image_size: tuple[int, int], scale: int, max_long_side: int) -> 
     return max(1, round(h * f)), max(1, round(w * f))
 
 
-def preprocess(image: np.ndarray, cfg: dict) -> np.ndarray:
-    """The graph's ``image`` input ``(1, 3, H', W')`` float32."""
-    h, w = scaled_size(image.shape[:2], cfg["scale"], cfg["max_long_side"])
-    if image.shape[:2] != (h, w):
-        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-    x = (image.astype(np.float32) - np.float32(cfg["mean"])) * np.float32(cfg["input_scale"])
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+def preprocess(image: np.ndarray, cfg: dict) -> list[np.ndarray]:
+    """The graph's image inputs, one ``(1, 3, H', W')`` float32 array per scale."""
+    out = []
+    for scale in cfg["scales"]:
+        h, w = scaled_size(image.shape[:2], scale, cfg["max_long_side"])
+        resized = image if image.shape[:2] == (h, w) else np.asarray(
+            Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        x = (resized.astype(np.float32) - np.float32(cfg["mean"])) * np.float32(
+            cfg["input_scale"])
+        out.append(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
+    return out
 
 
 # ------------------------------------------------------------------------------- proposals
@@ -175,8 +180,9 @@ class Runner:
 
     def raw(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The graph's outputs for usable windows: ``scores (R, K)``, ``boxes (R, K, 4)``."""
-        feed = {"image": preprocess(image, self.cfg), "boxes": boxes,
-                "image_size": np.asarray(image.shape[:2], np.int64)}
+        names = self.cfg["inputs"]  # the images (one per scale), "boxes", "image_size"
+        feed = dict(zip(names[:-2], preprocess(image, self.cfg)))
+        feed.update({"boxes": boxes, "image_size": np.asarray(image.shape[:2], np.int64)})
         scores, cand = self.session.run(None, feed)
         return scores, cand
 

@@ -26,8 +26,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                    help="detector folder (train-det's OUTPUT_DIR/model)")
     p.add_argument("--output", type=Path, required=True, help="the .onnx file to write")
     p.add_argument("--scale", type=int,
-                   help="export at this one scale (shorter side) instead of the detector's; "
-                        "needed for a multi-scale detector (the graph takes one scale)")
+                   help="export at this one scale (shorter side) instead of the detector's "
+                        "own scales")
     p.add_argument("--force", action="store_true", help="overwrite an existing --output")
     p.add_argument("--no-check", action="store_true",
                    help="skip running the written graph in ONNX Runtime against PyTorch")
@@ -68,7 +68,7 @@ def _check_graph(det, path: Path) -> dict:
     import torch
 
     from ..data.transforms import resize_to, to_tensor
-    from ..detection.export import DetectorGraph
+    from ..detection.export import DetectorGraph, input_names
     from ..detection.features import scaled_sizes
 
     rng = np.random.default_rng(0)
@@ -77,14 +77,15 @@ def _check_graph(det, path: Path) -> dict:
     xy = rng.uniform(0, 0.8, (CHECK_WINDOWS, 2)) * [w, h]
     wh = rng.uniform(0.05, 1.0, (CHECK_WINDOWS, 2)) * [w, h]
     boxes = np.concatenate([xy, np.minimum(xy + wh, [w, h])], 1).astype(np.float32)
-    (sh, sw), = scaled_sizes((h, w), det.settings.scales)
-    x = to_tensor(resize_to(image, (sh, sw)), det.spec.mean, det.spec.input_scale)[None]
+    xs = [to_tensor(resize_to(image, s), det.spec.mean, det.spec.input_scale)[None]
+          for s in scaled_sizes((h, w), det.settings.scales)]
     size = np.array([h, w], np.int64)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    scores, cand = session.run(None, {"image": x.numpy(), "boxes": boxes, "image_size": size})
+    feed = dict(zip(input_names(len(xs)), [x.numpy() for x in xs] + [boxes, size]))
+    scores, cand = session.run(None, feed)
     graph = DetectorGraph(det.cpu()).eval()
     with torch.no_grad():
-        ref_scores, ref_boxes = graph(x, torch.from_numpy(boxes), torch.from_numpy(size))
+        ref_scores, ref_boxes = graph(xs, torch.from_numpy(boxes), torch.from_numpy(size))
     return {"scores": float(np.abs(scores - ref_scores.numpy()).max()),
             "boxes": float(np.abs(cand - ref_boxes.numpy()).max())}
 
@@ -105,8 +106,10 @@ def main(args: argparse.Namespace) -> int:
     check_exportable(det)
     onnx_path, meta = export_detector(det, args.output)
     mb = onnx_path.stat().st_size / 2**20
-    print(f"wrote {onnx_path} ({mb:.1f} MB) and {meta}: {len(det.classes)} classes, scale "
-          f"{det.settings.scales[0]}, {det.settings.score} scores"
+    scales = ", ".join(str(s) for s in det.settings.scales)
+    print(f"wrote {onnx_path} ({mb:.1f} MB) and {meta}: {len(det.classes)} classes, "
+          f"scale{'s' if len(det.settings.scales) > 1 else ''} {scales}, "
+          f"{det.settings.score} scores"
           + (", box regression" if det.settings.bbox_reg and det.regressor is not None else ""))
     if not args.no_check:
         import importlib.util

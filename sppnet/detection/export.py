@@ -1,13 +1,14 @@
 """A trained SPP-net detector as one ONNX graph that runs without PyTorch.
 
-Shapes: R windows, K classes, (H, W) the original image, (H', W') the image at the detector's
-scale.
+Shapes: R windows, K classes, S scales, (H, W) the original image, (H'_s, W'_s) the image at
+scale ``s``.
 
 The graph (:class:`DetectorGraph`) takes
 
-- ``image`` ``(1, 3, H', W')`` float32: the RGB image resized so that its shorter side is the
-  detector's scale (:func:`sppnet.detection.features.scaled_sizes`: ``f = min(s / min(H, W),
-  2000 / max(H, W))``, ``(max(1, round(H f)), max(1, round(W f)))``; Pillow bilinear, as
+- ``image`` ``(1, 3, H', W')`` float32 (``image_0 .. image_{S-1}`` for a multi-scale
+  detector, in its ``scales`` order): the RGB image resized so that its shorter side is the
+  scale (:func:`sppnet.detection.features.scaled_sizes`: ``f = min(s / min(H, W), 2000 /
+  max(H, W))``, ``(max(1, round(H f)), max(1, round(W f)))``; Pillow bilinear, as
   :func:`sppnet.data.transforms.resize_to`) and normalised as ``(pixel - mean) * input_scale``
   (the backbone's ``BackboneSpec``), channels first;
 - ``boxes`` ``(R, 4)`` float32: the windows in original-image pixels, ``xyxy``, each of
@@ -15,20 +16,21 @@ The graph (:class:`DetectorGraph`) takes
 - ``image_size`` ``(2,)`` int64: the original ``(H, W)``;
 
 and gives ``scores`` ``(R, K)`` (the detector's scoring: its ``svm_layer`` SVMs, or the softmax
-without the background column) and ``boxes`` ``(R, K, 4)`` (box-regressed when the detector
-regresses, clipped to the original image). In between it does what ``SPPDetector.detect`` does
-for one scale: conv maps once, each window scaled to the resized image and pooled from the map by
-the window pyramid (:func:`sppnet.ops.spp_roi_pool`, which exports as ONNX ``MaxRoiPool``), the
-fc head and scoring, the box regressor. Windows that project onto the same map cells are pooled
-once by ``detect`` and once each here: the same cells give the same features, so the results
-agree.
+without the background column) and ``boxes_per_class`` ``(R, K, 4)`` (box-regressed when the
+detector regresses, clipped to the original image). In between it does what
+``SPPDetector.detect`` does: conv maps once per scale; each window scaled to its scale — with
+several scales, the one where its area is closest to 224² — and projected onto that map's
+cells; the window pyramid (:func:`sppnet.ops.spp_pool_cells`, exported as ONNX ``MaxRoiPool``;
+several scales' maps go in as one zero-padded batch, the scale being each window's batch index);
+the fc head and scoring; the box regressor. Windows that project onto the same cells are pooled
+once by ``detect`` and once each here: the same cells give the same features.
 
 Per-class NMS and the ``max_dets`` cut stay outside the graph, done by the runner in NumPy
 (``docs/onnx_runner.py``): sppnet's greedy NMS compares IoUs in float64 and visits ties in window
 order, where ONNX ``NonMaxSuppression`` (ONNX Runtime) computes IoU in float32 and breaks ties
 its own way, so an IoU at the threshold or two equal scores could keep another set.
 
-:func:`runner_config` is what a runner needs besides the graph (classes, scale, normalisation,
+:func:`runner_config` is what a runner needs besides the graph (classes, scales, normalisation,
 proposal and NMS settings); :func:`export_detector` writes both.
 """
 
@@ -38,39 +40,44 @@ import contextlib
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import spp_roi_pool
-from .features import MAX_LONG_SIDE
+from ..ops import project_boxes, spp_pool_cells
+from .features import MAX_LONG_SIDE, TARGET_AREA
 from .proposals import ProposalConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from .detector import SPPDetector
 
 __all__ = ["DetectorGraph", "export_detector", "runner_config", "check_exportable",
-           "INPUT_NAMES", "OUTPUT_NAMES", "RUNNER_FORMAT"]
+           "input_names", "OUTPUT_NAMES", "RUNNER_FORMAT"]
 
-INPUT_NAMES = ("image", "boxes", "image_size")
 OUTPUT_NAMES = ("scores", "boxes_per_class")
 RUNNER_FORMAT = "sppnet-onnx-detector-1"
 OPSET = 18  # the ONNX opset the graph is written in (onnxruntime >= 1.14 runs it)
 
 
+def input_names(n_scales: int) -> list[str]:
+    """The graph's inputs: ``image`` (one scale) or ``image_0 ..`` (one per scale, in the
+    detector's ``scales`` order), then ``boxes`` and ``image_size``."""
+    images = ["image"] if n_scales == 1 else [f"image_{k}" for k in range(n_scales)]
+    return [*images, "boxes", "image_size"]
+
+
 def check_exportable(det: SPPDetector) -> None:
     """Raise ``ValueError`` (one line) when the detector's inference settings have no ONNX
-    form here: R-CNN mode, several scales, compressed fc layers, or SVMs it does not have."""
+    form here: R-CNN mode, compressed fc layers, or SVMs it does not have."""
     st = det.settings
     if st.mode != "spp":
         raise ValueError(f"export supports detectors in SPP mode; this one scores the "
                          f"{st.mode!r} way (settings.mode)")
-    if len(st.scales) != 1:
-        raise ValueError(f"export supports one scale; this detector uses scales "
-                         f"{tuple(st.scales)} (choose one with --scale)")
     if st.fc != "fp32":
         raise ValueError(f"export supports fc fp32; this detector is set to fc {st.fc!r}")
     if st.score not in ("svm", "softmax"):
@@ -112,18 +119,40 @@ class DetectorGraph(nn.Module):
             self.register_buffer("reg_bias", reg.bias.detach().float().reshape(1, k * 4))
             self.reg_scale = float(reg.feat_scale)
 
-    def forward(self, image: Tensor, boxes: Tensor, image_size: Tensor) -> tuple[Tensor, Tensor]:
-        """``image (1, 3, H', W')``, ``boxes (R, 4)``, ``image_size (2,)`` ->
-        ``scores (R, K)``, ``boxes (R, K, 4)``."""
-        maps = self.backbone.forward_features(image)  # (1, C, h, w)
+    def forward(self, images: Sequence[Tensor], boxes: Tensor,
+                image_size: Tensor) -> tuple[Tensor, Tensor]:
+        """``images``: one ``(1, 3, H'_s, W'_s)`` per scale (in ``settings.scales`` order),
+        ``boxes (R, 4)``, ``image_size (2,)`` -> ``scores (R, K)``, ``boxes (R, K, 4)``."""
         r = boxes.shape[0]
-        sh, sw = image.shape[-2], image.shape[-1]
-        # window coordinates at the scale, as pool_windows: float32(sw / w) (a double quotient)
-        scaled = torch.tensor([sw, sh, sw, sh], dtype=torch.float64, device=boxes.device)
-        orig = image_size.to(torch.float64)[[1, 0, 1, 0]]
-        factors = (scaled / orig).to(torch.float32)  # (4,)
-        rois = torch.cat([boxes.new_zeros(r, 1), boxes * factors], 1)  # (R, 5)
-        pooled = spp_roi_pool(maps, rois, self.levels, self.stride, self.offset)  # (R, D)
+        orig = image_size.to(torch.float64)  # (2,) H, W
+        maps, cells, area_factors = [], [], []
+        for image in images:
+            m = self.backbone.forward_features(image)  # (1, C, h, w)
+            sh, sw = image.shape[-2], image.shape[-1]
+            # windows at this scale as pool_windows scales them: by float32(sw / W) (a float64
+            # quotient), then projected onto the map's cells
+            scaled = torch.tensor([sw, sh], dtype=torch.float64, device=boxes.device)
+            f = scaled / orig[[1, 0]]  # (2,) sw / W, sh / H
+            cells.append(project_boxes(boxes * f.to(torch.float32)[[0, 1, 0, 1]], self.stride,
+                                       m.shape[-2:], self.offset))  # (R, 4)
+            maps.append(m)
+            area_factors.append((scaled[0] / orig[0]) * (scaled[1] / orig[1]))  # as select_scales
+        if len(maps) == 1:
+            scale_index = torch.zeros(r, dtype=torch.long, device=boxes.device)
+            cell, stacked = cells[0], maps[0]
+        else:  # each window at the scale where its area is closest to 224^2 (select_scales)
+            area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).double()  # (R,)
+            factors = torch.stack(area_factors)  # (S,) (sh / H) * (sw / W)
+            scale_index = (area[:, None] * factors[None, :] - TARGET_AREA).abs().argmin(1)
+            cell = torch.stack(cells)[scale_index, torch.arange(r, device=boxes.device)]
+            # one batch of maps, zero-padded to the largest: every window's cells lie in its
+            # own map, so the padding is never read
+            hm, wm = maps[0].shape[-2], maps[0].shape[-1]
+            for m in maps[1:]:
+                hm, wm = torch.sym_max(hm, m.shape[-2]), torch.sym_max(wm, m.shape[-1])
+            stacked = torch.cat([F.pad(m, (0, wm - m.shape[-1], 0, hm - m.shape[-2]))
+                                 for m in maps])  # (S, C, hm, wm)
+        pooled = spp_pool_cells(stacked, cell, scale_index, self.levels)  # (R, D)
         if self.score == "softmax":
             scores = torch.softmax(self.head(pooled), 1)[:, 1:]  # (R, K)
         else:
@@ -172,11 +201,11 @@ def runner_config(det: SPPDetector, onnx_file: str) -> dict:
         "format": RUNNER_FORMAT,
         "onnx": onnx_file,
         "classes": list(det.classes),
-        "inputs": list(INPUT_NAMES),
+        "inputs": input_names(len(st.scales)),
         "outputs": list(OUTPUT_NAMES),
-        # resize so the shorter side is `scale`, the longer at most `max_long_side`; Pillow
-        # bilinear; then (pixel - mean) * input_scale, RGB, channels first
-        "scale": int(st.scales[0]),
+        # one input image per scale: resized so the shorter side is the scale, the longer at
+        # most `max_long_side`; Pillow bilinear; then (pixel - mean) * input_scale, RGB, CHW
+        "scales": [int(v) for v in st.scales],
         "max_long_side": MAX_LONG_SIDE,
         "mean": float(det.spec.mean),
         "input_scale": float(det.spec.input_scale),
@@ -190,30 +219,33 @@ def runner_config(det: SPPDetector, onnx_file: str) -> dict:
     }
 
 
-def export_detector(det: SPPDetector, path: str | Path, example_size: tuple[int, int] = (224, 288),
-                    ) -> tuple[Path, Path]:
-    """Write ``det`` as one ONNX graph to ``path`` (dynamic image size and window count) and
-    :func:`runner_config` to ``path`` with the suffix ``.json``. Returns both paths.
-
-    ``example_size``: the ``(H', W')`` of the example input the graph is traced with (any size
-    the backbone takes)."""
+def export_detector(det: SPPDetector, path: str | Path) -> tuple[Path, Path]:
+    """Write ``det`` as one ONNX graph to ``path`` (dynamic image sizes and window count) and
+    :func:`runner_config` to ``path`` with the suffix ``.json``. Returns both paths."""
     path = Path(path)
     graph = DetectorGraph(det).eval()
     device = next(iter(det.head.parameters())).device
-    h, w = example_size
-    image = torch.zeros(1, 3, h, w, device=device)
-    boxes = torch.tensor([[0.0, 0.0, w / 2, h / 2], [w / 4, h / 4, w - 1.0, h - 1.0],
-                          [1.0, 2.0, 40.0, 30.0]], device=device)
-    size = torch.tensor([h, w], dtype=torch.int64, device=device)
+    n = len(det.settings.scales)
+    # example sizes all different (two equal example sizes would be traced as one symbol)
+    sizes = [(160 + 37 * k, 213 + 41 * k) for k in range(n)]
+    images = [torch.zeros(1, 3, h, w, device=device) for h, w in sizes]
+    boxes = torch.tensor([[0.0, 0.0, 80.0, 60.0], [40.0, 30.0, 159.0, 150.0],
+                          [1.0, 2.0, 40.0, 30.0], [5.0, 5.0, 150.0, 100.0],
+                          [100.0, 90.0, 120.0, 130.0], [3.0, 60.0, 90.0, 140.0],
+                          [0.0, 0.0, 213.0, 160.0]], device=device)  # 7 windows
+    size = torch.tensor(sizes[0], dtype=torch.int64, device=device)
     dyn = torch.export.Dim.DYNAMIC  # Dim.DYNAMIC: ceil-mode pools add guards named Dims refuse
+    names = input_names(n)
     with torch.no_grad(), _quiet_loggers():
         program = torch.onnx.export(
-            graph, (image, boxes, size), dynamo=True, opset_version=OPSET,
-            input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-            dynamic_shapes={"image": {2: dyn, 3: dyn}, "boxes": {0: dyn}, "image_size": None},
+            graph, (images, boxes, size), dynamo=True, opset_version=OPSET,
+            input_names=names, output_names=list(OUTPUT_NAMES),
+            dynamic_shapes={"images": [{2: dyn, 3: dyn}] * n, "boxes": {0: dyn},
+                            "image_size": None},
             verbose=False)
-    fixed = [(v.name, d) for v in program.model.graph.inputs[:2]
-             for d in (v.shape.dims[2:] if v.name == "image" else v.shape.dims[:1])
+    inputs = {v.name: v.shape.dims for v in program.model.graph.inputs}
+    fixed = [(name, d) for name in names[:-1]
+             for d in (inputs[name][:1] if name == "boxes" else inputs[name][2:])
              if isinstance(d, int)]
     if fixed:  # a backbone that fixes the sizes would give a graph for one image size only
         raise ValueError(f"the exported graph fixed input dimensions {fixed}; the backbone "

@@ -119,7 +119,8 @@ def assert_same_detections(got: dict, want, tag=""):
 def test_runner_detections_equal_detect(exported, capsys):
     model, onnx_path = exported
     meta = json.loads(onnx_path.with_suffix(".json").read_text())
-    assert meta["classes"] == list(CLASSES) and meta["scale"] == SCALE
+    assert meta["classes"] == list(CLASSES) and meta["scales"] == [SCALE]
+    assert meta["inputs"] == ["image", "boxes", "image_size"]
     assert meta["nms_iou"] == 0.3 and meta["max_dets"] == 40 and meta["score"] == "svm"
     assert meta["proposals"] == {"method": "selective_search_fast", "max_side": 500,
                                  "max_proposals": 2000, "max_aspect": 2.0, "min_size": 4.0}
@@ -155,18 +156,39 @@ def test_softmax_without_regression_and_zero_windows(tmp_path):
     assert len(runner.detect(image, np.zeros((0, 4), np.float32))["scores"]) == 0
 
 
+@pytest.mark.slow
+def test_multi_scale_detector(tmp_path):
+    """Two scales: each window is pooled at the one where its area is closest to 224^2, from
+    one batch of both maps (the smaller padded) — small windows at 400, large ones at 100."""
+    from sppnet.detection.features import select_scales
+
+    model = make_detector(tmp_path, scales=(100, 400))
+    onnx_path = tmp_path / "multi.onnx"
+    assert cli(["export", "--model", str(model), "--output", str(onnx_path)]) == 0
+    meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    assert meta["scales"] == [100, 400]
+    assert meta["inputs"] == ["image_0", "image_1", "boxes", "image_size"]
+    runner = runner_module().Runner(onnx_path)
+    det = SPPDetector.load(model)
+    used = set()
+    for i, (image, boxes) in enumerate(images_and_windows(3, seed=5)):
+        ok = runner_module().usable(boxes)
+        used |= set(select_scales(torch.from_numpy(ok), image.shape[:2], (100, 400)).tolist())
+        assert_same_detections(runner.detect(image, boxes), det.detect(image, boxes), i)
+    assert used == {0, 1}
+
+
 # ------------------------------------------------------------------ the CLI refuses, one line each
 
 @pytest.fixture(scope="module")
 def refused(tmp_path_factory):
     root = tmp_path_factory.mktemp("refused")
     return {name: make_detector(root / name, **kw) for name, kw in {
-        "multi": {"scales": (160, 224)}, "rcnn": {"mode": "rcnn"}, "int8": {"fc": "int8"},
-        "nosvm": {"svm_layer": "fc6"}}.items()}
+        "rcnn": {"mode": "rcnn"}, "int8": {"fc": "int8"}, "nosvm": {"svm_layer": "fc6"}}.items()}
 
 
-@pytest.mark.parametrize("name,named", [("multi", "one scale"), ("rcnn", "SPP mode"),
-                                        ("int8", "fc fp32"), ("nosvm", "'fc6' SVMs")])
+@pytest.mark.parametrize("name,named", [("rcnn", "SPP mode"), ("int8", "fc fp32"),
+                                        ("nosvm", "'fc6' SVMs")])
 def test_unsupported_detectors_are_one_line(refused, tmp_path, capsys, name, named):
     out = tmp_path / "x.onnx"
     msg = cli_error(capsys, ["export", "--model", str(refused[name]), "--output", str(out)])
@@ -182,7 +204,7 @@ def test_bad_folders_and_outputs_are_one_line(refused, tmp_path, capsys):
     empty.mkdir()
     assert "not a detector directory" in cli_error(capsys, ["export", "--model", str(empty),
                                                             "--output", out])
-    model = str(refused["multi"])
+    model = str(refused["rcnn"])
     assert ".onnx" in cli_error(capsys, ["export", "--model", model, "--output",
                                          str(tmp_path / "x.pt")])
     (tmp_path / "taken.onnx").write_text("")
@@ -197,13 +219,14 @@ def test_bad_folders_and_outputs_are_one_line(refused, tmp_path, capsys):
 def test_runner_resize_and_normalisation_are_sppnet_s():
     mod = runner_module()
     rng = np.random.default_rng(1)
-    cfg = {"scale": 160, "max_long_side": 2000, "mean": 128.0, "input_scale": 1 / 128}
+    cfg = {"scales": [160, 97], "max_long_side": 2000, "mean": 127.5, "input_scale": 1 / 58}
     for hw in [(157, 211), (97, 75), (30, 2500), (160, 160), (1, 3)]:
         image = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
-        size = scaled_sizes(hw, (160,))[0]
-        assert mod.scaled_size(hw, 160, 2000) == size
-        want = to_tensor(resize_to(image, size), 128.0, 1 / 128)[None].numpy()
-        assert np.array_equal(mod.preprocess(image, cfg), want), hw
+        got = mod.preprocess(image, cfg)
+        for k, size in enumerate(scaled_sizes(hw, (160, 97))):
+            assert mod.scaled_size(hw, cfg["scales"][k], 2000) == size
+            want = to_tensor(resize_to(image, size), 127.5, 1 / 58)[None].numpy()
+            assert np.array_equal(got[k], want), (hw, k)
 
 
 def test_runner_nms_is_sppnet_s():
