@@ -92,8 +92,8 @@ def selective_search(image: np.ndarray, p: dict) -> np.ndarray:
     import cv2
 
     if p["method"] not in ("selective_search_fast", "selective_search_quality"):
-        raise SystemExit(f"this runner computes Selective Search windows; the detector uses "
-                         f"{p['method']!r}: give the windows with --proposals")
+        raise ValueError(f"this runner computes Selective Search windows; the detector uses "
+                         f"{p['method']!r}: give the windows (--proposals)")
     h, w = image.shape[:2]
     s = min(1.0, p["max_side"] / max(h, w))
     img = image if s >= 1.0 else cv2.resize(
@@ -172,7 +172,7 @@ class Runner:
         onnx_path = Path(onnx_path)
         self.cfg = json.loads(onnx_path.with_suffix(".json").read_text())
         if self.cfg.get("format") != FORMAT:
-            raise SystemExit(f"{onnx_path.with_suffix('.json')} is not an sppnet ONNX detector "
+            raise ValueError(f"{onnx_path.with_suffix('.json')} is not an sppnet ONNX detector "
                              f"description (format {self.cfg.get('format')!r})")
         self.classes = self.cfg["classes"]
         self.session = ort.InferenceSession(str(onnx_path),
@@ -217,12 +217,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="one .npz with an (R, 4) xyxy array per image file stem")
     ap.add_argument("--output", type=Path, help="write the detections here as JSON")
     args = ap.parse_args(argv)
-    runner = Runner(args.model)
-    given = np.load(args.proposals) if args.proposals else None
+    try:
+        runner = Runner(args.model)
+        given = np.load(args.proposals) if args.proposals else None
+    except (OSError, ValueError) as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
     out = {}
     for path in args.images:
+        if given is not None and path.stem not in given.files:
+            ap.exit(2, f"{ap.prog}: error: {args.proposals} has no windows for {path.stem}\n")
         windows = given[path.stem] if given is not None else None
-        d = runner.detect(decode(path), windows)
+        try:
+            d = runner.detect(decode(path), windows)
+        except (OSError, ValueError) as e:
+            ap.exit(2, f"{ap.prog}: error: {path}: {e}\n")
         out[path.stem] = {"boxes": [[round(float(v), 2) for v in b] for b in d["boxes"]],
                           "scores": [float(s) for s in d["scores"]],
                           "labels": [int(i) for i in d["labels"]], "names": d["names"]}
