@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .detector import SPPDetector
 
 __all__ = ["DetectorGraph", "export_detector", "runner_config", "check_exportable",
-           "input_names", "OUTPUT_NAMES", "RUNNER_FORMAT"]
+           "input_names", "scale_indices", "OUTPUT_NAMES", "RUNNER_FORMAT"]
 
 OUTPUT_NAMES = ("scores", "boxes_per_class")
 RUNNER_FORMAT = "sppnet-onnx-detector-1"
@@ -85,6 +85,18 @@ def check_exportable(det: SPPDetector) -> None:
     if st.score == "svm" and st.svm_layer not in det.svms:
         raise ValueError(f"the detector scores with {st.svm_layer!r} SVMs but has SVMs for "
                          f"{sorted(det.svms)}")
+
+
+def scale_indices(boxes: Tensor, image_size: Tensor, scaled: Sequence[Sequence[int]]) -> Tensor:
+    """:func:`sppnet.detection.features.select_scales` with the original size as a tensor and
+    the scaled sizes ``(H'_s, W'_s)`` as (symbolic) ints: ``LongTensor[R]``, the scale at which
+    each window's area is closest to 224^2, by the same float64 arithmetic."""
+    orig = image_size.to(torch.float64)  # (2,) H, W
+    sizes = torch.tensor([list(hw) for hw in scaled], dtype=torch.float64,
+                         device=boxes.device)  # (S, 2)
+    factors = (sizes[:, 0] / orig[0]) * (sizes[:, 1] / orig[1])  # (S,) (sh / H) * (sw / W)
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).double()  # (R,)
+    return (area[:, None] * factors[None, :] - TARGET_AREA).abs().argmin(1)
 
 
 class DetectorGraph(nn.Module):
@@ -125,7 +137,7 @@ class DetectorGraph(nn.Module):
         ``boxes (R, 4)``, ``image_size (2,)`` -> ``scores (R, K)``, ``boxes (R, K, 4)``."""
         r = boxes.shape[0]
         orig = image_size.to(torch.float64)  # (2,) H, W
-        maps, cells, area_factors = [], [], []
+        maps, cells = [], []
         for image in images:
             m = self.backbone.forward_features(image)  # (1, C, h, w)
             sh, sw = image.shape[-2], image.shape[-1]
@@ -136,14 +148,11 @@ class DetectorGraph(nn.Module):
             cells.append(project_boxes(boxes * f.to(torch.float32)[[0, 1, 0, 1]], self.stride,
                                        m.shape[-2:], self.offset))  # (R, 4)
             maps.append(m)
-            area_factors.append((scaled[0] / orig[0]) * (scaled[1] / orig[1]))  # as select_scales
         if len(maps) == 1:
             scale_index = torch.zeros(r, dtype=torch.long, device=boxes.device)
             cell, stacked = cells[0], maps[0]
-        else:  # each window at the scale where its area is closest to 224^2 (select_scales)
-            area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).double()  # (R,)
-            factors = torch.stack(area_factors)  # (S,) (sh / H) * (sw / W)
-            scale_index = (area[:, None] * factors[None, :] - TARGET_AREA).abs().argmin(1)
+        else:  # each window at the scale where its area is closest to 224^2
+            scale_index = scale_indices(boxes, image_size, [x.shape[-2:] for x in images])
             cell = torch.stack(cells)[scale_index, torch.arange(r, device=boxes.device)]
             # one batch of maps, zero-padded to the largest: every window's cells lie in its
             # own map, so the padding is never read

@@ -178,6 +178,30 @@ def test_multi_scale_detector(tmp_path):
     assert used == {0, 1}
 
 
+def test_scale_choice_is_select_scales():
+    """The graph's choice of scale per window (sizes symbolic while exporting) against
+    select_scales, on random windows and on windows at the ties between neighbouring scales."""
+    from sppnet.detection.export import scale_indices
+    from sppnet.detection.features import TARGET_AREA, select_scales
+
+    rng = np.random.default_rng(6)
+    scales = (480, 576, 688, 864, 1200)
+    for _ in range(100):
+        h, w = (int(v) for v in rng.integers(40, 1500, 2))
+        sizes = scaled_sizes((h, w), scales)
+        f = [(sh / h) * (sw / w) for sh, sw in sizes]
+        ties = [2 * TARGET_AREA / (a + b) for a, b in zip(f[:-1], f[1:])]
+        wd = np.sqrt(np.repeat(ties, 20)) * rng.uniform(0.5, 2, 20 * len(ties))
+        hd = np.repeat(ties, 20) / wd
+        xy = rng.uniform(0, 1, (50, 2)) * [w, h]
+        rand = np.concatenate([xy, xy + rng.uniform(0.01, 1, (50, 2)) * [w, h]], 1)
+        boxes = torch.tensor(np.concatenate([np.stack([0 * wd, 0 * wd, wd, hd], 1), rand]),
+                             dtype=torch.float32)
+        want = select_scales(boxes, (h, w), scales)
+        got = scale_indices(boxes, torch.tensor([h, w]), sizes)
+        assert torch.equal(got, want), (h, w)
+
+
 # ------------------------------------------------------------------ the CLI refuses, one line each
 
 @pytest.fixture(scope="module")
