@@ -26,6 +26,7 @@ from sppnet.models.backbone import backbone_spec, load_backbone
 from sppnet.ops import batched_nms, spp_output_dim
 from sppnet.utils.checkpoint import save_checkpoint
 from tests.cli_util import cli_error
+from tests.shared_data import need
 
 RUNNER = Path(__file__).resolve().parents[2] / "docs" / "onnx_runner.py"
 CLASSES = ("circle", "cross", "star")
@@ -302,3 +303,20 @@ def test_runner_decoding_is_sppnet_s(tmp_path):
     for f in sorted(tmp_path.iterdir()):
         assert np.array_equal(mod.decode(f), decode_image(f)), f.name
     assert mod.decode(tmp_path / "rot.jpg").shape == (34, 21, 3)
+
+
+@pytest.mark.slow
+def test_runner_decoding_and_windows_on_real_photos():
+    """The fruit photos (some are PNG files named .jpg, some grey or with transparency): the
+    runner decodes them and finds Selective Search windows as sppnet does."""
+    from sppnet.data.decode import list_images
+
+    mod = runner_module()
+    cfg = ProposalConfig(max_proposals=300)
+    p = {"method": cfg.method, "max_side": cfg.max_side, "max_proposals": cfg.max_proposals,
+         "max_aspect": cfg.max_aspect, "min_size": cfg.min_size}
+    for path in list_images(need("fruit/test"))[::6]:
+        image = decode_image(path)
+        assert np.array_equal(mod.decode(path), image), path.name
+        assert np.array_equal(mod.selective_search(image, p), selective_search(image, cfg)), \
+            path.name
