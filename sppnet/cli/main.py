@@ -34,6 +34,8 @@ COMMANDS = {
     "eval-coco": ("sppnet.cli.eval_coco", "COCO metrics (pycocotools) and VOC07 mAP of "
                                           "detections against a COCO JSON"),
     "convert": ("sppnet.cli.convert", "VOC folders to COCO JSON and back"),
+    "export": ("sppnet.cli.export", "a trained detector as one ONNX graph (ONNX Runtime, no "
+                                    "PyTorch), with its runner settings"),
 }
 
 

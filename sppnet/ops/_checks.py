@@ -92,6 +92,9 @@ def check_boxes(boxes: object, name: str = "boxes", columns: int = 4) -> Tensor:
 
 
 def check_image_size(image_size: Sequence[int], name: str = "image_size") -> tuple[int, int]:
+    if isinstance(image_size, Sequence) and any(isinstance(v, torch.SymInt) for v in image_size):
+        h, w = image_size  # symbolic sizes while exporting: int() would fix them to one value
+        return h, w
     try:
         h, w = (int(v) for v in image_size)
     except (TypeError, ValueError):

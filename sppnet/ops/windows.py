@@ -150,6 +150,11 @@ def spp_pool_cells(
     _check_cells(cells, batch_index, features)
     if out is not None:
         _check_out(out, features, cells.shape[0], spp_output_dim(features.shape[1], levels))
+    if torch.onnx.is_in_onnx_export():  # standard ONNX ops (MaxRoiPool), see _onnx_windows
+        from ._onnx_windows import onnx_pool_cells
+
+        result = onnx_pool_cells(features, cells, batch_index, levels, mode)
+        return result if out is None else out.copy_(result)
     use_numba = backend == "numba" or (
         backend == "auto" and numba_available() and features.device.type == "cpu")
     if use_numba:
