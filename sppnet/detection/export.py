@@ -122,8 +122,11 @@ class DetectorGraph(nn.Module):
             self.register_buffer("svm_weight", w.detach().float())  # (F, K)
             self.register_buffer("svm_bias", b.detach().float())  # (K,)
             self.svm_scale = float(s)
-        reg = det.regressor if st.bbox_reg else None
-        self.coder = reg.coder if reg is not None else None
+        # box deltas: the head's own (trained end to end) or the paper's ridge regression
+        self.head_deltas = bool(st.bbox_reg and st.bbox_source == "head"
+                                and det.head.box_deltas)
+        reg = det.regressor if st.bbox_reg and not self.head_deltas else None
+        self.coder = reg.coder if reg is not None else (det.coder if self.head_deltas else None)
         if reg is not None:  # deltas = (s * pool5) @ W[k] + b[k] for all classes in one GEMM
             k, p, _ = reg.weight.shape
             self.register_buffer("reg_weight", reg.weight.detach().float().permute(1, 0, 2)
@@ -162,13 +165,20 @@ class DetectorGraph(nn.Module):
             stacked = torch.cat([F.pad(m, (0, wm - m.shape[-1], 0, hm - m.shape[-2]))
                                  for m in maps])  # (S, C, hm, wm)
         pooled = spp_pool_cells(stacked, cell, scale_index, self.levels)  # (R, D)
+        head_deltas = None
+        if self.head_deltas:  # one fc pass for the class scores and the box deltas
+            logits, head_deltas = self.head.logits_and_deltas(pooled)  # (R, K+1), (R, K, 4)
+            head_deltas = head_deltas * self.head.bbox_std + self.head.bbox_mean
         if self.score == "softmax":
-            scores = torch.softmax(self.head(pooled), 1)[:, 1:]  # (R, K)
+            logits = logits if head_deltas is not None else self.head(pooled)
+            scores = torch.softmax(logits, 1)[:, 1:]  # (R, K)
         else:
             feats = self.head.features(pooled, self.svm_layer)
             scores = (feats * self.svm_scale) @ self.svm_weight + self.svm_bias  # (R, K)
         k = scores.shape[1]
-        if self.coder is not None:
+        if head_deltas is not None:
+            cand = self.coder.decode(head_deltas.reshape(r, k * 4), boxes).reshape(r, k, 4)
+        elif self.coder is not None:
             deltas = torch.addmm(self.reg_bias, pooled, self.reg_weight,
                                  alpha=self.reg_scale)  # (R, K*4)
             cand = self.coder.decode(deltas, boxes).reshape(r, k, 4)  # (R, K, 4)
@@ -223,7 +233,8 @@ def runner_config(det: SPPDetector, onnx_file: str) -> dict:
         "max_dets": int(st.max_dets),
         "score": st.score,
         "svm_layer": st.svm_layer if st.score == "svm" else None,
-        "bbox_reg": bool(st.bbox_reg and det.regressor is not None),
+        "bbox_reg": bool(st.bbox_reg and (det.regressor is not None or (
+            st.bbox_source == "head" and det.head.box_deltas))),
         "levels": list(st.levels),
     }
 

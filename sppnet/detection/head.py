@@ -56,7 +56,7 @@ class DetectionHead(nn.Module):
         if not self.box_deltas:
             raise ValueError("this head has no box-delta layer (it was not trained end to end)")
         h = self.dropout(self.features(pooled, "fc7"))
-        return self.fc8(h), self.bbox_pred(h).reshape(len(h), self.num_classes, 4)
+        return self.fc8(h), self.bbox_pred(h).reshape(-1, self.num_classes, 4)
 
     def scores_and_deltas(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
         """Inference: softmax class scores ``(B, K)`` (background left out) and box deltas

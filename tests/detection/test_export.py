@@ -19,7 +19,7 @@ from sppnet.data.transforms import resize_to, to_tensor
 from sppnet.detection import InferenceSettings, SPPDetector
 from sppnet.detection.bbox_reg import BoxRegressor
 from sppnet.detection.features import scaled_sizes
-from sppnet.detection.finetune import DetectionHead
+from sppnet.detection.head import DetectionHead
 from sppnet.detection.proposals import ProposalConfig, selective_search
 from sppnet.models import get_model
 from sppnet.models.backbone import backbone_spec, load_backbone
@@ -51,9 +51,11 @@ def test_the_runner_needs_no_torch_and_no_sppnet():
 
 # ------------------------------------------------------------- a small trained-looking detector
 
-def make_detector(tmp_path: Path, **settings) -> Path:
+def make_detector(tmp_path: Path, box_deltas: bool = False, **settings) -> Path:
     """A detector folder: a quarter-width ZF-5 trunk from a checkpoint (so a load gives the same
-    weights), a seeded fc head, SVMs and box regressor, saved as ``train-det`` saves one."""
+    weights), a seeded fc head, SVMs and box regressor, saved as ``train-det`` saves one. With
+    ``box_deltas`` the head has a box-delta layer (end-to-end training) and the trunk's last
+    conv is perturbed (a trained trunk that the detector file carries)."""
     torch.manual_seed(0)
     kw = {"width_mult": 0.25, "fc_dim": 64}
     model = get_model("zf5_spp", num_classes=3, **kw)
@@ -65,7 +67,14 @@ def make_detector(tmp_path: Path, **settings) -> Path:
     st = InferenceSettings(**{"scales": (SCALE,), "max_dets": 40, **settings})
     d = spp_output_dim(backbone.feature_channels, st.levels)
     k = len(CLASSES)
-    head = DetectionHead(d, k, FC)
+    head = DetectionHead(d, k, FC, box_deltas=box_deltas)
+    if box_deltas:
+        with torch.no_grad():
+            head.bbox_pred.weight.normal_(0, 0.05)
+            head.bbox_mean.copy_(torch.tensor([0.01, -0.02, 0.03, 0.0]))
+            head.bbox_std.copy_(torch.tensor([0.1, 0.1, 0.2, 0.2]))
+            last = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+            last.weight.mul_(1.5)
     svms = {"fc7": (torch.randn(FC, k) * 0.2, torch.randn(k) * 0.5, 0.8),
             "pool5": (torch.randn(d, k) * 0.01, torch.randn(k) * 0.5, 0.3)}
     reg = BoxRegressor(torch.randn(k, d, 4) * 2e-3, torch.randn(k, 4) * 0.05, 0.5)
@@ -320,3 +329,27 @@ def test_runner_decoding_and_windows_on_real_photos():
         assert np.array_equal(mod.decode(path), image), path.name
         assert np.array_equal(mod.selective_search(image, p), selective_search(image, cfg)), \
             path.name
+
+
+@pytest.mark.slow
+def test_end_to_end_detector_exports_with_its_trunk_and_box_deltas(tmp_path):
+    """A detector trained end to end (its own trunk weights, softmax + the head's box deltas):
+    the graph carries both, and the runner gives detect's detections."""
+    model = make_detector(tmp_path, score="softmax", bbox_source="head", finetune="e2e",
+                          box_deltas=True)
+    det = SPPDetector.load(model)
+    assert det.head.box_deltas and det.settings.finetune == "e2e"
+    fresh = load_backbone(det.spec)  # the checkpoint's trunk: the detector carries another
+    last = [n for n, m in fresh.named_modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    torch.testing.assert_close(det.backbone.state_dict()[f"{last}.weight"],
+                               1.5 * fresh.state_dict()[f"{last}.weight"])
+    onnx_path = tmp_path / "e2e.onnx"
+    assert cli(["export", "--model", str(model), "--output", str(onnx_path)]) == 0
+    runner = runner_module().Runner(onnx_path)
+    moved = 0
+    for i, (image, boxes) in enumerate(images_and_windows(3, seed=7)):
+        want = det.detect(image, boxes)
+        assert_same_detections(runner.detect(image, boxes), want, i)
+        scores, cand = runner.raw(image, runner_module().usable(boxes))
+        moved += int((np.abs(cand - runner_module().usable(boxes)[:, None]) > 0.5).any())
+    assert moved  # the deltas really moved boxes
