@@ -9,6 +9,11 @@ from collections.abc import Callable
 
 import torch
 
+from ..utils.provenance import gemm_gflops, provenance
+
+__all__ = ["StageClock", "environment", "gemm_gflops", "median_time", "summarize_timings",
+           "synced", "timing_line"]
+
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
@@ -35,22 +40,6 @@ def synced(fn: Callable[[], object], device: torch.device | str = "cpu") -> Call
         return out
 
     return run
-
-
-def gemm_gflops(n: int = 1024, k: int = 4096, repeats: int = 3) -> float:
-    """This machine's float32 matrix-product rate right now, GFLOP/s (best of ``repeats``
-    ``(n, k) @ (k, n)`` products on the CPU): a yardstick that makes figures measured on
-    machines of different speed (or a busy one) comparable."""
-    a, b = torch.rand(n, k), torch.rand(k, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n * k * n / best / 1e9
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def environment(device: torch.device | str = "cpu") -> dict[str, object]:
@@ -107,7 +96,7 @@ def summarize_timings(per_item: list[dict[str, float]], skip_first: bool = True)
     keys = sorted({k for d in items for k in d})
     return {"images": len(items), "first_excluded": len(items) < len(per_item),
             "median": {k: statistics.median(d[k] for d in items if k in d) for k in keys},
-            "environment": environment()}
+            "environment": environment(), "provenance": provenance()}
 
 
 def timing_line(summary: dict) -> str:

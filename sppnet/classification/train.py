@@ -654,6 +654,6 @@ def _finish(cfg: TrainConfig, splits: list[Split], info: DistInfo, device: torch
         log.warning("%d file(s) could not be decoded and were skipped: %s", len(failed),
                     ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""))
     if info.is_main:
-        write_results(out / "results.json", results, {"seed": cfg.seed})
+        write_results(out / "results.json", results, {"seed": cfg.seed}, inputs=[cfg.weights])
     return results
 
