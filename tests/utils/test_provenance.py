@@ -78,6 +78,10 @@ def test_write_results_records_commit_command_seeds_inputs(tmp_path, monkeypatch
     assert list(p["stage_threads"]) == ["train"]
     assert p["threads"]["torch"] == torch.get_num_threads()
     assert p["versions"]["torch"] == torch.__version__
+    from datetime import datetime, timezone
+
+    written = datetime.fromisoformat(p["written_at"])
+    assert abs((datetime.now(timezone.utc) - written).total_seconds()) < 3600
     assert p["cpu_gemm_gflops"] > 0  # a rate of this machine now: no known value
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                           text=True)
