@@ -116,7 +116,7 @@ def build() -> str:
     if spread:
         lines += ["", "The same command run twice (the earlier run's files in "
                   "`<run>/earlier_run/`, with a README saying what differed between the two "
-                  "runs: the fruit run had been resumed mid fine-tuning, the raccoon run's "
+                  "runs: the earlier fruit run had been resumed mid fine-tuning, the raccoon run's "
                   "conv-map cache was computed on 1 thread against 2):", "", *spread]
     return "\n".join(lines).rstrip() + "\n"
 
