@@ -161,3 +161,35 @@ def test_provenance_check_accepts_what_write_results_writes(tmp_path):
     old = json.loads((ROOT / "docs" / "results" / "demo" / "default_after_fixes" /
                       "results.json").read_text())
     assert "written_at" in provenance_problems(old) and "inputs" in provenance_problems(old)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    s = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return s.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    return {_slug(m.group(1)) for m in re.finditer(r"^#+ (.+)$", path.read_text(), re.M)}
+
+
+@pytest.mark.parametrize("page", ["README.md"] + sorted(
+    f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
+def test_relative_links_resolve(page):
+    src = ROOT / page
+    bad = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", src.read_text()):
+        if re.match(r"[a-z]+://", target):
+            continue
+        file, _, anchor = target.partition("#")
+        dest = (src.parent / file).resolve() if file else src
+        if not dest.exists():
+            bad.append(target)
+        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+            bad.append(target)
+    assert not bad, bad
+
+
+def test_slug_follows_github():
+    assert _slug("Speed: the paper's Table 10 on a CPU (`sppnet bench detect`)") == \
+        "speed-the-papers-table-10-on-a-cpu-sppnet-bench-detect"
