@@ -5,7 +5,8 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 
@@ -90,13 +91,15 @@ class StageClock:
         return out
 
 
-def summarize_timings(per_item: list[dict[str, float]], skip_first: bool = True) -> dict:
-    """Medians per key over items (the first left out as a warm-up when there are others)."""
+def summarize_timings(per_item: list[dict[str, float]], skip_first: bool = True,
+                      inputs: Iterable[str | Path] | None = None) -> dict:
+    """Medians per key over items (the first left out as a warm-up when there are others), with
+    the provenance of the run (``inputs``: the model files timed, recorded by digest)."""
     items = per_item[1:] if skip_first and len(per_item) > 1 else per_item
     keys = sorted({k for d in items for k in d})
     return {"images": len(items), "first_excluded": len(items) < len(per_item),
             "median": {k: statistics.median(d[k] for d in items if k in d) for k in keys},
-            "environment": environment(), "provenance": provenance()}
+            "environment": environment(), "provenance": provenance(inputs=inputs)}
 
 
 def timing_line(summary: dict) -> str:

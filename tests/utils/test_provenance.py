@@ -90,3 +90,16 @@ def test_write_results_records_commit_command_seeds_inputs(tmp_path, monkeypatch
         assert isinstance(p["git"]["dirty"], bool)
     else:
         assert p["git"]["note"] == "not a git checkout"
+
+
+def test_timing_summary_records_provenance_and_the_model_timed(tmp_path):
+    from sppnet.bench.timing import summarize_timings
+
+    model = tmp_path / "detector.json"
+    model.write_bytes(b"abc")
+    s = summarize_timings([{"wall": 3.0}, {"wall": 1.0}, {"wall": 2.0}], inputs=[model])
+    assert s["median"] == {"wall": 1.5} and s["first_excluded"]  # medians of 1.0 and 2.0
+    assert s["provenance"]["inputs"] == {str(model): ABC_SHA256}
+    assert s["provenance"]["command"]
+    git = s["provenance"]["git"]
+    assert "commit" in git or git.get("note") == "not a git checkout"
