@@ -1,4 +1,4 @@
-"""Tables and curves of the two Caltech-101 studies of issue 17 from their committed result
+"""Tables and curves of the two Caltech-101 studies from their committed result
 files (docs/results/classification/<prefix><kind>_s<seed>/):
 
 - ``finetune``: the ImageNet MobileNetV2 fine-tuned with the fixed / SPP / GAP heads
@@ -11,17 +11,21 @@ files (docs/results/classification/<prefix><kind>_s<seed>/):
 
 Numbers: test top-1 of the best-validation checkpoint, by `sppnet eval-cls` (centre crop; full
 image for the nets that take any size; 10-view where run). Paired differences are taken seed by
-seed (the same split, the same augmentation order).
+seed (the same split, the same augmentation order) and judged by the one rule of
+docs/experiments/verdicts.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import verdicts  # noqa: E402  (docs/experiments/verdicts.py: the one rule)
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results" / "classification"
@@ -143,34 +147,41 @@ def main_table(study: Study, runs: dict) -> list[str]:
 
 
 def verdict(diffs: list[float]) -> str:
-    if len(diffs) < SEEDS:
-        return f"open: {len(diffs)} of {SEEDS} seeds"
-    mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
-    t = mean / (sd / math.sqrt(len(diffs))) if sd > 0 else math.copysign(math.inf, mean)
-    if all(d > 0 for d in diffs) and t > 2.92:  # one-sided 95% for 2 degrees of freedom
-        return "**holds**"
-    if all(d < 0 for d in diffs) and t < -2.92:
-        return "**does not hold** (the opposite is significant)"
-    for side, sign in (("A", 1), ("B", -1)):
-        if all(sign * d > 0 for d in diffs):
-            return (f"{side} better on every seed, not significant at 95% — "
-                    "the spread cannot decide")
-    return "the spread cannot decide (signs differ between seeds)"
+    return verdicts.verdict(diffs, SEEDS)
 
 
-def claims_table(study: Study, runs: dict) -> list[str]:
-    rows = ["| claim (A better than B) | paired difference A − B, points (mean ± std) | per seed "
-            "| paired t | verdict |", "|---|---|---|---|---|"]
+def claim_diffs(study: Study, runs: dict) -> list[tuple[str, list[float]]]:
+    """Each claim's paired differences A − B, seed by seed (seeds where both runs exist)."""
+    out = []
     for claim, (ka, va), (kb, vb) in study.claims:
         diffs = [runs[ka, s]["views"][va] - runs[kb, s]["views"][vb]
                  for s in range(SEEDS) if (ka, s) in runs and (kb, s) in runs
                  and va in runs[ka, s]["views"] and vb in runs[kb, s]["views"]]
-        if not diffs:
-            continue
-        t = "–"
-        if len(diffs) > 1 and statistics.stdev(diffs) > 0:
-            t = f"{statistics.mean(diffs) / (statistics.stdev(diffs) / math.sqrt(len(diffs))):.2f}"
-        rows.append(f"| {claim} | {_ms(diffs)} | {_per_seed(diffs)} | {t} | {verdict(diffs)} |")
+        if diffs:
+            out.append((claim, diffs))
+    return out
+
+
+def claims_table(study: Study, runs: dict) -> list[str]:
+    claims = claim_diffs(study, runs)
+    m = len(claims)
+    rows = ["| claim (A better than B) | paired difference A − B, points (mean ± std) | per seed "
+            f"| paired t | verdict (two-sided 95%) | survives Bonferroni over {m} |",
+            "|---|---|---|---|---|---|"]
+    surviving = []
+    for claim, diffs in claims:
+        t = verdicts.paired_t(diffs)
+        v = verdict(diffs)
+        decided = v in ("**holds**", "**reversed**")
+        bonf = "–"
+        if decided:
+            bonf = "yes" if verdicts.survives_bonferroni(diffs, m) else "no"
+            if bonf == "yes":
+                surviving.append(f"{claim} ({v.strip('*')})")
+        rows.append(f"| {claim} | {_ms(diffs)} | {_per_seed(diffs)} | "
+                    f"{'–' if t is None else f'{t:.2f}'} | {v} | {bonf} |")
+    if claims and all(len(d) == SEEDS for _, d in claims):
+        rows += ["", verdicts.bonferroni_note(m, SEEDS, surviving)]
     return rows
 
 
@@ -244,8 +255,8 @@ def _cell(v: float | None) -> str:
 
 
 def full_image() -> str:
-    """Issue 14: whole-image training against crop training (one seed), and the full view
-    evaluated one image at a time against padded batches."""
+    """Whole-image training against crop training (one seed), and the full view evaluated one
+    image at a time against padded batches."""
     rows = ["| training (MobileNetV2 SPP {3,2,1}, seed 0) | centre 224 test top-1 % | "
             "full image test top-1 % | epochs | train img/s (median epoch) |",
             "|---|---|---|---|---|"]
@@ -262,8 +273,13 @@ def full_image() -> str:
     a, b = _view("ft_sppfull_s0", "full"), _view("ft_spp_s0", "full")
     if a is not None and b is not None:
         c = _view("ft_sppfull_s0", "center") - _view("ft_spp_s0", "center")
-        rows += ["", f"Whole-image minus crop training, full-image view: {a - b:+.2f} points "
-                 f"(centre crop: {c:+.2f}); one seed, so no spread."]
+        def way(d: float) -> str:  # one seed: a difference only points (verdicts.py)
+            return ("whole-image training's way" if d > 0 else
+                    "crop training's way" if d < 0 else "neither way")
+
+        rows += ["", f"Whole-image minus crop training: full-image view {a - b:+.2f} points, "
+                 f"centre crop {c:+.2f} — one seed, so each only points ({way(a - b)} on the "
+                 f"full view, {way(c)} on the centre crop)."]
     d = RESULTS / "full_view_batching"
     files = sorted(d.glob("batch*.json"), key=lambda f: int(f.stem[5:]))
     if files:
@@ -305,6 +321,11 @@ def main() -> None:
             a, b = doc.index(begin) + len(begin), doc.index(end)
             DOC.write_text(doc[:a] + "\n" + text + doc[b:])
             print(f"wrote {DOC}")
+    if args.study == "all" and args.write:
+        doc = DOC.read_text()
+        begin, end = "<!-- summarize_rule:begin -->", "<!-- summarize_rule:end -->"
+        a, b = doc.index(begin) + len(begin), doc.index(end)
+        DOC.write_text(doc[:a] + "\n" + verdicts.RULE + "\n" + doc[b:])
     if args.study == "all":
         text = full_image()
         print(f"## full image\n{text}")

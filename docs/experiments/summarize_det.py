@@ -1,10 +1,11 @@
-"""Build the detection tables of docs/detection.md (and the README's summary) from the committed
-result files of docs/experiments/detection.sh, under docs/results/detection/<set>_<column>/.
+"""Build the detection tables of docs/detection.md from the committed result files of
+docs/experiments/detection.sh, under docs/results/detection/<set>_<column>/.
 
 Usage: python docs/experiments/summarize_det.py [--write]
-Prints the tables; --write replaces the blocks between the ``summarize_det`` markers in
-docs/detection.md and README.md. A missing run is a column of "—" (named in a note), never a
-number from elsewhere.
+Prints the tables; --write replaces the blocks between the ``summarize_det``,
+``summarize_sec45`` and ``summarize_e2e`` markers in docs/detection.md. A missing run is a
+column of "—" (named in a note), never a number from elsewhere. Every column is one seed, so by
+the rule of docs/experiments/verdicts.py its differences only point.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ def paired(set_name: str) -> list[str]:
 
 
 def rerun_spread() -> list[str]:
-    """The same configuration run twice (``<run>/earlier_run/``: an earlier session's run of
-    the same command): how far fine-tuning alone moves the mAP."""
+    """The same configuration run twice (``<run>/earlier_run/``: an earlier run of the same
+    command, with a README saying what differed): how far the mAP moves."""
     out = []
     for set_name, _ in SETS:
         run = f"{set_name}_spp1"
@@ -98,8 +99,7 @@ def rerun_spread() -> list[str]:
             continue
         cells = [f"{name} {100 * a['variants'][k]['mAP']:.1f} → {100 * b['variants'][k]['mAP']:.1f}"
                  for name, k in MAP_ROWS]
-        threads = [r.get("provenance", {}).get("torch_threads") for r in (a, b)]
-        out.append(f"- {run} (torch threads {threads[0]} → {threads[1]}): " + ", ".join(cells))
+        out.append(f"- {run}: " + ", ".join(cells))
     return out
 
 
@@ -109,13 +109,15 @@ def build() -> str:
         lines += table(s, title) + [""]
     diffs = [x for s, _ in SETS for x in paired(s)]
     if diffs:
-        lines += ["Paired differences (one seed, the same windows and training schedule):", ""]
+        lines += ["Paired differences (the same windows, training schedule and seed; one seed, "
+                  "so each difference only points, it neither holds nor fails):", ""]
         lines += diffs
     spread = rerun_spread()
     if spread:
         lines += ["", "The same command run twice (the earlier run's files in "
-                  "`<run>/earlier_run/`; the first fruit run had been resumed mid fine-tuning):",
-                  "", *spread]
+                  "`<run>/earlier_run/`, with a README saying what differed between the two "
+                  "runs: the earlier fruit run had been resumed mid fine-tuning, the raccoon run's "
+                  "conv-map cache was computed on 1 thread against 2):", "", *spread]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -203,7 +205,7 @@ def main() -> None:
     for marker, block in blocks.items():
         print(f"<!-- {marker} -->\n{block}")
     if "--write" in sys.argv[1:]:
-        for p in (ROOT / "docs" / "detection.md", ROOT / "README.md"):
+        for p in (ROOT / "docs" / "detection.md",):
             for marker, block in blocks.items():
                 if f"<!-- {marker}:begin -->" in p.read_text():
                     replace_block(p, block, marker)

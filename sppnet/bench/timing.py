@@ -5,9 +5,15 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
+
+from ..utils.provenance import gemm_gflops, provenance
+
+__all__ = ["StageClock", "environment", "gemm_gflops", "median_time", "summarize_timings",
+           "synced", "timing_line"]
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -35,22 +41,6 @@ def synced(fn: Callable[[], object], device: torch.device | str = "cpu") -> Call
         return out
 
     return run
-
-
-def gemm_gflops(n: int = 1024, k: int = 4096, repeats: int = 3) -> float:
-    """This machine's float32 matrix-product rate right now, GFLOP/s (best of ``repeats``
-    ``(n, k) @ (k, n)`` products on the CPU): a yardstick that makes figures measured on
-    machines of different speed (or a busy one) comparable."""
-    a, b = torch.rand(n, k), torch.rand(k, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n * k * n / best / 1e9
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def environment(device: torch.device | str = "cpu") -> dict[str, object]:
@@ -101,13 +91,15 @@ class StageClock:
         return out
 
 
-def summarize_timings(per_item: list[dict[str, float]], skip_first: bool = True) -> dict:
-    """Medians per key over items (the first left out as a warm-up when there are others)."""
+def summarize_timings(per_item: list[dict[str, float]], skip_first: bool = True,
+                      inputs: Iterable[str | Path] | None = None) -> dict:
+    """Medians per key over items (the first left out as a warm-up when there are others), with
+    the provenance of the run (``inputs``: the model files timed, recorded by digest)."""
     items = per_item[1:] if skip_first and len(per_item) > 1 else per_item
     keys = sorted({k for d in items for k in d})
     return {"images": len(items), "first_excluded": len(items) < len(per_item),
             "median": {k: statistics.median(d[k] for d in items if k in d) for k in keys},
-            "environment": environment()}
+            "environment": environment(), "provenance": provenance(inputs=inputs)}
 
 
 def timing_line(summary: dict) -> str:

@@ -57,7 +57,7 @@ from ..utils.distributed import (
     process_device,
     shutdown,
 )
-from ..utils.provenance import write_results
+from ..utils.provenance import record_stage_threads, write_results
 from ..utils.run_dir import (
     RunFolderError,
     check_output_dir,
@@ -622,6 +622,7 @@ def train(cfg: TrainConfig, resume: bool = False, force: bool = False) -> dict[s
                          f"{info.world_size} processes")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    record_stage_threads("train")
     try:
         run = _set_up(cfg, resume, force, info, device)
         if resume:
@@ -654,6 +655,6 @@ def _finish(cfg: TrainConfig, splits: list[Split], info: DistInfo, device: torch
         log.warning("%d file(s) could not be decoded and were skipped: %s", len(failed),
                     ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""))
     if info.is_main:
-        write_results(out / "results.json", results, {"seed": cfg.seed})
+        write_results(out / "results.json", results, {"seed": cfg.seed}, inputs=[cfg.weights])
     return results
 

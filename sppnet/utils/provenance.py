@@ -1,16 +1,22 @@
-"""What made a result: seeds, library versions, the command line — recorded in every
-``results.json`` so the same command can be checked to give the same numbers."""
+"""What made a result: seeds, library versions, the command line, the git commit, the threads
+each stage ran with, the machine's matrix-product rate and a content hash of every input model
+file — recorded in every ``results.json`` so the same command can be checked to give the same
+numbers, and two states of the code can be told apart."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["environment", "git_state", "write_results"]
+__all__ = ["environment", "gemm_gflops", "git_state", "input_files", "provenance",
+           "record_stage_threads", "stage_threads", "threads", "write_results"]
 
 _PACKAGES = ("torch", "numpy", "opencv-contrib-python-headless", "scikit-learn", "numba",
              "pillow")
@@ -52,13 +58,108 @@ def environment() -> dict[str, Any]:
             "machine": platform.machine(), "system": platform.system()}
 
 
-def write_results(path: str | Path, results: dict[str, Any], seeds: dict[str, Any]) -> Path:
-    """Write ``results`` to ``path`` (JSON, atomically) with a ``provenance`` entry: the seeds
-    given, the environment and the command line."""
+def input_files(paths: Iterable[str | Path] | None) -> dict[str, str]:
+    """``{path as given: SHA-256 of its bytes}`` for the model and weight files a result was
+    made from (the digest ``sha256sum`` prints; a checkpoint retrained in place keeps its path
+    and changes its digest). Empty or ``None`` entries are skipped; a missing file raises
+    ``FileNotFoundError`` naming it."""
+    out: dict[str, str] = {}
+    for p in paths or ():
+        if not p:
+            continue
+        path = Path(p)
+        if not path.is_file():
+            raise FileNotFoundError(f"input file {str(p)!r} does not exist (provenance digest)")
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        out[str(p)] = h.hexdigest()
+    return out
+
+
+def threads() -> dict[str, Any]:
+    """The threads the number-crunching libraries use right now: torch's intra- and inter-op
+    pools, numba's (``numba_started`` false when its threading layer has not run yet: its
+    configured count, read without starting it, since starting it can change torch's) and
+    OpenCV's when it is loaded (``None`` otherwise)."""
+    import torch
+
+    out: dict[str, Any] = {"torch": torch.get_num_threads(),
+                           "torch_interop": torch.get_num_interop_threads(),
+                           "numba": None, "numba_started": False, "opencv": None}
+    if "numba" in sys.modules:
+        numba = sys.modules["numba"]
+        try:
+            from numba.np.ufunc import parallel
+
+            started = bool(getattr(parallel, "_is_initialized", False))
+            out["numba_started"] = started
+            out["numba"] = numba.get_num_threads() if started else numba.config.NUMBA_NUM_THREADS
+        except (ImportError, AttributeError):  # pragma: no cover - another numba layout
+            pass
+    if "cv2" in sys.modules:
+        out["opencv"] = sys.modules["cv2"].getNumThreads()
+    return out
+
+
+_STAGE_THREADS: dict[str, dict[str, Any]] = {}
+
+
+def record_stage_threads(stage: str) -> dict[str, Any]:
+    """Note the threads a stage runs with (call it as the stage starts); every result written
+    later in this process lists them under ``provenance.stage_threads``. Returns the entry, so
+    a stage that writes its own file (``train_times.json``) can store it there too."""
+    entry = threads()
+    _STAGE_THREADS[stage] = entry
+    return entry
+
+
+def stage_threads() -> dict[str, dict[str, Any]]:
+    """The stages noted by :func:`record_stage_threads` in this process, in order."""
+    return {k: dict(v) for k, v in _STAGE_THREADS.items()}
+
+
+def gemm_gflops(n: int = 1024, k: int = 4096, repeats: int = 3) -> float:
+    """This machine's float32 matrix-product rate right now, GFLOP/s (best of ``repeats``
+    ``(n, k) @ (k, n)`` products on the CPU): a yardstick that makes figures measured on
+    machines of different speed (or a busy one) comparable."""
+    import torch
+
+    a, b = torch.rand(n, k), torch.rand(k, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n * k * n / best / 1e9
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def provenance(seeds: Mapping[str, Any] | None = None,
+               inputs: Iterable[str | Path] | None = None) -> dict[str, Any]:
+    """Everything :func:`write_results` records: when (UTC), the seeds given, the environment
+    (versions, git commit and dirty flag), the threads now and per noted stage, the
+    matrix-product rate, the input files' digests and the command line."""
+    from datetime import datetime, timezone
+
+    return {"written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seeds": dict(seeds or {}), **environment(), "threads": threads(),
+            "stage_threads": stage_threads(), "cpu_gemm_gflops": round(gemm_gflops(), 1),
+            "inputs": input_files(inputs),
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}
+
+
+def write_results(path: str | Path, results: dict[str, Any], seeds: dict[str, Any],
+                  inputs: Iterable[str | Path] | None = None) -> Path:
+    """Write ``results`` to ``path`` (JSON, atomically) with a ``provenance`` entry
+    (:func:`provenance`: seeds, environment, commit, threads, matrix-product rate, the
+    digests of the ``inputs`` files, command line)."""
     from .run_dir import atomic_write_text
 
-    doc = {**results, "provenance": {"seeds": seeds, **environment(),
-                                     "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}}
+    doc = {**results, "provenance": provenance(seeds, inputs)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")

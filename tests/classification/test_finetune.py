@@ -167,6 +167,11 @@ def test_mobilenet_fine_tunes_resumes_exactly_and_serves_every_consumer(shapes_f
     for k in w_ref:
         assert torch.equal(w_ref[k], w_run[k]), k
     capsys.readouterr()
+    # results.json names the weights file with the SHA-256 of its bytes (hashlib, independently)
+    import hashlib
+
+    inputs = json.loads((run / "results.json").read_text())["provenance"]["inputs"]
+    assert inputs == {str(tflite): hashlib.sha256(tflite.read_bytes()).hexdigest()}
 
     # eval-cls: the centre crop and the full image through the SPP head
     assert main(["eval-cls", "--run", str(run), "--views", "center,full", "--full-size", "64",

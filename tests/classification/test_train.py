@@ -42,6 +42,9 @@ def test_train_writes_everything_and_skips_bad_files(shapes_folder, tmp_path, ca
     results = json.loads((out / "results.json").read_text())
     assert any("img_999.jpg" in f for f in results["undecodable_files"])
     assert "img_999.jpg" in caplog.text
+    # provenance: the threads the training stage ran with (--threads 1), no weights file given
+    assert results["provenance"]["stage_threads"]["train"]["torch"] == 1
+    assert results["provenance"]["inputs"] == {}
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["sizes"] == [48, 40] and cfg["width_mult"] == 0.25
     model, meta = load_model(out / "best.safetensors")
