@@ -56,12 +56,16 @@ def _default_variant(det: SPPDetector) -> str:
 def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.ndarray],
                       out_dir: str | Path, mode: str = "spp", progress: bool = True,
                       use_07_metric: bool = True, max_images: int | None = None,
-                      variants: Sequence[tuple] | None = None) -> dict:
+                      variants: Sequence[tuple] | None = None, seeds: dict | None = None,
+                      inputs: Sequence[str] = ()) -> dict:
     """Detect on every image of ``ds`` and write ``results.json`` (mAP per variant, per-class AP,
     seconds per image by stage), ``detections.json``, devkit result files, ``pr_curves.png`` and
     detection PNGs to ``out_dir`` (boxes scoring above :func:`draw_threshold`)."""
     from tqdm import tqdm
 
+    from ..utils.provenance import record_stage_threads
+
+    record_stage_threads("eval")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     variants = list(variants or variants_of(det))
@@ -133,7 +137,8 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
         results["coco"] = _coco_metrics(det, keep_dets, ds, anns)
     from ..utils.provenance import write_results
 
-    write_results(out / "results.json", results, {})  # evaluation draws no random numbers
+    # evaluation draws no random numbers: the seeds are the training run's
+    write_results(out / "results.json", results, seeds or {}, inputs=inputs)
     return results
 
 

@@ -367,6 +367,9 @@ class StageTimes:
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
+        from ..utils.provenance import record_stage_threads
+
+        record_stage_threads(stage)  # listed in every results.json this process writes
         t0 = time.perf_counter()
         yield
         if not self.write:
@@ -504,6 +507,14 @@ def _inference_settings(cfg: DetConfig, svms: dict, reg: BoxRegressor | None):
                              mode=cfg.mode, proposer=cfg.proposer, finetune=cfg.finetune)
 
 
+def _input_files(cfg: DetConfig, model_dir: Path) -> list[str]:
+    """The files a detector's numbers come from: its backbone's weights or checkpoint and the
+    saved detector (their digests go into results.json)."""
+    files = [cfg.weights, cfg.backbone if Path(cfg.backbone).is_file() else "",
+             str(model_dir / "detector.safetensors")]
+    return [f for f in files if f]
+
+
 def _pending(out: Path, cfg: DetConfig, stages: tuple) -> bool:
     """Whether an SVM or box-regression stage still has to be trained."""
     svm = "svm" in stages and any(not (out / f"svm_{x}.safetensors").is_file()
@@ -575,5 +586,6 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
         test = load_dataset(cfg.test_data, cfg.test_split, tuple(st.ds.classes),
                             cfg.test_images)
         props = get_proposals(test, cfg, Path(cfg.cache_dir or out / "cache"), progress)
-        evaluate_detector(det, test, props, out / "eval", mode=cfg.mode, progress=progress)
+        evaluate_detector(det, test, props, out / "eval", mode=cfg.mode, progress=progress,
+                          seeds={"seed": cfg.seed}, inputs=_input_files(cfg, model_dir))
     return model_dir
