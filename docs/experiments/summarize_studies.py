@@ -1,0 +1,180 @@
+"""Tables of the scales study (docs/experiments/detection_scales.sh) and the end-to-end study
+(docs/experiments/detection_e2e.sh) from their committed result files, for docs/detection.md.
+
+Usage: python docs/experiments/summarize_studies.py [--write]
+Prints the blocks; --write replaces those between the ``summarize_scales`` and
+``summarize_e2e_study`` markers in docs/detection.md. A run whose files are not there is "—"
+and its claims are "open"; nothing comes from anywhere but the files.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from summarize_det import replace_block  # noqa: E402
+from verdicts import bonferroni_note, critical_t, paired_t, survives_bonferroni, verdict  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "docs" / "results" / "detection"
+SETS = (("fruit", "fruit (3 classes, 240 train / 60 test photos)"),
+        ("raccoon", "raccoon (1 class, 160 train / 40 test photos)"))
+SEEDS = (0, 1, 2)
+E2E_SEEDS = (0, 1)
+MAIN = "fc7-svm+bbox"  # the paper's pipeline: fine-tuned fc7, SVMs, box regression
+VARIANTS = (("pool5 SVM", "pool5-svm"), ("ftfc7 SVM", "fc7-svm"), ("ftfc7 SVM + bb", MAIN),
+            ("ft softmax + bb", "softmax+bbox"))
+SCALE_ROWS = (("688", "SPP, 1 scale: the paper's 688"),
+              ("auto1", "SPP, 1 scale chosen from the data"),
+              ("auto5", "SPP, 5 scales chosen from the data"),
+              ("rcnn", "R-CNN way (every window warped to 224²)"))
+
+
+def load(study: str, run: str) -> dict | None:
+    """A run's evaluation and config, or ``None`` when it has not landed. (Its stage times are
+    not read: the study's runs shared the CPU; quiet timings come from ``sppnet bench``.)"""
+    d = RESULTS / study / run
+    if not (d / "eval" / "results.json").is_file():
+        return None
+    return {"eval": json.loads((d / "eval" / "results.json").read_text()),
+            "config": json.loads((d / "config.json").read_text())}
+
+
+def mAP(run: dict | None, variant: str) -> float | None:
+    if run is None or variant not in run["eval"]["variants"]:
+        return None
+    return 100 * run["eval"]["variants"][variant]["mAP"]
+
+
+def _cell(values: list[float | None]) -> str:
+    """``mean ± std (a, b, c)`` over the seeds that landed."""
+    got = [v for v in values if v is not None]
+    if not got:
+        return "—"
+    each = ", ".join(f"{v:.1f}" for v in got)
+    if len(got) == 1:
+        return f"{got[0]:.1f} (1 seed)"
+    return f"{statistics.mean(got):.1f} ± {statistics.stdev(got):.1f} ({each})"
+
+
+def scales_table(set_name: str, title: str) -> list[str]:
+    lines = [f"**{title}** — VOC07 11-point mAP (%), mean ± std over seeds (each seed)", "",
+             "| way | scales | " + " | ".join(h for h, _ in VARIANTS) + " |",
+             "|---|---|" + "---|" * len(VARIANTS)]
+    for key, label in SCALE_ROWS:
+        runs = [load("scales", f"{set_name}_{key}_s{s}") for s in SEEDS]
+        scales = next((r["config"]["scales"] for r in runs if r), None)
+        cells = [_cell([mAP(r, v) for r in runs]) for _, v in VARIANTS]
+        lines.append(f"| {label} | {','.join(map(str, scales)) if scales else '—'} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
+Side = tuple[str, str, str]  # (study, run key, variant)
+
+
+def claims(set_name: str, pairs: list[tuple[str, Side, Side]],
+           seeds: tuple = SEEDS) -> tuple[list[str], list]:
+    """Rows of paired differences A − B (the same seed) with the verdict, and the differences
+    per claim (for the Bonferroni note)."""
+    rows, diffs_all = [], []
+    for label, (sa, ka, va), (sb, kb, vb) in pairs:
+        diffs = []
+        for s in seeds:
+            x = mAP(load(sa, f"{set_name}_{ka}_s{s}"), va)
+            y = mAP(load(sb, f"{set_name}_{kb}_s{s}"), vb)
+            if x is not None and y is not None:
+                diffs.append(x - y)
+        t = paired_t(diffs)
+        mean = f"{statistics.mean(diffs):+.1f}" if diffs else "—"
+        sd = f" ± {statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""
+        ci = "—"
+        if len(diffs) > 1:
+            half = critical_t(len(diffs)) * statistics.stdev(diffs) / len(diffs) ** 0.5
+            ci = f"[{statistics.mean(diffs) - half:+.1f}, {statistics.mean(diffs) + half:+.1f}]"
+        rows.append(f"| {label} | {mean}{sd} | {', '.join(f'{d:+.1f}' for d in diffs) or '—'} "
+                    f"| {ci} | {f'{t:.2f}' if t is not None else '—'} | "
+                    f"{verdict(diffs, len(seeds)) if diffs else 'open'} |")
+        diffs_all.append((label, diffs))
+    return rows, diffs_all
+
+
+CLAIM_HEAD = ["| claim (A better than B) | mean ± std | per seed | 95% CI | paired t | verdict |",
+              "|---|---|---|---|---|---|"]
+
+
+def scales_block() -> str:
+    out = []
+    sc = [("1 scale from the data vs 688", "auto1", "688"),
+          ("5 scales from the data vs 688", "auto5", "688"),
+          ("5 scales vs 1 scale from the data", "auto5", "auto1"),
+          ("1 scale from the data vs the R-CNN way", "auto1", "rcnn"),
+          ("5 scales from the data vs the R-CNN way", "auto5", "rcnn"),
+          ("688 vs the R-CNN way", "688", "rcnn")]
+    pairs = [(label, ("scales", a, MAIN), ("scales", b, MAIN)) for label, a, b in sc]
+    surviving, n_claims = [], 0
+    for set_name, title in SETS:
+        out += scales_table(set_name, title) + [""]
+        rows, diffs = claims(set_name, pairs)
+        out += [f"Paired differences on {set_name}, ftfc7 SVM + bb, A − B in mAP points (the "
+                "same seed: the same windows, fine-tuning draws and SVM data):", "",
+                *CLAIM_HEAD, *rows, ""]
+        n_claims += len(pairs)
+        surviving += [f"{set_name}: {label}" for label, d in diffs
+                      if len(d) == len(SEEDS) and survives_bonferroni(d, 2 * len(pairs))]
+    out.append(bonferroni_note(n_claims, len(SEEDS), surviving))
+    return "\n".join(out) + "\n"
+
+
+E2E_ROWS = (("SPP, the paper's way (fc fine-tuning + SVMs + bb)", "scales", "auto1", MAIN),
+            ("SPP, end to end (softmax + its box deltas)", "e2e_study", "e2e", "softmax+deltas"),
+            ("SPP, end to end + SVMs + bb (the paper's stages on the new trunk)", "e2e_study",
+             "e2e", MAIN),
+            ("R-CNN way, trained its own way (SVMs + bb)", "scales", "rcnn", MAIN))
+
+
+def e2e_block() -> str:
+    out = []
+    for set_name, title in SETS:
+        out += [f"**{title}** — VOC07 mAP (%), 2 seeds", "",
+                "| way | mAP: mean (each seed) |", "|---|---|"]
+        for label, study, key, variant in E2E_ROWS:
+            runs = [load(study, f"{set_name}_{key}_s{s}") for s in E2E_SEEDS]
+            vals = [mAP(r, variant) for r in runs]
+            got = [v for v in vals if v is not None]
+            cell = (f"{statistics.mean(got):.1f} ({', '.join(f'{v:.1f}' for v in got)})"
+                    if got else "—")
+            out.append(f"| {label} | {cell} |")
+        e2e, paper, rcnn = (("e2e_study", "e2e", "softmax+deltas"), ("scales", "auto1", MAIN),
+                            ("scales", "rcnn", MAIN))
+        rows, _ = claims(set_name, [
+            ("end to end vs the paper's way", e2e, paper),
+            ("end to end + SVMs + bb vs the paper's way", ("e2e_study", "e2e", MAIN), paper),
+            ("end to end vs the R-CNN way", e2e, rcnn)], seeds=E2E_SEEDS)
+        out += ["", *CLAIM_HEAD, *rows, ""]
+        out += [f"Trunk convolutions trained (the Fast R-CNN Table 5 analog, {set_name}, seed 0, "
+                "softmax + deltas):", "", "| convs trained (from the last) | mAP |", "|---|---|"]
+        for n, key in ((0, "e2e0"), (4, "e2e4"), (10, "e2e"), (22, "e2e22")):
+            v = mAP(load("e2e_study", f"{set_name}_{key}_s0"), "softmax+deltas")
+            out.append(f"| {n} | {f'{v:.1f}' if v is not None else '—'} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    blocks = {"summarize_scales": scales_block(), "summarize_e2e_study": e2e_block()}
+    for marker, block in blocks.items():
+        print(f"<!-- {marker} -->\n{block}")
+    if "--write" in sys.argv[1:]:
+        p = ROOT / "docs" / "detection.md"
+        for marker, block in blocks.items():
+            if f"<!-- {marker}:begin -->" in p.read_text():
+                replace_block(p, block, marker)
+        print(f"wrote {p}")
+
+
+if __name__ == "__main__":
+    main()
