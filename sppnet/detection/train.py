@@ -27,7 +27,9 @@ from ..utils.device import resolve_device
 from ..utils.distributed import env_rank, shard
 from ..utils.run_dir import (
     RunFolderError,
+    RunLock,
     atomic_write_text,
+    check_cache_dir,
     check_output_dir,
     config_hash,
     describe_diff,
@@ -415,12 +417,26 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
         prepare(cfg, progress and rank == 0, rank, world)
         return out / "cache"
     check_output_dir(out)
+    if cfg.cache_dir:
+        check_cache_dir(cfg.cache_dir)
     ds = training_set(cfg)  # user mistakes in the data surface before anything is written
     spec = backbone_spec(cfg)
     if spec.model == "mobilenet_v2" and not (spec.weights and Path(spec.weights).is_file()):
         raise FileNotFoundError(f"--weights: the mobilenet_v2 backbone needs its TFLite file, "
                                 f"got {spec.weights or 'none'}")
-    _check_run_dir(out, cfg, force)
+    lock = RunLock(out, "train-det").acquire()  # held for the run's lifetime
+    try:
+        _check_run_dir(out, cfg, force)
+    except BaseException:
+        lock.abandon()
+        raise
+    with lock:
+        return _train_stages(cfg, out, ds, stages, progress)
+
+
+def _train_stages(cfg: DetConfig, out: Path, ds: VOCDataset, stages: tuple,
+                  progress: bool) -> Path:
+    """The stages of :func:`train_detector` in a claimed, locked folder."""
     torch.manual_seed(cfg.seed)
     times = StageTimes(out / "train_times.json")
     with times("cache"):
