@@ -10,6 +10,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..utils.config import MAX_BATCH, MAX_INPUT_SIDE, int_arg
 from ..utils.device import DEVICE_HELP
 
 
@@ -22,10 +23,11 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                    help="comma-separated: center, 10crop, full, fmap10, multiview")
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="which part of the run's split to evaluate (default test)")
-    p.add_argument("--full-size", type=int, default=None,
+    p.add_argument("--full-size", type=int_arg(1, MAX_INPUT_SIDE), default=None,
                    help="shorter side of the full-image view (default: the run's resize)")
-    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
-    p.add_argument("--batch-size", type=int, default=1,
+    p.add_argument("--limit", type=int_arg(0), default=0,
+                   help="evaluate only the first N images (0: all)")
+    p.add_argument("--batch-size", type=int_arg(1, MAX_BATCH), default=1,
                    help="full view: images per zero-padded batch (default 1: one at a time, "
                         "exact)")
     p.add_argument("--output", type=Path, default=None,

@@ -59,8 +59,15 @@ RCNN_MEMORY_BYTES = 6 << 30
 
 
 def backbone_spec(cfg: DetConfig) -> BackboneSpec:
-    """The backbone of ``cfg``, with its normalisation (a checkpoint's own)."""
-    return models_backbone_spec(cfg.backbone, cfg.weights or None, cfg.feature_stride)
+    """The backbone of ``cfg``, with its normalisation (a checkpoint's own); weight files by
+    absolute path, so the detector it becomes works from any folder."""
+    from ..models.backbone import is_checkpoint
+
+    model = cfg.backbone
+    if model != "mobilenet_v2" and is_checkpoint(model):
+        model = str(Path(model).resolve())
+    weights = str(Path(cfg.weights).resolve()) if cfg.weights else None
+    return models_backbone_spec(model, weights, cfg.feature_stride)
 
 
 def load_dataset(root: str, split: str, classes: tuple, images: str = "") -> VOCDataset:

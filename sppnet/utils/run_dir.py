@@ -36,7 +36,7 @@ from .config import META_KEYS, config_diff
 __all__ = ["RunFolderError", "check_output_dir", "run_kind", "config_hash", "write_run_config",
            "refuse_other_kind", "remove_outputs", "atomic_write_text", "describe_diff",
            "RunLock", "LOCK_NAME", "lock_holder", "claim_folder", "check_cache_dir",
-           "is_user_os_error"]
+           "is_user_os_error", "command_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +339,26 @@ def claim_folder(out: str | Path, kind: str, settings: dict[str, Any], outputs: 
         lock.abandon()
         raise
     return lock
+
+
+# argparse attributes that do not change what a command computes
+_NOT_SETTINGS = ("func", "command", "force", "no_progress", "device", "output_dir", "workers")
+
+
+def command_settings(args: Any, drop: Sequence[str] = ()) -> dict[str, Any]:
+    """A command's arguments as the settings its outputs depend on (for :func:`claim_folder`):
+    paths made absolute (the same files from another folder are the same settings), tuples as
+    lists; ``drop`` and run-time switches left out."""
+    out: dict[str, Any] = {}
+    for k, v in sorted(vars(args).items()):
+        if k in _NOT_SETTINGS or k in drop:
+            continue
+        if isinstance(v, Path) or (isinstance(v, str) and v and Path(v).exists()):
+            v = str(Path(v).resolve())
+        elif isinstance(v, (list, tuple)):
+            v = [str(x.resolve()) if isinstance(x, Path) else x for x in v]
+        out[k] = v
+    return out
 
 
 def check_cache_dir(cache: str | Path, flag: str = "--cache-dir") -> Path:

@@ -151,3 +151,34 @@ def test_train_cls_and_train_det_refuse_a_missing_device(classes_folder, voc, tm
     line = cli_error(capsys, ["train-det", "--data", str(voc), "--output-dir",
                               str(tmp_path / "d"), "--device", "cuda:7"])
     assert "cuda:7" in line and not (tmp_path / "d").exists()
+
+
+def test_svm_protocol_and_features_never_write_into_a_run(classes_folder, tmp_path, capsys):
+    run = tmp_path / "cls_run"
+    run.mkdir()
+    (run / "config.json").write_text('{"kind": "train-cls", "sizes": [224], "epochs": 1}')
+    (run / "results.json").write_text('{"test": {"top1": 0.9}}')
+    before = sorted(p.name for p in run.iterdir())
+    msg = cli_error(capsys, ["svm-protocol", "--data", str(classes_folder), "--output-dir",
+                             str(run), "--model", "zf5_spp"])
+    assert "holds a train-cls run" in msg
+    msg = cli_error(capsys, ["features", "--data", str(classes_folder), "--cache-dir", str(run),
+                             "--model", "zf5_spp"])
+    assert "holds a train-cls run" in msg and "--cache-dir" in msg
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_proposal_files_that_are_not_npz_archives(voc, tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "plain.npy", np.zeros((3, 4), np.float32))
+    np.savez(tmp_path / "empty.npz")
+    (tmp_path / "text.npz").write_text("not a zip")
+    np.savez(tmp_path / "objects.npz", allow_pickle=True,  # pickles are never unpickled
+             **{f"v_0000{i}": np.array([{"a": 1}], dtype=object) for i in range(3)})
+    for name, said in (("plain.npy", "plain .npy array"), ("empty.npz", "it is empty"),
+                       ("text.npz", "not a readable .npz"), ("objects.npz", "cannot be read")):
+        msg = cli_error(capsys, ["train-det", "--data", str(voc), "--output-dir",
+                                 str(tmp_path / "o"), "--backbone", "zf5_spp", "--proposals",
+                                 str(tmp_path / name), "--no-progress"])
+        assert name in msg and said in msg, msg
