@@ -115,6 +115,8 @@ def _proposal_sets(specs: list[str]) -> dict:
 def main_proposals(args: argparse.Namespace) -> int:
     from ..bench.proposals import format_proposal_report, plot_recall, run_proposal_benchmark
 
+    _check_json(args)
+
     counts = list(args.counts)
     result = run_proposal_benchmark(_proposal_sets(args.data), counts=counts,
                                     max_images=args.max_images, progress=not args.no_progress)
@@ -138,6 +140,8 @@ def main_detect(args: argparse.Namespace) -> int:
     from ..bench.detect import format_detect_report, run_detect_benchmark
     from ..data.decode import list_images
 
+    _check_json(args)
+
     folder = args.images or _default_images()
     images = list_images(folder)
     if len(args.svd_ranks) != 2:
@@ -155,10 +159,20 @@ def main_detect(args: argparse.Namespace) -> int:
 
 
 def _write_json(result: dict, path: Path | None) -> None:
+    from ..utils.run_dir import atomic_write_text
+
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(result, indent=2) + "\n")
         print(f"wrote {path}")
+
+
+def _check_json(args: argparse.Namespace) -> None:
+    """``--json`` checked before the benchmark runs (minutes of work to lose otherwise)."""
+    from ..utils.run_dir import check_output_file
+
+    if args.json is not None:
+        check_output_file(args.json, "--json")
 
 
 def main_train(args: argparse.Namespace) -> int:
@@ -168,6 +182,8 @@ def main_train(args: argparse.Namespace) -> int:
         mobilenet_cases,
         run_train_benchmark,
     )
+
+    _check_json(args)
 
     cases = DEFAULT_CASES
     if args.weights:
@@ -185,6 +201,8 @@ def main_train(args: argparse.Namespace) -> int:
 
 def main_ops(args: argparse.Namespace) -> int:
     from ..bench.ops import format_report, run_ops_benchmark
+
+    _check_json(args)
 
     h, w = args.map_size
     from ..utils.device import resolve_device

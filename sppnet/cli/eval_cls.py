@@ -48,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..utils.config import apply_overrides, load_config
     from ..utils.device import resolve_device
-    from ..utils.run_dir import run_kind
+    from ..utils.run_dir import atomic_write_text, check_output_file, lock_holder, run_kind
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log = logging.getLogger("sppnet.eval_cls")
@@ -63,6 +63,12 @@ def main(args: argparse.Namespace) -> int:
     kind, _ = run_kind(args.run)
     if kind != "train-cls":
         raise ValueError(f"--run {args.run} holds a {kind} run, not a train-cls run")
+    out = check_output_file(args.output or args.run / f"views_{args.split}.json", "--output",
+                            ("views_*.json",))
+    holder = lock_holder(args.run)
+    if holder is not None:
+        log.warning("%s is being trained right now (pid %s): its checkpoints may change while "
+                    "they are evaluated", args.run, holder.get("pid"))
     cfg = apply_overrides(TrainConfig(), load_config(cfg_path))
     ckpt = Path(args.checkpoint) if args.checkpoint.endswith(".safetensors") else (
         args.run / f"{args.checkpoint}.safetensors")
@@ -87,8 +93,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     results = evaluate_views(model, images, modes, settings, progress=not args.no_progress,
                              batch_size=args.batch_size)
-    out = args.output or args.run / f"views_{args.split}.json"
-    out.write_text(json.dumps({"checkpoint": str(ckpt), "split": args.split,
+    atomic_write_text(out, json.dumps({"checkpoint": str(ckpt), "split": args.split,
                                "settings": settings.__dict__, "views": results}, indent=2) + "\n")
     print(f"{'view':<10} {'top-1':>7} {'top-5':>7} {'views':>6} {'conv passes':>12} {'s/img':>7}")
     for mode, r in results.items():

@@ -61,10 +61,14 @@ def _categories(data: dict, path: Path) -> dict[int, str]:
     cats = {}
     for c in data["categories"]:
         try:
-            cats[int(c["id"])] = str(c["name"])
+            cid, name = int(c["id"]), str(c["name"])
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{path}: a category needs an integer 'id' and a 'name', got "
                              f"{c!r}") from None
+        if cid in cats and cats[cid] != name:
+            raise ValueError(f"{path}: category id {cid} is given to {cats[cid]!r} and "
+                             f"{name!r}; each category needs its own id")
+        cats[cid] = name
     dupes = [n for n, k in Counter(cats.values()).items() if k > 1]
     if dupes:
         raise ValueError(f"{path}: category names {dupes} appear under several ids")

@@ -79,7 +79,14 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def _load_weights(model: nn.Module, tensors: dict[str, Tensor], path: str | Path) -> None:
+    import torch
+
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    bad = [k for k, v in weights.items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # (written before checkpoints refused NaN weights): its numbers would be NaN
+        raise CheckpointError(f"checkpoint {path} holds NaN/inf weights ({', '.join(bad[:3])}); "
+                              "its run diverged — train again with a lower lr")
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, "

@@ -36,7 +36,7 @@ from .config import META_KEYS, config_diff
 __all__ = ["RunFolderError", "check_output_dir", "run_kind", "config_hash", "write_run_config",
            "refuse_other_kind", "remove_outputs", "atomic_write_text", "describe_diff",
            "RunLock", "LOCK_NAME", "lock_holder", "claim_folder", "check_cache_dir",
-           "is_user_os_error", "command_settings"]
+           "is_user_os_error", "command_settings", "check_output_file"]
 
 log = logging.getLogger(__name__)
 
@@ -359,6 +359,25 @@ def command_settings(args: Any, drop: Sequence[str] = ()) -> dict[str, Any]:
             v = [str(x.resolve()) if isinstance(x, Path) else x for x in v]
         out[k] = v
     return out
+
+
+def check_output_file(path: str | Path, flag: str, replaceable: Sequence[str] = ()) -> Path:
+    """A single file a command writes (``bench --json``, ``eval-cls --output``): refused when
+    it is a folder, or when it would replace a file of a run's folder other than the command's
+    own kind of file (``replaceable``: glob patterns, e.g. ``views_*.json``) — never a run's
+    ``results.json``, config or checkpoints. Its folder must be writable."""
+    import fnmatch
+
+    path = Path(path)
+    if path.is_dir():
+        raise RunFolderError(f"{flag} {path} is a folder; give a file name")
+    check_output_dir(path.parent, flag)
+    owner, _ = run_kind(path.parent)
+    if (owner is not None and path.exists()
+            and not any(fnmatch.fnmatch(path.name, p) for p in replaceable)):
+        raise RunFolderError(f"{flag} {path} would replace a file of the {owner} run in "
+                             f"{path.parent}; write it elsewhere")
+    return path
 
 
 def check_cache_dir(cache: str | Path, flag: str = "--cache-dir") -> Path:
