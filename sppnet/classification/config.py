@@ -12,6 +12,7 @@ from typing import Any
 
 from ..utils.config import (
     MAX_BATCH,
+    MAX_BATCH_INPUT_BYTES,
     MAX_FC_DIM,
     MAX_INPUT_SIDE,
     MAX_LEVEL,
@@ -158,6 +159,14 @@ class TrainConfig:
             raise ValueError(f"crop_mode must be 'corners' or 'random', got {self.crop_mode!r}")
         if len(self.split) < 2:
             raise ValueError(f"split needs at least train and val parts, got {self.split}")
+        side = self.crop_size if not self.full_image else max(self.sizes)
+        long_side = side if not self.full_image else (self.full_max_side or 2 * side)
+        batch_bytes = self.batch_size * 3 * side * long_side * 4
+        if batch_bytes > MAX_BATCH_INPUT_BYTES:
+            raise ValueError(f"batch_size {self.batch_size} at {side} x {long_side} px is "
+                             f"{batch_bytes / 2**30:.1f} GB of inputs per batch (at most "
+                             f"{MAX_BATCH_INPUT_BYTES / 2**30:.0f} GB); lower batch_size or the "
+                             "sizes")
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
 

@@ -15,10 +15,6 @@ from ..detection.proposals import PROPOSERS
 from ..utils.config import MAX_DETECTION_SIDE, MAX_WINDOWS, MAX_WORKERS, int_arg, ints_arg
 from ..utils.device import DEVICE_HELP
 
-# what an evaluation writes (sppnet.detection.evaluate); --force replaces them
-EVAL_OUTPUTS = ("results.json", "detections.json", "devkit", "images", "pr_curves.png",
-                "detections_grid.png")
-
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser("sppnet eval-det")
@@ -59,7 +55,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 def main(args: argparse.Namespace) -> int:
     from ..detection.config import DetConfig
     from ..detection.detector import SPPDetector
-    from ..detection.evaluate import evaluate_detector
+    from ..detection.evaluate import EVAL_OUTPUTS, evaluate_detector
     from ..detection.train import get_proposals, load_dataset
     from ..utils.device import resolve_device
     from ..utils.run_dir import check_cache_dir, check_output_dir, claim_folder, command_settings

@@ -329,7 +329,10 @@ class SPPDetector(nn.Module):
         """Detections for an RGB ``(H, W, 3)`` uint8 image and its proposal windows. Windows
         with zero width or height (or non-finite) are dropped here, with a warning. ``maps``:
         the image's conv maps if already computed (SPP mode)."""
-        boxes = usable_windows(torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4))
+        b = np.asarray(boxes, np.float32)
+        if b.size and not (b.ndim == 2 and b.shape[1] == 4):
+            raise ValueError(f"proposals must be (R, 4) xyxy boxes, got shape {b.shape}")
+        boxes = usable_windows(torch.as_tensor(b).reshape(-1, 4))
         pooled, inverse, timings = self.pooled(image, boxes, mode, reuse_buffer=True, maps=maps)
         t0 = time.perf_counter()
         scores = self.score_pooled(pooled)

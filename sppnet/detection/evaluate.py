@@ -21,9 +21,12 @@ from ..evaluation.voc import VOCEvaluator, plot_pr_curves, to_devkit, write_devk
 from .detector import SPPDetector
 from .visualize import draw_detections, image_grid
 
-__all__ = ["variants_of", "evaluate_detector", "draw_threshold"]
+__all__ = ["variants_of", "evaluate_detector", "draw_threshold", "EVAL_OUTPUTS"]
 
 N_PICTURES = 6  # detection PNGs written per evaluation
+# what an evaluation writes into its folder (replaced only with --force / by its own run)
+EVAL_OUTPUTS = ("results.json", "detections.json", "devkit", "images", "pr_curves.png",
+                "detections_grid.png")
 
 
 def variants_of(det: SPPDetector) -> list[tuple[str, str, str | None, bool]]:

@@ -458,10 +458,18 @@ def _train_stages(cfg: DetConfig, out: Path, ds: VOCDataset, stages: tuple,
     model_dir = det.save(out / "model")
     det = det.to(resolve_device(cfg.device))
     if "eval" in stages and cfg.test_data:
-        from .evaluate import evaluate_detector
+        from ..utils.run_dir import claim_folder
+        from .evaluate import EVAL_OUTPUTS, evaluate_detector
 
         test = load_dataset(cfg.test_data, cfg.test_split, tuple(st.ds.classes),
                             cfg.test_images)
         props = get_proposals(test, cfg, Path(cfg.cache_dir or out / "cache"), progress)
-        evaluate_detector(det, test, props, out / "eval", mode=cfg.mode, progress=progress)
+        # the run's own evaluation folder: recorded like eval-det's, so another evaluation
+        # is not written over it; this run replaces its own evaluation of other settings
+        settings = {"model": str((out / "model").resolve()), "test_data": cfg.test_data,
+                    "test_split": cfg.test_split, "test_images": cfg.test_images,
+                    "mode": cfg.mode, "scales": list(cfg.scales), "proposals": cfg.proposals}
+        with claim_folder(out / "eval", "eval-det", settings, EVAL_OUTPUTS, force=True):
+            evaluate_detector(det, test, props, out / "eval", mode=cfg.mode,
+                              progress=progress)
     return model_dir

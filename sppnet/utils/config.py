@@ -19,7 +19,7 @@ __all__ = ["apply_overrides", "parse_set", "load_config", "config_from_args", "c
            "given_fields", "check_int", "check_number", "check_int_tuple", "check_number_tuple",
            "int_arg", "number_arg", "ints_arg", "numbers_arg", "META_KEYS", "MAX_INPUT_SIDE",
            "MAX_DETECTION_SIDE", "MAX_LEVEL", "MAX_WINDOWS", "MAX_WORKERS", "MAX_BATCH",
-           "MAX_FC_DIM", "MAX_WIDTH_MULT", "MAX_THREADS"]
+           "MAX_FC_DIM", "MAX_WIDTH_MULT", "MAX_THREADS", "MAX_BATCH_INPUT_BYTES"]
 
 # keys a run writes into its config.json beside the fields; ignored when the file is read back
 META_KEYS = ("kind", "config_hash", "sppnet_version")
@@ -40,6 +40,8 @@ MAX_BATCH = 4096  # images (or windows) per batch
 MAX_FC_DIM = 16384  # fc6 / fc7 width: fc6 alone is pooled_dim x this floats
 MAX_WIDTH_MULT = 4.0  # conv filter multiplier: activations and weights grow with its square
 MAX_THREADS = 1024
+MAX_BATCH_INPUT_BYTES = 2 << 30  # one batch of float32 inputs (the activations are many times
+# more): 64 crops of 1024 px are 0.8 GB
 
 
 def _number_or_text(v: str) -> Any:

@@ -96,6 +96,8 @@ def run_kind(out: str | Path) -> tuple[str | None, dict[str, Any] | None]:
     """``(kind, config)`` of the run recorded in ``out/config.json``, ``(None, None)`` if none."""
     p = Path(out) / "config.json"
     if not p.is_file():
+        if (Path(out) / "detector.safetensors").is_file():  # a detector (train-det's model/)
+            return "detector", None
         return None, None
     try:
         data = json.loads(p.read_text())
@@ -118,8 +120,9 @@ def refuse_other_kind(out: Path, kind: str) -> dict[str, Any] | None:
     """The config of the ``kind`` run in ``out`` (or None); raises if another kind owns it."""
     found, data = run_kind(out)
     if found is not None and found != kind:
-        raise RunFolderError(f"{out} holds a {found} run (its config.json), not a {kind} run; "
-                             "use another --output-dir")
+        what = ("a detector (its detector.safetensors)" if found == "detector" else
+                f"a {found} run (its config.json)")
+        raise RunFolderError(f"{out} holds {what}, not a {kind} run; use another folder")
     return data
 
 

@@ -92,3 +92,48 @@ def test_inference_settings_are_checked_in_the_api_too():
         with pytest.raises(ValueError, match=named):
             InferenceSettings(**bad).validate()
     InferenceSettings().validate()
+
+
+def test_batch_memory_is_bounded_by_batch_and_size_together(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # 256 crops of 1024 px: 256 * 3 * 1024 * 1024 * 4 bytes = 3.0 GB of inputs per batch
+    line = cli_error(capsys, ["train-cls", "--data", "d", "--output-dir", "O", "--sizes",
+                              "1024", "--resize", "1024", "--batch-size", "256"])
+    assert "batch_size 256" in line and "3.0 GB" in line
+
+
+def test_a_detector_or_model_folder_is_no_output_folder(tmp_path, capsys):
+    from sppnet.utils.run_dir import RunFolderError, claim_folder
+
+    (tmp_path / "detector.safetensors").write_bytes(b"x")
+    with pytest.raises(RunFolderError, match="holds a detector"):
+        claim_folder(tmp_path, "eval-det", {}, ("results.json",))
+    line = cli_error(capsys, ["convert", "--voc", "v", "--to-voc", str(tmp_path)])
+    assert "holds a detector" in line
+
+
+def test_proposals_of_another_shape_are_refused_not_reshaped():
+    import numpy as np
+
+    from sppnet.detection.detector import SPPDetector
+
+    det = SPPDetector.__new__(SPPDetector)  # the check comes before any of its parts is used
+    with pytest.raises(ValueError, match=r"\(R, 4\).*\(8, 5\)"):
+        SPPDetector.detect(det, np.zeros((64, 64, 3), np.uint8), np.zeros((8, 5)))
+
+
+def test_a_checkpoint_from_another_version_is_one_line(tmp_path):
+    from sppnet.models import get_model
+    from sppnet.models.backbone import load_model
+    from sppnet.utils.checkpoint import CheckpointError, save_checkpoint
+
+    m = get_model("zf5_spp", num_classes=2, width_mult=0.25, fc_dim=8)
+    sd = {f"model.{k}": v for k, v in m.state_dict().items()}
+    save_checkpoint(tmp_path / "a.safetensors", sd, {
+        "arch": "zf5_spp", "num_classes": 2, "sppnet_version": "9.9",
+        "model_kwargs": {"width_mult": 0.25, "fc_dim": 8, "colour": 1}})
+    with pytest.raises(CheckpointError, match=r"cannot build.*colour.*sppnet 9.9"):
+        load_model(tmp_path / "a.safetensors")
+    save_checkpoint(tmp_path / "b.safetensors", sd, {"num_classes": 2})
+    with pytest.raises(CheckpointError, match="lacks arch, model_kwargs"):
+        load_model(tmp_path / "b.safetensors")
