@@ -71,6 +71,10 @@ def main(args: argparse.Namespace) -> int:
     if args.fc:
         det.configure(fc=args.fc)  # fails early on a bad spec
     ds = load_dataset(args.data, args.split or "", tuple(det.classes), args.images or "")
+    if not any((~a.difficult).any() for a in ds):  # before any proposal is computed
+        raise ValueError(f"--data {args.data}: its {len(ds)} image(s) hold no (non-difficult) "
+                         f"object of the detector's classes {det.classes}: the mAP would be "
+                         "undefined")
     if args.ss_max_side:
         det.configure(ss_max_side=args.ss_max_side)
     if args.max_proposals:
