@@ -11,12 +11,41 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..utils.config import (
+    MAX_BATCH,
+    MAX_BATCH_INPUT_BYTES,
+    MAX_FC_DIM,
+    MAX_INPUT_SIDE,
+    MAX_LEVEL,
+    MAX_THREADS,
+    MAX_WIDTH_MULT,
     check_int,
     check_int_tuple,
     check_number,
 )
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "RECIPES", "FINETUNE_RECIPE", "with_recipe"]
+
+# What training starts from decides the defaults. From scratch: the paper's (the field defaults
+# below: lr 0.01 on every layer, 4096-wide fc layers, /10 twice on plateaus). From pretrained
+# weights (--weights): the fine-tuning recipe of the Caltech-101 study (docs/classification.md,
+# docs/experiments/classification_finetune.sh: 88.3% test top-1 for SPP, seed 0). The paper's
+# lr on a pretrained trunk and a new 4096-wide head diverges (train loss 33 after one epoch).
+FINETUNE_RECIPE: dict[str, Any] = {
+    "lr": 0.001,  # the new head's lr
+    "trunk_lr_mult": 0.1,  # the pretrained trunk learns 10x slower
+    "freeze_layers": 39,  # MobileNetV2's stem and blocks 1-13 (stride <= 16) stay as trained
+    "fc_dim": 1024,  # fc6 / fc7 width
+    "dropout": 0.5,
+    "levels": (3, 2, 1),  # the SPP head's pyramid on the 7x7 map at 224
+    "sizes": (224,),
+    "resize": 256,
+    "batch_size": 32,
+    "lr_patience": 0,  # lr /10 as soon as an epoch does not improve val top-1,
+    "lr_drops": 1,  # once,
+    "stop_when_done": True,  # and stop when it again does not improve,
+    "epochs": 10,  # or after 10 epochs
+}
+RECIPES: dict[str, dict[str, Any]] = {"auto": {}, "paper": {}, "finetune": FINETUNE_RECIPE}
 
 
 @dataclass(frozen=True)
@@ -65,13 +94,16 @@ class TrainConfig:
     cache_images: bool = True  # decode every image once, keep it (resized) in memory
     progress: bool = True  # progress bars
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
+    recipe: str = "auto"  # the defaults training starts from: "paper" (from scratch) or
+    # "finetune" (FINETUNE_RECIPE; pretrained weights); "auto" = finetune when weights are given.
+    # Fields the user sets keep their values either way.
 
     def validate(self) -> None:
         if not self.data:
             raise ValueError("data: give the image folder (root/<class>/<image>)")
-        check_number("width_mult", self.width_mult, 0, lo_open=True)
-        check_int("fc_dim", self.fc_dim, 1)
-        check_number("trunk_lr_mult", self.trunk_lr_mult, 0)
+        check_number("width_mult", self.width_mult, 0, MAX_WIDTH_MULT, lo_open=True)
+        check_int("fc_dim", self.fc_dim, 1, MAX_FC_DIM)
+        check_number("trunk_lr_mult", self.trunk_lr_mult, 0, 10)
         check_int("freeze_layers", self.freeze_layers, 0)
         if self.model.startswith("mobilenet_v2_") and not self.weights:
             raise ValueError(f"{self.model} fine-tunes the ImageNet MobileNetV2: give --weights "
@@ -80,21 +112,21 @@ class TrainConfig:
         if self.weights and not self.model.startswith("mobilenet_v2_"):
             raise ValueError(f"--weights is for the mobilenet_v2_* models, not {self.model}")
         check_number("dropout", self.dropout, 0, 1, hi_open=True)
-        check_int_tuple("levels", self.levels)
-        check_int_tuple("sizes", self.sizes)
+        check_int_tuple("levels", self.levels, hi=MAX_LEVEL)
+        check_int_tuple("sizes", self.sizes, hi=MAX_INPUT_SIDE)
         if self.size_range is not None:
-            check_int_tuple("size_range", self.size_range)
+            check_int_tuple("size_range", self.size_range, hi=MAX_INPUT_SIDE)
             if len(self.size_range) != 2:
                 raise ValueError(f"size_range must be lo,hi, got {self.size_range}")
-        check_int("resize", self.resize, 1)
-        check_int("full_max_side", self.full_max_side, 0)
+        check_int("resize", self.resize, 1, MAX_INPUT_SIDE)
+        check_int("full_max_side", self.full_max_side, 0, 2 * MAX_INPUT_SIDE)
         if self.full_image and self.size_range is not None:
             raise ValueError("full_image takes --sizes (shorter sides), not --size-range")
         check_int("epochs", self.epochs, 1)
-        check_int("batch_size", self.batch_size, 1)
-        check_number("lr", self.lr, 0, lo_open=True)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_number("lr", self.lr, 0, 10, lo_open=True)
         check_number("momentum", self.momentum, 0, 1)
-        check_number("weight_decay", self.weight_decay, 0)
+        check_number("weight_decay", self.weight_decay, 0, 1)
         check_int("lr_patience", self.lr_patience, 0)
         check_int("lr_drops", self.lr_drops, 0)
         check_int_tuple("lr_milestones", self.lr_milestones, allow_empty=True)
@@ -102,12 +134,18 @@ class TrainConfig:
             raise ValueError("lr_milestones must be increasing epoch numbers, got "
                              f"{','.join(map(str, self.lr_milestones))}")
         check_int("checkpoint_every", self.checkpoint_every, 0)
-        check_int("threads", self.threads, 0)
-        check_number("input_scale", self.input_scale, 0, lo_open=True)
+        check_int("threads", self.threads, 0, MAX_THREADS)
+        check_int("seed", self.seed, 0)
+        check_number("mean", self.mean, 0, 255)
+        check_number("input_scale", self.input_scale, 0, 1, lo_open=True)
+        check_number("lighting", self.lighting, 0, 10)
         for v in self.split:
-            if v is not None and (isinstance(v, (bool, str)) or v < 0):
-                raise ValueError(f"split parts must be counts, fractions or None, got {v!r} in "
-                                 f"{self.split}")
+            if v is None:
+                continue
+            if isinstance(v, (bool, str)) or not isinstance(v, (int, float)) or not (
+                    v >= 0 and (isinstance(v, int) or v <= 1)):
+                raise ValueError(f"split parts must be counts, fractions in [0, 1] or None, "
+                                 f"got {v!r} in {self.split}")
         if self.size_range is not None:
             lo, hi = self.size_range
             if not 0 < lo <= hi:
@@ -121,6 +159,16 @@ class TrainConfig:
             raise ValueError(f"crop_mode must be 'corners' or 'random', got {self.crop_mode!r}")
         if len(self.split) < 2:
             raise ValueError(f"split needs at least train and val parts, got {self.split}")
+        side = self.crop_size if not self.full_image else max(self.sizes)
+        long_side = side if not self.full_image else (self.full_max_side or 2 * side)
+        batch_bytes = self.batch_size * 3 * side * long_side * 4
+        if batch_bytes > MAX_BATCH_INPUT_BYTES:
+            raise ValueError(f"batch_size {self.batch_size} at {side} x {long_side} px is "
+                             f"{batch_bytes / 2**30:.1f} GB of inputs per batch (at most "
+                             f"{MAX_BATCH_INPUT_BYTES / 2**30:.0f} GB); lower batch_size or the "
+                             "sizes")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
 
     @property
     def crop_size(self) -> int:
@@ -137,3 +185,18 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def with_recipe(cfg: TrainConfig, given: set[str] | None = None) -> TrainConfig:
+    """``cfg`` with ``recipe="auto"`` resolved (``finetune`` when weights are given, else
+    ``paper``) and the recipe's values put into the fields the user did not set: ``given``
+    names them (the CLI knows them exactly); without it, fields still at the paper's default
+    count as not set."""
+    name = cfg.recipe
+    if name == "auto":
+        name = "finetune" if cfg.weights else "paper"
+    defaults = TrainConfig()
+    if given is None:
+        given = {k for k in RECIPES.get(name, {}) if getattr(cfg, k) != getattr(defaults, k)}
+    changes = {k: v for k, v in RECIPES.get(name, {}).items() if k not in given}
+    return dataclasses.replace(cfg, recipe=name, **changes)

@@ -64,13 +64,41 @@ def prepare_image(img: np.ndarray, variant: str, size: int) -> np.ndarray:
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
 
 
+CACHE_VERSION = 2  # 2: keyed by content (model and image bytes), the key stored in the entry
+
+
+def _content(path: str | None) -> str | None:
+    """A weight file as its SHA-256 (the bytes, not the path); other values as they are."""
+    from ..utils.digest import file_sha256
+
+    return f"sha256:{file_sha256(path)}" if path and Path(path).is_file() else path
+
+
 def _cache_key(spec: FeatureSpec, samples: Sequence[Sample]) -> str:
-    h = hashlib.sha1(json.dumps([asdict(spec), asdict(spec.backbone())],
-                                sort_keys=True).encode())
+    """The features' key: the settings, the model's and weights' *bytes* (a checkpoint retrained
+    in place gets a new key), and every image's bytes in order."""
+    from ..utils.digest import file_sha256
+
+    bspec = asdict(spec.backbone())
+    settings = {**asdict(spec), "model": _content(spec.model), "weights": _content(spec.weights),
+                "backbone": {**bspec, "model": _content(bspec["model"]),
+                             "weights": _content(bspec["weights"])},
+                "version": CACHE_VERSION}
+    h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
     for s in samples:
-        st = s.path.stat()
-        h.update(f"{s.path}|{st.st_size}|{st.st_mtime_ns}".encode())
+        try:
+            h.update(file_sha256(s.path).encode())
+        except OSError:  # unreadable: it will be an undecodable sample, keyed by its name
+            h.update(f"unreadable:{s.path}".encode())
     return h.hexdigest()[:16]
+
+
+def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for k in sorted(arrays):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(arrays[k]).tobytes())
+    return h.hexdigest()
 
 
 @torch.no_grad()
@@ -82,21 +110,33 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
     (the usual no-pyramid head of modern nets) from the same map.
 
     Undecodable images get zeros and ``ok = False`` (logged with their names). With
-    ``cache_dir``, results are stored as one ``.npz`` keyed by the spec and the files' sizes and
-    modification times, and read back instead of recomputed; a corrupt cache file is rebuilt.
+    ``cache_dir``, results are stored as one ``.npz`` keyed by content — the settings, the
+    model's and the images' bytes — holding its key and a checksum, and read back instead of
+    recomputed; an entry that is unreadable, fails its checksum or holds another key (copied
+    over) is rebuilt with a warning.
     """
+    import zipfile
+
     spec.validate()
     cache = None
     if cache_dir is not None:
-        cache = Path(cache_dir) / f"features_{_cache_key(spec, samples)}.npz"
+        key = _cache_key(spec, samples)
+        cache = Path(cache_dir) / f"features_{key}.npz"
         if cache.exists():
             try:
-                with np.load(cache) as z:
+                with np.load(cache, allow_pickle=False) as z:
                     out = {k: z[k] for k in z.files}
-                if len(out.get("ok", [])) == len(samples):
-                    return out
-            except (OSError, ValueError, EOFError) as e:
-                log.warning("feature cache %s is unreadable (%s); rebuilding it", cache, e)
+                stored = (str(out.pop("key", "")), str(out.pop("digest", "")))
+                if stored[0] != key:
+                    raise ValueError(f"it stores the key {stored[0]!r}, not {key!r}")
+                if stored[1] != _arrays_digest(out):
+                    raise ValueError("its checksum does not match its contents")
+                if len(out.get("ok", [])) != len(samples):
+                    raise ValueError(f"it holds {len(out.get('ok', []))} rows for "
+                                     f"{len(samples)} images")
+                return out
+            except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+                log.warning("feature cache %s is not usable (%s); rebuilding it", cache, e)
     from tqdm import tqdm
 
     bspec = spec.backbone()
@@ -131,7 +171,7 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npz")  # unique per process
-        np.savez(tmp, **out)
+        np.savez(tmp, **out, key=np.array(key), digest=np.array(_arrays_digest(out)))
         tmp.replace(cache)
     return out
 

@@ -93,6 +93,9 @@ def choose_c(x: np.ndarray, y: np.ndarray, grid: Sequence[float] = C_GRID, folds
     """``C`` with the best cross-validated mean per-class accuracy on ``(x, y)``."""
     if len(grid) == 1:
         return float(grid[0])
+    if len(y) and int(np.bincount(y)[np.unique(y)].min()) < 2:
+        raise ValueError(f"cross-validating C over {list(grid)} needs at least 2 training images "
+                         "per class; raise --train-per-class or give one --c-grid value")
     from sklearn.model_selection import StratifiedKFold
 
     n_folds = max(2, min(folds, int(np.bincount(y).min()) if len(y) else 2))

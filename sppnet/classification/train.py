@@ -57,16 +57,18 @@ from ..utils.distributed import (
     process_device,
     shutdown,
 )
+from ..utils.loss_guard import LossGuard, TrainingDiverged
 from ..utils.provenance import record_stage_threads, write_results
 from ..utils.run_dir import (
     RunFolderError,
+    RunLock,
     check_output_dir,
     describe_diff,
     refuse_other_kind,
     remove_outputs,
     write_run_config,
 )
-from .config import TrainConfig
+from .config import RECIPES, TrainConfig, with_recipe
 
 __all__ = ["PlateauSchedule", "train", "build_model", "load_model", "make_batch",
            "make_full_batch", "evaluate"]
@@ -326,6 +328,12 @@ def evaluate(model: nn.Module, split: Split, cfg: TrainConfig, info: DistInfo,
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
           sched: PlateauSchedule, meta: dict[str, Any], state: dict[str, Any]) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    bad = [k for k, v in model.state_dict().items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # a NaN checkpoint saved once would be resumed, evaluated and served
+        raise TrainingDiverged(f"train-cls: the weights hold NaN/inf ({', '.join(bad[:3])}); "
+                               f"not saving {path.name}. Likely cause: the learning rate is too "
+                               "high; lower --lr")
     opt_tensors, opt_meta = optimizer_to_flat(optimizer)
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
@@ -379,6 +387,21 @@ RUNTIME_FIELDS = ("progress", "threads", "device", "output_dir", "checkpoint_eve
                   "cache_images", "extra")
 
 
+def _lock_output_dir(cfg: TrainConfig, info: DistInfo) -> RunLock | None:
+    """The run folder's lock, held by the main process for the run's lifetime (every process
+    learns whether it was taken, so all of them stop together when another run holds it)."""
+    out = check_output_dir(cfg.output_dir)
+    lock, err = None, None
+    if info.is_main:
+        try:
+            lock = RunLock(out, "train-cls").acquire()
+        except RunFolderError as e:
+            err = e
+    if all_reduce_sum([1.0 if err else 0.0], info)[0]:
+        raise err if err is not None else RunFolderError(f"{out} is in use by another run")
+    return lock
+
+
 def _claim_output_dir(cfg: TrainConfig, resume: bool, force: bool, info: DistInfo) -> None:
     """Refuse a folder that holds another kind of run, or another run without ``--resume``
     or ``--force``; with ``--force`` delete the old run's outputs. Writes nothing else."""
@@ -430,6 +453,7 @@ class _Run:
     order: np.ndarray | None = None  # training images in the epoch order's pool
     landscape: np.ndarray | None = None  # full_image: order's images as wide as high or wider
     n_steps: int = 0
+    guard: LossGuard | None = None  # stops the run on a non-finite or diverging loss
 
     @property
     def ckpt_last(self) -> Path:
@@ -440,6 +464,7 @@ class _Run:
         return self.out / "best.safetensors"
 
     def save(self, path: Path, state: dict[str, Any]) -> None:
+        state = {**state, "loss_guard": self.guard.state_dict() if self.guard else None}
         _save(path, self.model, self.optimizer, self.sched, self.meta, state)
 
 
@@ -460,10 +485,13 @@ def _set_up(cfg: TrainConfig, resume: bool, force: bool, info: DistInfo,
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(_param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
+    lr_hint = f"--lr {cfg.lr:g}" + (f", trunk x{cfg.trunk_lr_mult:g}"
+                                     if cfg.trunk_lr_mult != 1 else "")
     return _Run(cfg, info, device, Path(cfg.output_dir), folder.classes, folder.empty_classes,
                 splits, model, optimizer, PlateauSchedule(cfg.lr, cfg.lr_patience, cfg.lr_drops,
                                                 milestones=cfg.lr_milestones),
-                model_meta(cfg, folder.classes))
+                model_meta(cfg, folder.classes),
+                guard=LossGuard("train-cls", len(folder.classes), lr_hint))
 
 
 def _resume(run: _Run) -> None:
@@ -479,6 +507,7 @@ def _resume(run: _Run) -> None:
     torch.set_rng_state(tensors["rng.torch"])
     run.start_epoch, run.start_step = saved["epoch"], saved["step"]
     run.best_top1, run.epoch_stats = saved["best_top1"], saved["epoch_stats"]
+    run.guard.load_state_dict(saved.get("loss_guard"))
     if not run.info.is_main:  # rank 0 carries the running totals of all processes
         run.epoch_stats = {k: 0 * v for k, v in run.epoch_stats.items()}
     if run.info.is_main:
@@ -552,6 +581,9 @@ def _train_epoch(run: _Run, epoch: int) -> int:
         if len(y):
             logits = _forward(run.ddp, x, sizes, run.device)
             loss = F.cross_entropy(logits, y.to(run.device))
+            # every process sees the same value, so all of them stop at the same step
+            value = all_reduce_sum([loss.item()], info)[0] / info.world_size
+            run.guard.step(value, f"epoch {epoch + 1}, step {step + 1}")
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
@@ -587,6 +619,7 @@ def _end_epoch(run: _Run, epoch: int, size: int) -> None:
               "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
               "images_per_s": sums[2] / max(stats["time"], 1e-9),
               "epoch_time_s": stats["time"], "skipped_files": int(sums[3])}
+    run.guard.window(record["train_loss"], f"epoch {epoch + 1}")
     record["lr_dropped_after"] = run.sched.step(1.0 - val["top1"], epoch + 1)
     is_best = val["top1"] > run.best_top1
     run.best_top1 = max(run.best_top1, val["top1"])
@@ -612,7 +645,12 @@ def train(cfg: TrainConfig, resume: bool = False, force: bool = False) -> dict[s
     """Train per ``cfg``; returns the final results (also written to ``results.json``).
 
     ``resume`` continues the run in ``cfg.output_dir`` exactly; ``force`` deletes a finished or
-    unfinished run there first. Without either, a folder that holds a run is refused."""
+    unfinished run there first. Without either, a folder that holds a run is refused; a folder
+    another run is writing (its lock) is refused either way.
+
+    ``cfg.recipe == "auto"`` takes the fine-tuning recipe when ``cfg.weights`` is given (fields
+    left at the paper's defaults get the recipe's values; see :func:`with_recipe`)."""
+    cfg = with_recipe(cfg) if cfg.recipe == "auto" else cfg
     cfg.validate()
     device = resolve_device(cfg.device)
     info = init_distributed(device)
@@ -623,7 +661,13 @@ def train(cfg: TrainConfig, resume: bool = False, force: bool = False) -> dict[s
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     record_stage_threads("train")
+    lock = None
     try:
+        lock = _lock_output_dir(cfg, info)
+        if info.is_main and cfg.recipe == "finetune":
+            log.info("pretrained weights: the fine-tuning recipe (docs/classification.md): %s "
+                     "(flags and --set override each)", ", ".join(
+                         f"{k} {getattr(cfg, k)}" for k in RECIPES["finetune"]))
         run = _set_up(cfg, resume, force, info, device)
         if resume:
             _resume(run)
@@ -636,7 +680,14 @@ def train(cfg: TrainConfig, resume: bool = False, force: bool = False) -> dict[s
             size = _train_epoch(run, epoch)
             _end_epoch(run, epoch, size)
         return _finish(cfg, run.splits, info, device, run.out, run.ckpt_best, run.history)
+    except BaseException:
+        if lock is not None:  # a run refused before writing anything leaves no folder behind
+            lock.abandon()
+            lock = None
+        raise
     finally:
+        if lock is not None:
+            lock.release()
         shutdown(info)
 
 

@@ -6,25 +6,45 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from ..utils.config import (
+    MAX_BATCH,
+    MAX_DETECTION_SIDE,
+    MAX_FC_DIM,
+    MAX_WIDTH_MULT,
+    MAX_WINDOWS,
+    int_arg,
+    ints_arg,
+    number_arg,
+)
+
+REPEATS = int_arg(1, 1000)
+
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser("sppnet bench")
     sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
     ops = sub.add_parser("ops", help="spp_pool / spp_roi_pool against the obvious loops")
-    ops.add_argument("--windows", type=int, default=2000, help="number of windows (default 2000)")
-    ops.add_argument("--channels", type=int, default=256, help="map channels (default 256)")
-    ops.add_argument("--map-size", type=int, nargs=2, default=(43, 57), metavar=("H", "W"),
+    ops.add_argument("--windows", type=int_arg(1, MAX_WINDOWS), default=2000,
+                     help="number of windows (default 2000)")
+    ops.add_argument("--channels", type=int_arg(1, 4096), default=256,
+                     help="map channels (default 256)")
+    ops.add_argument("--map-size", type=int_arg(1, 512), nargs=2, default=(43, 57),
+                     metavar=("H", "W"),
                      help="conv map size (default 43 57: ZF-5 conv5 of 688x917)")
-    ops.add_argument("--image-size", type=int, nargs=2, default=(688, 917), metavar=("H", "W"),
+    ops.add_argument("--image-size", type=int_arg(1, MAX_DETECTION_SIDE), nargs=2,
+                     default=(688, 917), metavar=("H", "W"),
                      help="image the windows are drawn in (default 688 917)")
-    ops.add_argument("--batch", type=int, default=64, help="whole-image case batch (default 64)")
-    ops.add_argument("--repeats", type=int, default=5, help="timed runs per fast op (median)")
-    ops.add_argument("--loop-repeats", type=int, default=3, help="timed runs per loop reference")
+    ops.add_argument("--batch", type=int_arg(1, MAX_BATCH), default=64,
+                     help="whole-image case batch (default 64)")
+    ops.add_argument("--repeats", type=REPEATS, default=5,
+                     help="timed runs per fast op (median)")
+    ops.add_argument("--loop-repeats", type=REPEATS, default=3,
+                     help="timed runs per loop reference")
     ops.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     ops.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     ops.set_defaults(func=main_ops)
     tr = sub.add_parser("train", help="training throughput (fwd+bwd+step) of the paper's nets")
-    tr.add_argument("--repeats", type=int, default=5, help="timed steps per case (median)")
+    tr.add_argument("--repeats", type=REPEATS, default=5, help="timed steps per case (median)")
     tr.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     tr.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     tr.add_argument("--weights", help="also the ImageNet MobileNetV2 fine-tuning regimes (the "
@@ -34,15 +54,20 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                                         "same windows")
     det.add_argument("--images", type=Path, default=None,
                      help="image folder (default ../shared/data/voc100/JPEGImages if present)")
-    det.add_argument("--n-images", type=int, default=4, help="timed images (plus 1 warm-up)")
+    det.add_argument("--n-images", type=int_arg(1, 1000), default=4,
+                     help="timed images (plus 1 warm-up)")
     det.add_argument("--model", default="zf5_spp", help="SPP model, random weights (zf5_spp)")
-    det.add_argument("--width-mult", type=float, default=1.0)
-    det.add_argument("--fc-dim", type=int, default=4096, help="fc6/fc7 width (paper: 4096)")
-    det.add_argument("--proposals", type=int, default=2000, help="windows per image")
-    det.add_argument("--rcnn-windows", type=int, default=32,
+    det.add_argument("--width-mult", type=number_arg(0, MAX_WIDTH_MULT, lo_open=True),
+                     default=1.0)
+    det.add_argument("--fc-dim", type=int_arg(1, MAX_FC_DIM), default=4096,
+                     help="fc6/fc7 width (paper: 4096)")
+    det.add_argument("--proposals", type=int_arg(1, MAX_WINDOWS), default=2000,
+                     help="windows per image")
+    det.add_argument("--rcnn-windows", type=int_arg(1, MAX_WINDOWS), default=32,
                      help="windows the R-CNN conv time is measured on (then extrapolated)")
-    det.add_argument("--svd-ranks", default="1024,512", help="fc6,fc7 ranks for the SVD timing")
-    det.add_argument("--memory-images", type=int, default=3,
+    det.add_argument("--svd-ranks", type=ints_arg(1, MAX_FC_DIM), default=(1024, 512),
+                     help="fc6,fc7 ranks for the SVD timing")
+    det.add_argument("--memory-images", type=int_arg(0, 100), default=3,
                      help="1200-px images for the peak-memory probe (0: skip)")
     det.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     det.add_argument("--no-progress", action="store_true")
@@ -89,8 +114,10 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     pr.add_argument("--data", action="append", default=[], metavar="NAME=FOLDER[:SPLIT_FILE]",
                     help="a VOC-format folder (repeatable); default: ../shared/data voc100, "
                          "fruit/test and the raccoon test split when present")
-    pr.add_argument("--max-images", type=int, default=40, help="first N images of each set")
-    pr.add_argument("--counts", default="100,300,1000,2000", help="windows per image")
+    pr.add_argument("--max-images", type=int_arg(1), default=40,
+                    help="first N images of each set")
+    pr.add_argument("--counts", type=ints_arg(1, MAX_WINDOWS), default=(100, 300, 1000, 2000),
+                    help="windows per image")
     pr.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     pr.add_argument("--png", type=Path, default=None, help="recall-vs-windows plot")
     pr.add_argument("--no-progress", action="store_true")
@@ -125,7 +152,9 @@ def _proposal_sets(specs: list[str]) -> dict:
 def main_proposals(args: argparse.Namespace) -> int:
     from ..bench.proposals import format_proposal_report, plot_recall, run_proposal_benchmark
 
-    counts = [int(k) for k in args.counts.split(",")]
+    _check_json(args)
+
+    counts = list(args.counts)
     result = run_proposal_benchmark(_proposal_sets(args.data), counts=counts,
                                     max_images=args.max_images, progress=not args.no_progress)
     print(format_proposal_report(result))
@@ -148,9 +177,13 @@ def main_detect(args: argparse.Namespace) -> int:
     from ..bench.detect import format_detect_report, run_detect_benchmark
     from ..data.decode import list_images
 
+    _check_json(args)
+
     folder = args.images or _default_images()
     images = list_images(folder)
-    r6, r7 = (int(v) for v in args.svd_ranks.split(","))
+    if len(args.svd_ranks) != 2:
+        raise ValueError(f"--svd-ranks must be two ranks R6,R7, got {args.svd_ranks}")
+    r6, r7 = args.svd_ranks
     result = run_detect_benchmark(images, args.model, args.width_mult, args.n_images,
                                   args.fc_dim, args.proposals, args.rcnn_windows, (r6, r7),
                                   memory_images=args.memory_images,
@@ -162,12 +195,13 @@ def main_detect(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _write_json(result: dict, path: Path | None) -> None:
-    """The figures with their provenance (commit, command line, versions, threads)."""
+def _write_json(result: dict, path: Path | None, inputs: list | None = None) -> None:
+    """The figures with their provenance (commit, command line, versions, threads, the digests
+    of the input files), written atomically."""
     if path is not None:
         from ..utils.provenance import write_results
 
-        write_results(path, result, {})
+        write_results(path, result, {}, inputs=inputs)
         print(f"wrote {path}")
 
 
@@ -175,11 +209,12 @@ def main_e2e(args: argparse.Namespace) -> int:
     from ..bench.e2e import format_e2e_report, run_e2e_benchmark
     from ..models.backbone import backbone_spec
 
+    _check_json(args)
     spec = backbone_spec(args.backbone, args.weights)
     result = run_e2e_benchmark(spec, tuple(args.image_size), args.convs, windows=args.windows,
                                repeats=args.repeats)
     print(format_e2e_report(result))
-    _write_json(result, args.json)
+    _write_json(result, args.json, [args.weights])
     return 0
 
 
@@ -189,6 +224,7 @@ def main_train_det(args: argparse.Namespace) -> int:
     from ..detection.config import DetConfig
     from ..utils.config import apply_overrides, config_from_args, parse_set
 
+    _check_json(args)
     try:
         images, windows, iters = (int(v) for v in args.project.split(","))
     except ValueError:
@@ -205,8 +241,16 @@ def main_train_det(args: argparse.Namespace) -> int:
     result = run_train_det_benchmark(cfg, args.work_dir, (images, windows, iters),
                                      progress=not args.no_progress)
     print(format_train_det_report(result))
-    _write_json(result, args.json)
+    _write_json(result, args.json, [args.weights, args.proposals])
     return 0
+
+
+def _check_json(args: argparse.Namespace) -> None:
+    """``--json`` checked before the benchmark runs (minutes of work to lose otherwise)."""
+    from ..utils.run_dir import check_output_file
+
+    if args.json is not None:
+        check_output_file(args.json, "--json")
 
 
 def main_train(args: argparse.Namespace) -> int:
@@ -216,6 +260,8 @@ def main_train(args: argparse.Namespace) -> int:
         mobilenet_cases,
         run_train_benchmark,
     )
+
+    _check_json(args)
 
     cases = DEFAULT_CASES
     if args.weights:
@@ -227,12 +273,14 @@ def main_train(args: argparse.Namespace) -> int:
     result = run_train_benchmark(cases, repeats=args.repeats,
                                  device=resolve_device(args.device))
     print(format_train_report(result))
-    _write_json(result, args.json)
+    _write_json(result, args.json, [args.weights])
     return 0
 
 
 def main_ops(args: argparse.Namespace) -> int:
     from ..bench.ops import format_report, run_ops_benchmark
+
+    _check_json(args)
 
     h, w = args.map_size
     from ..utils.device import resolve_device

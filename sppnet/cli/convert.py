@@ -34,6 +34,12 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 def main(args: argparse.Namespace) -> int:
     from ..data.coco import load_coco, to_coco, write_voc_folder
     from ..data.voc import load_voc
+    from ..utils.run_dir import check_output_dir, check_output_file, refuse_other_kind
+
+    if args.to_coco is not None:
+        check_output_file(args.to_coco, "--to-coco")
+    else:  # XML files never go into a run's folder
+        refuse_other_kind(check_output_dir(args.to_voc, "--to-voc"), "convert")
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     if args.voc is not None:

@@ -7,6 +7,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..utils.config import MAX_WORKERS, int_arg, number_arg
 from ..utils.device import DEVICE_HELP
 
 
@@ -18,12 +19,13 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--data", type=Path,
                    help="a VOC-format folder (e.g. ../shared/data/fruit) instead of the "
                         "generated set")
-    p.add_argument("--minutes", type=float, default=10.0,
+    p.add_argument("--minutes", type=number_arg(0, 600, lo_open=True), default=10.0,
                    help="time budget on a 2-core CPU; scales images, epochs and iterations "
                         "(default 10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="Selective Search processes")
-    p.add_argument("--timing-images", type=int, default=2,
+    p.add_argument("--seed", type=int_arg(0), default=0)
+    p.add_argument("--workers", type=int_arg(0, MAX_WORKERS), default=2,
+                   help="Selective Search processes")
+    p.add_argument("--timing-images", type=int_arg(1, 1000), default=2,
                    help="test images timed in SPP and R-CNN mode (default 2)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true")

@@ -14,9 +14,19 @@ from pathlib import Path
 
 from ..data.decode import IMAGE_EXTENSIONS, is_image_file, list_images
 from ..detection.proposals import PROPOSERS
+from ..utils.config import (
+    MAX_DETECTION_SIDE,
+    MAX_WINDOWS,
+    MAX_WORKERS,
+    int_arg,
+    ints_arg,
+    number_arg,
+)
 from ..utils.device import DEVICE_HELP
 
 FLUSH_EVERY = 20  # detections.json is rewritten (atomically) after this many images
+# what detect writes; --force replaces them (its proposal cache, OUTPUT_DIR/cache, stays)
+OUTPUTS = ("detections.json", "failed.json", "timing.json", "devkit", "images")
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -31,20 +41,27 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--mode", choices=("spp", "rcnn"),
                    help="spp: conv once per image; rcnn: conv per warped window; default: the "
                         "way the (first) detector was trained")
-    p.add_argument("--scales", help="override the detector's scales, e.g. 480,576,688,864,1200")
+    p.add_argument("--scales", type=ints_arg(32, MAX_DETECTION_SIDE),
+                   help="override the detector's scales, e.g. 480,576,688,864,1200")
     p.add_argument("--score", choices=("svm", "softmax"), help="override the scoring")
     p.add_argument("--fc", help="fc6/fc7 at test time: fp32 (default), int8 or svd:R6,R7")
-    p.add_argument("--thresh", type=float, default=None,
+    p.add_argument("--thresh", type=number_arg(), default=None,
                    help="draw detections scoring above this (default 0 for SVMs, 0.5 softmax)")
-    p.add_argument("--workers", type=int, default=2, help="proposal worker processes")
+    p.add_argument("--workers", type=int_arg(0, MAX_WORKERS), default=2,
+                   help="proposal worker processes")
     p.add_argument("--device", default="auto", help=DEVICE_HELP + "; proposals stay on the CPU")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--proposer", choices=PROPOSERS,
                    help="override the detector's proposal method")
-    p.add_argument("--ss-max-side", type=int,
+    p.add_argument("--ss-max-side", type=int_arg(16, MAX_DETECTION_SIDE),
                    help="override the detector's Selective Search longer side")
-    p.add_argument("--max-proposals", type=int,
+    p.add_argument("--max-proposals", type=int_arg(1, MAX_WINDOWS),
                    help="override the detector's windows per image")
+    p.add_argument("--weights", type=Path,
+                   help="the backbone's weight file (the TFLite file), when the path the "
+                        "detector recorded does not exist here; checked against its hash")
+    p.add_argument("--force", action="store_true",
+                   help="replace detections made with other settings in OUTPUT_DIR")
     p.set_defaults(func=main)
     return p
 
@@ -81,10 +98,10 @@ def _load_detectors(args: argparse.Namespace) -> list:
     from ..utils.device import resolve_device
 
     device = resolve_device(args.device)
-    detectors = [SPPDetector.load(m).to(device) for m in args.model]
+    detectors = [SPPDetector.load(m, weights=args.weights).to(device) for m in args.model]
     for det in detectors:
         if args.scales:
-            det.configure(scales=tuple(int(s) for s in args.scales.split(",")))
+            det.configure(scales=args.scales)
         if args.score:
             det.configure(score=args.score)
         if args.fc:
@@ -121,15 +138,7 @@ def _settings_record(args: argparse.Namespace, det) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    import numpy as np
-    from tqdm import tqdm
-
-    from ..bench.timing import StageClock, summarize_timings, timing_line
-    from ..data.decode import ImageDecodeError, decode_image
-    from ..detection.combine import detect_combined
-    from ..detection.visualize import draw_detections
-    from ..evaluation.voc import write_devkit_results
-    from ..utils.run_dir import atomic_write_text, check_output_dir
+    from ..utils.run_dir import check_output_dir, claim_folder, command_settings
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = check_output_dir(args.output_dir)
@@ -138,6 +147,24 @@ def main(args: argparse.Namespace) -> int:
     args.mode = args.mode or det.settings.mode
     paths = _images(args.images)
     ids = image_ids(paths)
+    with claim_folder(out, "detect", command_settings(args), OUTPUTS, args.force):
+        return _detect(args, out, detectors, paths, ids)
+
+
+def _detect(args: argparse.Namespace, out: Path, detectors: list, paths: list[Path],
+            ids: list[str]) -> int:
+    """Run the detectors over ``paths`` into the claimed folder ``out``."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..bench.timing import StageClock, summarize_timings, timing_line
+    from ..data.decode import ImageDecodeError, decode_image
+    from ..detection.combine import detect_combined
+    from ..detection.visualize import draw_detections
+    from ..evaluation.voc import write_devkit_results
+    from ..utils.run_dir import atomic_write_text
+
+    det = detectors[0]
     id_of = {str(p): i for p, i in zip(paths, ids)}
     stream = _proposal_stream(args, det, paths, ids, out)
     thresh = args.thresh if args.thresh is not None else (
@@ -162,7 +189,8 @@ def main(args: argparse.Namespace) -> int:
                 failed[str(p)] = f"no proposals: {err}"
                 clock.lap()
                 continue
-            try:
+            image_id = id_of[path]
+            try:  # one image never ends the job
                 image = decode_image(p)
                 clock.stop()
                 d = (detect_combined(detectors, image, boxes, args.mode) if len(detectors) > 1
@@ -172,16 +200,19 @@ def main(args: argparse.Namespace) -> int:
                 failed[str(p)] = str(e)
                 clock.lap()
                 continue
-            except (RuntimeError, MemoryError, ValueError) as e:  # one image never ends the job
+            except (RuntimeError, MemoryError, ValueError, OSError) as e:
                 logging.warning("skipping %s: %s: %s", p, type(e).__name__, e)
                 failed[str(p)] = f"{type(e).__name__}: {e}"
                 clock.lap()
                 continue
-            image_id = id_of[path]
             devkit.append((image_id, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy()))
             clock.start("draw")
-            draw_detections(image, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(),
-                            det.classes, thresh).save(out / "images" / f"{image_id}.png")
+            try:  # a picture that cannot be drawn or written loses the picture, not the image
+                draw_detections(image, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(),
+                                det.classes, thresh).save(out / "images" / f"{image_id}.png")
+            except (ValueError, OSError, MemoryError) as e:
+                logging.warning("no picture of %s: %s: %s", p, type(e).__name__, e)
+                failed[str(p)] = f"picture only ({type(e).__name__}: {e}); detections kept"
             clock.stop()
             seconds = {**d.timings, **clock.lap(), "proposals": prop_s,
                        "windows": len(boxes)}
@@ -189,14 +220,14 @@ def main(args: argparse.Namespace) -> int:
                                  "seconds": {k: round(float(v), 4) for k, v in seconds.items()}}
             if (n + 1) % FLUSH_EVERY == 0:
                 flush()
-    finally:
+    finally:  # whatever ended the loop, what was finished is written
         flush()
-    timing = summarize_timings([r["seconds"] for r in results.values()])
-    atomic_write_text(out / "timing.json", json.dumps(
-        {**timing, "settings": _settings_record(args, det)}, indent=1))
+        timing = summarize_timings([r["seconds"] for r in results.values()])
+        atomic_write_text(out / "timing.json", json.dumps(
+            {**timing, "settings": _settings_record(args, det)}, indent=1))
+        write_devkit_results(out / "devkit", det.classes, devkit)
     if timing["images"]:
         print(timing_line(timing))
-    write_devkit_results(out / "devkit", det.classes, devkit)
     n = sum(int((np.array(r["scores"]) > thresh).sum()) for r in results.values())
     print(f"{len(results)} image(s), {n} detection(s) above {thresh}; wrote {out}"
           + (f"; {len(failed)} failed (failed.json)" if failed else ""))

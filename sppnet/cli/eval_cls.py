@@ -10,6 +10,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..utils.config import MAX_BATCH, MAX_INPUT_SIDE, int_arg
 from ..utils.device import DEVICE_HELP
 
 
@@ -22,10 +23,11 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                    help="comma-separated: center, 10crop, full, fmap10, multiview")
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="which part of the run's split to evaluate (default test)")
-    p.add_argument("--full-size", type=int, default=None,
+    p.add_argument("--full-size", type=int_arg(1, MAX_INPUT_SIDE), default=None,
                    help="shorter side of the full-image view (default: the run's resize)")
-    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
-    p.add_argument("--batch-size", type=int, default=1,
+    p.add_argument("--limit", type=int_arg(0), default=0,
+                   help="evaluate only the first N images (0: all)")
+    p.add_argument("--batch-size", type=int_arg(1, MAX_BATCH), default=1,
                    help="full view: images per zero-padded batch (default 1: one at a time, "
                         "exact)")
     p.add_argument("--output", type=Path, default=None,
@@ -46,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..utils.config import apply_overrides, load_config
     from ..utils.device import resolve_device
-    from ..utils.run_dir import run_kind
+    from ..utils.run_dir import atomic_write_text, check_output_file, lock_holder, run_kind
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log = logging.getLogger("sppnet.eval_cls")
@@ -61,6 +63,12 @@ def main(args: argparse.Namespace) -> int:
     kind, _ = run_kind(args.run)
     if kind != "train-cls":
         raise ValueError(f"--run {args.run} holds a {kind} run, not a train-cls run")
+    out = check_output_file(args.output or args.run / f"views_{args.split}.json", "--output",
+                            ("views_*.json",))
+    holder = lock_holder(args.run)
+    if holder is not None:
+        log.warning("%s is being trained right now (pid %s): its checkpoints may change while "
+                    "they are evaluated", args.run, holder.get("pid"))
     cfg = apply_overrides(TrainConfig(), load_config(cfg_path))
     ckpt = Path(args.checkpoint) if args.checkpoint.endswith(".safetensors") else (
         args.run / f"{args.checkpoint}.safetensors")
@@ -85,8 +93,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     results = evaluate_views(model, images, modes, settings, progress=not args.no_progress,
                              batch_size=args.batch_size)
-    out = args.output or args.run / f"views_{args.split}.json"
-    out.write_text(json.dumps({"checkpoint": str(ckpt), "split": args.split,
+    atomic_write_text(out, json.dumps({"checkpoint": str(ckpt), "split": args.split,
                                "settings": settings.__dict__, "views": results}, indent=2) + "\n")
     print(f"{'view':<10} {'top-1':>7} {'top-5':>7} {'views':>6} {'conv passes':>12} {'s/img':>7}")
     for mode, r in results.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 
 
@@ -21,6 +22,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--detections", type=Path, required=True,
                    help="COCO results JSON (a list) or sppnet's detections.json")
     p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument("--force", action="store_true",
+                   help="replace an evaluation with other settings in OUTPUT_DIR")
     p.set_defaults(func=main)
     return p
 
@@ -41,6 +44,9 @@ def _from_results(results: list, ds, path: Path) -> dict:
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"--detections {path}: result {n} needs image_id, category_id, "
                              f"bbox [x, y, w, h] and score, got {r!r}") from None
+        if not all(math.isfinite(v) for v in (x, y, w, h, score)) or w < 0 or h < 0:
+            raise ValueError(f"--detections {path}: result {n} has bbox {r['bbox']!r} and score "
+                             f"{r['score']!r}; they must be finite, width and height >= 0")
         if cat not in cats:
             raise ValueError(f"--detections {path}: result {n} has category_id {cat!r}, which "
                              f"{ds.root} does not declare")
@@ -54,10 +60,9 @@ def _from_results(results: list, ds, path: Path) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     from ..data.coco import load_coco, read_coco_json
-    from ..evaluation.coco import coco_eval, detections_to_coco, voc_map_of
+    from ..evaluation.coco import detections_to_coco
     from ..evaluation.detections import read_detections_json
-    from ..utils.provenance import write_results
-    from ..utils.run_dir import check_output_dir
+    from ..utils.run_dir import check_output_dir, claim_folder, command_settings
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_output_dir(args.output_dir)
@@ -83,6 +88,15 @@ def main(args: argparse.Namespace) -> int:
             logging.warning("%d detected image id(s) are not in the annotations, ignored: %s",
                             len(extra), extra[:5])
         results = detections_to_coco(dets, ds.coco_ids, category_ids)
+    with claim_folder(args.output_dir, "eval-coco", command_settings(args),
+                      ("results.json", "cocoeval.txt"), args.force):
+        return _evaluate(args, gt, ds, results, dets)
+
+
+def _evaluate(args: argparse.Namespace, gt: dict, ds, results: list, dets: dict) -> int:
+    from ..evaluation.coco import coco_eval, voc_map_of
+    from ..utils.provenance import write_results
+
     coco = coco_eval(gt, results)
     voc = voc_map_of(dets, ds)
     out = {"coco": {k: v for k, v in coco.items() if k != "summary"},

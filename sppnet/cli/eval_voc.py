@@ -12,6 +12,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..utils.config import number_arg
+
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser("sppnet eval-voc")
@@ -23,11 +25,13 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--classes", help="class names, in the detector's label order (default: "
                                      "the names in the annotations and the detections)")
-    p.add_argument("--iou", type=float, default=0.5)
+    p.add_argument("--iou", type=number_arg(0, 1, lo_open=True), default=0.5)
     p.add_argument("--all-point", action="store_true", help="all-point AP instead of 11-point")
     p.add_argument("--no-plus-one", action="store_true",
                    help="continuous boxes: no +1 in widths (the +1 is right for VOC pixels)")
     p.add_argument("--prefix", default="comp4_det_test_", help="result file prefix")
+    p.add_argument("--force", action="store_true",
+                   help="replace an evaluation with other settings in OUTPUT_DIR")
     p.set_defaults(func=main)
     return p
 
@@ -66,9 +70,8 @@ def main(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data.voc import load_voc
-    from ..evaluation.voc import VOCEvaluator, plot_pr_curves, to_devkit
-    from ..utils.provenance import write_results
-    from ..utils.run_dir import check_output_dir
+    from ..evaluation.voc import VOCEvaluator, to_devkit
+    from ..utils.run_dir import check_output_dir, claim_folder, command_settings
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_output_dir(args.output_dir)
@@ -84,6 +87,10 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--detections name classes {unknown} that are not in --classes "
                          f"{classes}")
     ds = ann if given else load_voc(args.annotations, args.split, classes, need_images=False)
+    if not any((~a.difficult).any() for a in ds):
+        raise ValueError(f"--annotations {args.annotations}: its {len(ds)} image(s) hold no "
+                         f"(non-difficult) object of the classes {classes}: the mAP would be "
+                         "undefined")
     index = {c: k for k, c in enumerate(classes)}
     plus_one = not args.no_plus_one
     ev = VOCEvaluator(classes, args.iou, not args.all_point, plus_one)
@@ -98,6 +105,16 @@ def main(args: argparse.Namespace) -> int:
         conv = to_devkit if plus_one else (lambda x: np.asarray(x, np.float64))
         ev.process(a.image_id, conv(a.boxes), a.labels, a.difficult, conv(b), s,
                    np.array([index[n] for n in names], np.int64))
+    with claim_folder(args.output_dir, "eval-voc", command_settings(args),
+                      ("results.json", "pr_curves.png"), args.force):
+        _write(args, ev, classes)
+    return 0
+
+
+def _write(args: argparse.Namespace, ev, classes: list[str]) -> None:
+    from ..evaluation.voc import plot_pr_curves
+    from ..utils.provenance import write_results
+
     res = ev.evaluate()
     absent = [c for c in classes if res["positives"][c] == 0]
     if absent:
@@ -110,4 +127,3 @@ def main(args: argparse.Namespace) -> int:
     for name, ap in res["per_class_AP"].items():
         print(f"  {name:>16}: AP {100 * ap:.1f}")
     print(f"mAP {100 * res['mAP']:.2f} over {res['images']} images; wrote {args.output_dir}")
-    return 0

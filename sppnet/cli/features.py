@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..utils.config import MAX_INPUT_SIDE, MAX_LEVEL, int_arg, ints_arg
 from ..utils.device import DEVICE_HELP
 
 
@@ -18,11 +19,13 @@ def add_feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="mobilenet_v2",
                    help="'mobilenet_v2' (needs --weights) or a train-cls .safetensors checkpoint")
     p.add_argument("--weights", help="TFLite file for mobilenet_v2")
-    p.add_argument("--feature-stride", type=int, default=32, help="mobilenet_v2: 16 or 32")
+    p.add_argument("--feature-stride", type=int, default=32, choices=(16, 32),
+                   help="mobilenet_v2: 16 or 32")
     p.add_argument("--variant", default="full", choices=["full", "crop", "warp"],
                    help="full image (shorter side SIZE), its centre square, or warped to SIZE^2")
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--levels", default="3,2,1", help="pyramid levels to extract, e.g. 6,3,2,1")
+    p.add_argument("--size", type=int_arg(8, MAX_INPUT_SIDE), default=224)
+    p.add_argument("--levels", type=ints_arg(1, MAX_LEVEL), default=(3, 2, 1),
+                   help="pyramid levels to extract, e.g. 6,3,2,1")
     p.add_argument("--cache-dir", type=Path, default=Path("runs/features"),
                    help="feature cache (one .npz per setting)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -34,13 +37,16 @@ def load_features(args: argparse.Namespace):
     from ..classification.features import FeatureSpec, extract_features
     from ..data.folder import ClassFolder
     from ..utils.device import resolve_device
+    from ..utils.run_dir import check_cache_dir
 
+    check_cache_dir(args.cache_dir)  # a cache of its own, never a run's folder
+    device = resolve_device(args.device)
     folder = ClassFolder.scan(args.data)
     spec = FeatureSpec(model=args.model, weights=args.weights,
                        feature_stride=args.feature_stride, variant=args.variant, size=args.size,
-                       levels=tuple(int(v) for v in args.levels.split(",")))
+                       levels=tuple(args.levels))
     feats = extract_features(spec, folder.samples, args.cache_dir,
-                             progress=not args.no_progress, device=resolve_device(args.device))
+                             progress=not args.no_progress, device=device)
     return folder, spec, feats
 
 

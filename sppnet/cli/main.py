@@ -39,8 +39,16 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors (a malformed or out-of-range flag) as one line, ``sppnet <command>:
+    error: argument --flag: ...``, exit code 2 — the same shape as every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message.strip().splitlines()[0]}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sppnet", description="SPP-net in PyTorch")
+    parser = OneLineParser(prog="sppnet", description="SPP-net in PyTorch")
     parser.add_argument("--version", action="version", version=f"sppnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
@@ -56,9 +64,22 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryEr
                FileExistsError, PermissionError)
 
 
+def _os_error_line(e: OSError) -> str:
+    """``<reason>: <path>`` of an OSError about a user's path (``cannot write x: Read-only file
+    system``)."""
+    what = e.strerror or type(e).__name__
+    paths = [str(p) for p in (e.filename, getattr(e, "filename2", None)) if p is not None]
+    return f"{what}: {' -> '.join(paths)}" if paths else what
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..utils.run_dir import is_user_os_error
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help / --version exit 0, a malformed flag exits 2
+        return int(e.code or 0)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:
@@ -66,6 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"sppnet {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only or full disk, a name too long: about the user's paths
+        if os.environ.get("SPPNET_DEBUG") or not is_user_os_error(e):
+            raise
+        print(f"sppnet {args.command}: error: {_os_error_line(e)}", file=sys.stderr)
         return 2
 
 

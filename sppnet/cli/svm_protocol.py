@@ -12,23 +12,49 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..utils.config import MAX_LEVEL, int_arg, numbers_arg
 from .features import add_feature_args, load_features
+
+
+def _levels_or_gap(text: str) -> list[int | str]:
+    """``--use-levels``: pyramid levels (integers in [1, MAX_LEVEL]) or ``gap``."""
+    import argparse
+
+    out: list[int | str] = []
+    for v in (t for t in text.replace(" ", "").split(",") if t):
+        if v == "gap":
+            out.append(v)
+            continue
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be levels (integers) or gap, got {v!r}") \
+                from None
+        if not 1 <= n <= MAX_LEVEL:
+            raise argparse.ArgumentTypeError(f"levels must be in [1, {MAX_LEVEL}], got {n}")
+        out.append(n)
+    if not out:
+        raise argparse.ArgumentTypeError(f"must name at least one level, got {text!r}")
+    return out
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser("sppnet svm-protocol")
     add_feature_args(p)
-    p.add_argument("--use-levels", default=None,
+    p.add_argument("--use-levels", type=_levels_or_gap, default=None,
                    help="levels forming the representation (default: all of --levels); 'gap' "
                         "is global average pooling, '6' the paper's pool5 level")
-    p.add_argument("--train-per-class", type=int, default=30)
-    p.add_argument("--test-per-class", type=int, default=50)
-    p.add_argument("--splits", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--c-grid", default="0.1,1,10", help="C values cross-validated on training data")
-    p.add_argument("--cv-folds", type=int, default=3,
+    p.add_argument("--train-per-class", type=int_arg(1), default=30)
+    p.add_argument("--test-per-class", type=int_arg(1), default=50)
+    p.add_argument("--splits", type=int_arg(1), default=10)
+    p.add_argument("--seed", type=int_arg(0), default=0)
+    p.add_argument("--c-grid", type=numbers_arg(0, lo_open=True), default=(0.1, 1.0, 10.0),
+                   help="C values cross-validated on training data")
+    p.add_argument("--cv-folds", type=int_arg(2, 100), default=3,
                    help="folds of the C search on each split's training images")
     p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument("--force", action="store_true",
+                   help="replace a protocol run with other settings in OUTPUT_DIR")
     p.set_defaults(func=main)
     return p
 
@@ -57,20 +83,28 @@ def plot_confusion(confusion, classes, path: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..utils.run_dir import check_output_dir, claim_folder, command_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    check_output_dir(args.output_dir)
+    with claim_folder(args.output_dir, "svm-protocol", command_settings(args, ("cache_dir",)),
+                      ("results.json", "confusion.png"), args.force):
+        return _protocol(args)
+
+
+def _protocol(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..classification.features import representation
     from ..classification.svm_protocol import run_protocol
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     folder, spec, feats = load_features(args)
-    use = [v if v == "gap" else int(v) for v in (args.use_levels or args.levels).split(",")]
+    use = list(args.use_levels or args.levels)
     x = representation(feats, use)
     labels = np.array([s.label for s in folder.samples])
     res = run_protocol(x, labels, args.train_per_class, args.test_per_class, args.splits,
-                       args.seed, [float(c) for c in args.c_grid.split(",")], usable=feats["ok"],
+                       args.seed, list(args.c_grid), usable=feats["ok"],
                        progress=not args.no_progress, cv_folds=args.cv_folds)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
     plot_confusion(res["confusion"], folder.classes, args.output_dir / "confusion.png")
     settings = {**spec.__dict__, "levels": list(spec.levels), "use_levels": use,
                 "dim": int(x.shape[1]), "classes": len(folder.classes),
@@ -78,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
                 "undecodable": [str(s.path) for s, ok in zip(folder.samples, feats["ok"])
                                 if not ok],
                 "train_per_class": args.train_per_class, "test_per_class": args.test_per_class,
-                "splits": args.splits, "seed": args.seed, "c_grid": args.c_grid,
+                "splits": args.splits, "seed": args.seed, "c_grid": list(args.c_grid),
                 "cv_folds": args.cv_folds}
     out = {k: v for k, v in res.items() if k != "confusion"}
     from ..utils.provenance import write_results

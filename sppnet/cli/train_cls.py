@@ -19,6 +19,7 @@ FLAGS = {
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
     "lr_patience": "lr_patience", "checkpoint_every": "checkpoint_every", "threads": "threads",
     "device": "device", "full_image": "full_image", "full_max_side": "full_max_side",
+    "recipe": "recipe",
 }
 
 
@@ -28,7 +29,13 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--output-dir", help="where config, metrics, curves, checkpoints go")
     p.add_argument("--model", help="model name (sppnet.models.list_models()); default zf5_spp")
     p.add_argument("--weights", help="mobilenet_v2_{spp,gap,fixed}: the TFLite file whose "
-                                     "ImageNet trunk is fine-tuned")
+                                     "ImageNet trunk is fine-tuned; its defaults are then the "
+                                     "fine-tuning recipe (lr 0.001, trunk x0.1, 39 convs "
+                                     "frozen, fc 1024, batch 32, one lr drop, <= 10 epochs), "
+                                     "each flag still overrides")
+    p.add_argument("--recipe", choices=("auto", "paper", "finetune"),
+                   help="the defaults: paper (from scratch), finetune (pretrained), auto "
+                        "(default: finetune when --weights is given)")
     p.add_argument("--trunk-lr-mult", type=float,
                    help="trunk learning rate = lr * this (default 1; fine-tuning e.g. 0.1)")
     p.add_argument("--freeze-layers", type=int,
@@ -78,10 +85,13 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..classification.config import TrainConfig
-    from ..utils.config import apply_overrides, config_from_args
+    """Defaults (the paper's, or the fine-tuning recipe when ``--weights`` is given) ->
+    ``--config FILE`` -> flags -> ``--set``: the recipe fills only what the user left unset."""
+    from ..classification.config import TrainConfig, with_recipe
+    from ..utils.config import apply_overrides, config_from_args, given_fields
 
     cfg = config_from_args(TrainConfig(), args, FLAGS)
+    cfg = with_recipe(cfg, given_fields(TrainConfig, args, FLAGS))
     return apply_overrides(cfg, {"progress": False}) if args.no_progress else cfg
 
 

@@ -61,18 +61,34 @@ def _categories(data: dict, path: Path) -> dict[int, str]:
     cats = {}
     for c in data["categories"]:
         try:
-            cats[int(c["id"])] = str(c["name"])
+            cid, name = int(c["id"]), str(c["name"])
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{path}: a category needs an integer 'id' and a 'name', got "
                              f"{c!r}") from None
+        if cid in cats and cats[cid] != name:
+            raise ValueError(f"{path}: category id {cid} is given to {cats[cid]!r} and "
+                             f"{name!r}; each category needs its own id")
+        cats[cid] = name
     dupes = [n for n, k in Counter(cats.values()).items() if k > 1]
     if dupes:
         raise ValueError(f"{path}: category names {dupes} appear under several ids")
     return dict(sorted(cats.items()))
 
 
-def _stem_ids(images: list[dict]) -> dict[int, str]:
-    """COCO image id -> our image id: the file stem, or the file name where stems collide."""
+def _stem_ids(images: list[dict], path: Path) -> dict[int, str]:
+    """COCO image id -> our image id: the file stem, or the file name where stems collide.
+    Two images under one id, or one file under two ids, are an error naming them (their
+    objects could not be told apart)."""
+    ids = Counter(int(im["id"]) for im in images)
+    dup = sorted(i for i, n in ids.items() if n > 1)
+    if dup:
+        raise ValueError(f"{path}: image id(s) {dup[:5]} are given to more than one image; "
+                         "each image needs its own id")
+    files = Counter(str(im["file_name"]) for im in images)
+    dup_files = sorted(f for f, n in files.items() if n > 1)
+    if dup_files:
+        raise ValueError(f"{path}: file_name(s) {dup_files[:5]} appear under more than one "
+                         "image id")
     names = {int(im["id"]): str(im["file_name"]) for im in images}
     stems = Counter(Path(n).stem for n in names.values())
     return {i: (Path(n).stem if stems[Path(n).stem] == 1 else n.replace("/", "_"))
@@ -99,8 +115,12 @@ def load_coco(annotations: str | Path, images: str | Path | None = None,
     names = list(classes) if classes is not None else list(cats.values())
     index = {c: k for k, c in enumerate(names)}
     try:
-        ours = _stem_ids(data["images"])
-    except (KeyError, TypeError, ValueError):
+        ours = _stem_ids(data["images"], path)
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: every image needs an integer 'id' and a 'file_name'") from None
+    except (KeyError, TypeError):
         raise ValueError(f"{path}: every image needs an integer 'id' and a 'file_name'") from None
     objects: dict[int, list[dict]] = {i: [] for i in ours}
     skipped: dict[str, str] = {}

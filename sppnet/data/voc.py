@@ -284,10 +284,15 @@ def load_voc(root: str | Path, split: str | None = None,
         except AnnotationError as e:
             log.warning("skipping %s", e)
             skipped[str(xml)] = str(e)
+    if not raws:  # every XML was skipped: say why, not "no objects"
+        why = next(iter(skipped.values()))
+        raise ValueError(f"{root}: none of its {len(xmls)} XML file(s) can be used; the first: "
+                         f"{why}")
     found = sorted({o[0] for _, raw, _ in raws for o in raw["objects"]})
     names = list(classes) if classes is not None else found
     if not names:
-        raise ValueError(f"{root}: no objects in any annotation and no classes given")
+        raise ValueError(f"{root}: no objects in any of its {len(raws)} annotation(s) and no "
+                         "classes given")
     index = {c: i for i, c in enumerate(names)}
     anns = []
     for xml, raw, image in raws:

@@ -212,7 +212,8 @@ def train_classifier(crops: Path, out: Path, p: DemoPlan, seed: int = 0,
     cfg = TrainConfig(data=str(crops), output_dir=str(out), model="zf5_spp", width_mult=0.25,
                       fc_dim=512, sizes=CLS_SIZES, resize=CLS_RESIZE, crop_mode="random",
                       split=(0.85, None), seed=seed, epochs=p.cls_epochs, batch_size=64,
-                      lr=0.02, lr_patience=4, progress=progress, device=device)
+                      lr=0.02, lr_patience=4, progress=progress, device=device,
+                      recipe="paper")
     from ..utils.config import load_config
 
     res_path = out / "results.json"
@@ -260,16 +261,25 @@ def time_modes(det, ds: VOCDataset, proposals: dict[str, np.ndarray], n_images: 
 # ---------------------------------------------------------------------------- all
 def run_demo(cfg: DemoConfig) -> dict:
     """Every stage in order; returns (and writes) ``results.json``."""
+    from ..utils.device import resolve_device
+    from ..utils.run_dir import claim_folder
+
+    resolve_device(cfg.device)  # a device that is not there fails before any work
+    p = plan(cfg.minutes)
+    out = Path(cfg.output_dir)
+    # the demo's folder: locked while it runs, never another kind of run's; a rerun resumes
+    # its finished stages (each checks its own settings)
+    with claim_folder(out, "demo", asdict(cfg), outputs=(), ignore=("progress",)):
+        return _run_demo(cfg, p, out)
+
+
+def _run_demo(cfg: DemoConfig, p: DemoPlan, out: Path) -> dict:
     from ..detection.config import DetConfig
     from ..detection.detector import SPPDetector
     from ..detection.train import get_proposals, train_detector
     from ..utils.device import resolve_device
     from .report import write_report
 
-    resolve_device(cfg.device)  # a device that is not there fails before any work
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    p = plan(cfg.minutes)
     walls: dict[str, float] = {}
     t = time.perf_counter()
     data = prepare_data(cfg, p)

@@ -11,7 +11,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..utils.config import check_int, check_int_tuple, check_number
+from ..utils.config import (
+    MAX_BATCH,
+    MAX_DETECTION_SIDE,
+    MAX_FC_DIM,
+    MAX_LEVEL,
+    MAX_WINDOWS,
+    MAX_WORKERS,
+    check_int,
+    check_int_tuple,
+    check_number,
+)
 from .scales import MIN_SCALE, SINGLE_SCALE
 
 __all__ = ["DetConfig"]
@@ -103,28 +113,41 @@ class DetConfig:
     max_dets: int = 100  # detections kept per image
 
     def validate(self) -> None:
-        check_int_tuple("scales", self.scales, MIN_SCALE, allow_empty=True)
-        check_int("auto_scales", self.auto_scales, 1)
-        check_int_tuple("levels", self.levels)
+        check_int_tuple("scales", self.scales, MIN_SCALE, allow_empty=True,
+                        hi=MAX_DETECTION_SIDE)
+        check_int("auto_scales", self.auto_scales, 1, 16)
+        check_int_tuple("levels", self.levels, hi=MAX_LEVEL)
         if len(set(self.classes)) != len(self.classes):
             dup = sorted({c for c in self.classes if self.classes.count(c) > 1})
             raise ValueError(f"classes must be distinct, got {dup} more than once")
         if any(not c.strip() for c in self.classes):
             raise ValueError(f"classes must be non-empty names, got {list(self.classes)}")
-        for name in ("max_images", "workers", "map_cache_mb", "feature_cache_mb"):
+        check_int("max_images", self.max_images, 0)
+        check_int("workers", self.workers, 0, MAX_WORKERS)
+        check_int("seed", self.seed, 0)
+        for name in ("map_cache_mb", "feature_cache_mb"):
             check_int(name, getattr(self, name), 0)
-        for name in ("max_proposals", "ft_iters", "ft_lr_step", "ft_images", "ft_batch",
-                     "fc_dim", "svm_retrain_limit", "bbox_max_per_class", "max_dets"):
+        for name in ("ft_iters", "ft_lr_step", "svm_retrain_limit"):
             check_int(name, getattr(self, name), 1)
-        check_int("ss_max_side", self.ss_max_side, 16)
+        for name, hi in (("max_proposals", MAX_WINDOWS), ("max_dets", MAX_WINDOWS),
+                         ("ft_images", 64), ("ft_batch", MAX_BATCH), ("fc_dim", MAX_FC_DIM),
+                         ("bbox_max_per_class", 1_000_000)):
+            check_int(name, getattr(self, name), 1, hi)
+        check_int("ss_max_side", self.ss_max_side, 16, MAX_DETECTION_SIDE)
         if self.feature_stride not in (16, 32):
             raise ValueError(f"feature_stride must be 16 or 32, got {self.feature_stride}")
         for name in ("ft_lr", "svm_C", "svm_bias_mult", "svm_pos_weight", "feat_norm_mean",
                      "bbox_lambda"):
             check_number(name, getattr(self, name), 0, lo_open=True)
-        for name in ("dropout", "fg_iou", "bg_iou_lo", "bg_iou_hi", "svm_neg_iou", "svm_neg_nms",
+        check_number("ft_lr", self.ft_lr, 0, 10, lo_open=True)
+        check_number("ft_momentum", self.ft_momentum, 0, 1)
+        check_number("ft_weight_decay", self.ft_weight_decay, 0, 1)
+        check_number("svm_hard_thresh", self.svm_hard_thresh)
+        check_number("svm_evict_thresh", self.svm_evict_thresh)
+        for name in ("fg_iou", "bg_iou_lo", "bg_iou_hi", "svm_neg_iou", "svm_neg_nms",
                      "bbox_iou", "nms_iou"):
             check_number(name, getattr(self, name), 0, 1)
+        check_number("dropout", self.dropout, 0, 1, hi_open=True)
         bad = [x for x in self.svm_layers if x not in ("pool5", "fc6", "fc7")]
         if bad or not self.svm_layers:
             raise ValueError(f"svm_layers must be a non-empty subset of pool5, fc6, fc7; got "
@@ -146,6 +169,7 @@ class DetConfig:
         check_number("bbox_loss_weight", self.bbox_loss_weight, 0)
         if self.cache_dtype not in ("float16", "float32"):
             raise ValueError(f"cache_dtype must be float16 or float32, got {self.cache_dtype!r}")
+        check_number("fg_fraction", self.fg_fraction, 0, 1, lo_open=True)
         if not 0 < self.fg_fraction <= 1:
             raise ValueError(f"fg_fraction must be in (0, 1], got {self.fg_fraction}")
         if not self.bg_iou_lo < self.bg_iou_hi <= self.fg_iou:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,46 @@ class InferenceSettings:
     bbox_source: str = "regressor"
     finetune: str = "fc"  # fc (the paper's) or e2e (the trunk trained too; stored with it)
 
+    def validate(self) -> None:
+        """Each field checked, naming it (the same bounds as ``train-det``'s config)."""
+        from ..utils.config import (
+            MAX_DETECTION_SIDE,
+            MAX_FC_DIM,
+            MAX_LEVEL,
+            MAX_WINDOWS,
+            check_int,
+            check_int_tuple,
+            check_number,
+        )
+        from .proposals import PROPOSERS
+
+        check_int_tuple("scales", self.scales, 32, hi=MAX_DETECTION_SIDE)
+        check_int_tuple("levels", self.levels, hi=MAX_LEVEL)
+        for name, allowed in (("score", ("svm", "softmax")), ("mode", ("spp", "rcnn")),
+                              ("svm_layer", ("pool5", "fc6", "fc7")), ("proposer", PROPOSERS),
+                              ("bbox_source", ("regressor", "head")),
+                              ("finetune", ("fc", "e2e"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got "
+                                 f"{getattr(self, name)!r}")
+        if not isinstance(self.bbox_reg, bool):
+            raise ValueError(f"bbox_reg must be true or false, got {self.bbox_reg!r}")
+        check_number("nms_iou", self.nms_iou, 0, 1)
+        check_int("max_dets", self.max_dets, 1, MAX_WINDOWS)
+        check_int("ss_max_side", self.ss_max_side, 16, MAX_DETECTION_SIDE)
+        check_int("max_proposals", self.max_proposals, 1, MAX_WINDOWS)
+        method, _, ranks = str(self.fc).partition(":")
+        if method == "svd":
+            try:
+                r6, r7 = (int(r) for r in ranks.split(","))
+            except ValueError:
+                raise ValueError(f"fc must look like svd:R6,R7 (e.g. svd:512,256), got "
+                                 f"{self.fc!r}") from None
+            check_int("fc svd rank", r6, 1, MAX_FC_DIM)
+            check_int("fc svd rank", r7, 1, MAX_FC_DIM)
+        elif self.fc not in ("fp32", "int8"):
+            raise ValueError(f"fc must be fp32, int8 or svd:R6,R7, got {self.fc!r}")
+
 
 def _sync(device: torch.device) -> None:
     """Wait for the device's queued work, so that a stage's seconds are its own (CUDA runs
@@ -69,28 +109,12 @@ def _sync(device: torch.device) -> None:
 
 
 def as_rgb_array(image) -> np.ndarray:
-    """An RGB ``(H, W, 3)`` uint8 array from a path, a PIL image, an array or a tensor."""
-    from PIL import Image
+    """An RGB ``(H, W, 3)`` uint8 array from a path, a PIL image, an array or a tensor, by the
+    one rule of :mod:`sppnet.data.decode` (:func:`~sppnet.data.decode.to_rgb_array`): the same
+    picture gives the same array, and so the same detections, whichever way it comes in."""
+    from ..data.decode import to_rgb_array
 
-    from ..data.decode import decode_image
-
-    if isinstance(image, (str, Path)):
-        return decode_image(image)
-    if isinstance(image, Image.Image):
-        return np.array(image.convert("RGB"))
-    if isinstance(image, Tensor):
-        t = image.detach().cpu()
-        if t.dim() != 3 or t.shape[0] not in (1, 3):
-            raise ValueError(f"an image tensor must be (3, H, W), got {tuple(t.shape)}")
-        if t.dtype.is_floating_point:
-            t = (t.clamp(0, 1) * 255).round()
-        return np.ascontiguousarray(t.to(torch.uint8).expand(3, -1, -1).permute(1, 2, 0).numpy())
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, 2)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"an image array must be (H, W, 3) uint8, got {arr.shape} {arr.dtype}")
-    return np.ascontiguousarray(arr)
+    return to_rgb_array(image)
 
 
 def load_detector(directory: str | Path, device: str = "auto") -> SPPDetector:
@@ -176,9 +200,15 @@ class SPPDetector(nn.Module):
 
     def configure(self, **changes) -> SPPDetector:
         """Use other inference settings (``scales=``, ``fc=``, ``score=``, ...): the settings
-        are frozen, so this makes new ones (``dataclasses.replace``); a bad ``fc`` spec fails
-        here. Returns ``self``."""
-        self.settings = replace(self.settings, **changes)
+        are frozen, so this makes new ones (``dataclasses.replace``); a bad value fails here,
+        naming the setting. Returns ``self``."""
+        unknown = sorted(set(changes) - {f.name for f in fields(InferenceSettings)})
+        if unknown:
+            raise ValueError(f"unknown inference setting(s) {unknown}; known: "
+                             f"{', '.join(f.name for f in fields(InferenceSettings))}")
+        settings = replace(self.settings, **changes)
+        settings.validate()
+        self.settings = settings
         if "fc" in changes:
             self.scoring_head()
         return self
@@ -324,7 +354,10 @@ class SPPDetector(nn.Module):
         """Detections for an RGB ``(H, W, 3)`` uint8 image and its proposal windows. Windows
         with zero width or height (or non-finite) are dropped here, with a warning. ``maps``:
         the image's conv maps if already computed (SPP mode)."""
-        boxes = usable_windows(torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4))
+        b = np.asarray(boxes, np.float32)
+        if b.size and not (b.ndim == 2 and b.shape[1] == 4):
+            raise ValueError(f"proposals must be (R, 4) xyxy boxes, got shape {b.shape}")
+        boxes = usable_windows(torch.as_tensor(b).reshape(-1, 4))
         pooled, inverse, timings = self.pooled(image, boxes, mode, reuse_buffer=True, maps=maps)
         t0 = time.perf_counter()
         st, deltas = self.settings, None
@@ -344,8 +377,10 @@ class SPPDetector(nn.Module):
     @torch.no_grad()
     def forward(self, images, proposals=None, mode: str | None = None, workers: int = 2,
                 batch_size: int = 8) -> list[dict]:
-        """Detect in one image or a list: PIL images, ``(H, W, 3)`` uint8 arrays, file paths,
-        or ``(3, H, W)`` tensors (uint8 0-255, or float 0-1). ``proposals``: one ``(R, 4)``
+        """Detect in one image or a list: file paths, PIL images, NumPy arrays ``(H, W[, C])``
+        or tensors ``([C, ]H, W)`` of any dtype, converted by the one rule of
+        :mod:`sppnet.data.decode` (uint16 and 0-255 floats included). ``proposals``: one
+        ``(R, 4)``
         xyxy array per image, or ``None`` for the proposer and settings the detector
         was trained with (computed in ``workers`` processes for three images or more). Images
         of one size go through the conv trunk together, ``batch_size`` at a time (SPP mode).
@@ -384,6 +419,12 @@ class SPPDetector(nn.Module):
 
     # ------------------------------------------------------------------ files
     def save(self, directory: str | Path) -> Path:
+        """``detector.safetensors`` (tensors + the metadata below) and ``detector.json`` (the
+        same metadata, to read): format, the sppnet version that wrote it, classes, backbone
+        (its weight files by absolute path and SHA-256), settings, SVM feature scales and the
+        head's sizes."""
+        from .. import __version__
+
         directory = Path(directory)
         tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
         scales = {}
@@ -395,7 +436,8 @@ class SPPDetector(nn.Module):
             tensors.update(self.regressor.state())
         if self.settings.finetune == "e2e":  # the trained trunk travels with the detector
             tensors.update({f"trunk.{k}": v for k, v in self.backbone.state_dict().items()})
-        meta = {"format": FORMAT, "classes": self.classes, "backbone": asdict(self.spec),
+        meta = {"format": FORMAT, "sppnet_version": __version__, "classes": self.classes,
+                "backbone": asdict(self.spec), "backbone_files": _backbone_files(self.spec),
                 "settings": asdict(self.settings), "svm_feat_scale": scales,
                 "head": {"in_dim": self.head.in_dim, "fc_dim": self.head.fc_dim,
                          "box_deltas": self.head.box_deltas}}
@@ -404,7 +446,12 @@ class SPPDetector(nn.Module):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, backbone: nn.Module | None = None) -> SPPDetector:
+    def load(cls, directory: str | Path, backbone: nn.Module | None = None,
+             weights: str | Path | None = None) -> SPPDetector:
+        """The detector saved in ``directory``. Its metadata is checked field by field, and a
+        file from another sppnet version is read (missing settings take their defaults) or
+        refused naming that version. ``weights``: the backbone's weight file where the path
+        the detector recorded does not exist here (its SHA-256 must match the recorded one)."""
         directory = Path(directory)
         path = directory / "detector.safetensors"
         if not path.is_file():
@@ -418,21 +465,178 @@ class SPPDetector(nn.Module):
                                   f"detector.safetensors);{held} train one with `sppnet "
                                   f"train-det`{hint}")
         tensors, meta = load_checkpoint(path)
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not an sppnet detector (format "
-                                  f"{meta.get('format')!r}, expected {FORMAT!r})")
-        spec = BackboneSpec(**meta["backbone"])
-        settings = InferenceSettings(**{k: tuple(v) if isinstance(v, list) else v
-                                        for k, v in meta["settings"].items()})
-        head = DetectionHead(meta["head"]["in_dim"], len(meta["classes"]), meta["head"]["fc_dim"],
+        spec, settings, classes, head_dims, svm_scales = _read_meta(meta, path)
+        json_path = directory / "detector.json"
+        if json_path.is_file():  # the readable copy: edited by hand, it would be ignored
+            try:
+                shown = json.loads(json_path.read_text())
+            except (OSError, ValueError) as e:
+                raise CheckpointError(f"{json_path} is not valid JSON ({e}); it should be the "
+                                      f"readable copy of {path.name}'s metadata") from None
+            if shown != meta:
+                _read_meta(shown, json_path)  # an unknown setting there is named the same way
+                differ = sorted(k for k in set(shown) | set(meta) if shown.get(k) != meta.get(k))
+                raise CheckpointError(
+                    f"{json_path} differs from the metadata in {path.name} ({', '.join(differ)})"
+                    f"; {path.name} is what loads — to change inference settings use "
+                    "SPPDetector.configure or the detect/eval-det flags, not an edited "
+                    "detector.json (restore it by saving the detector again)")
+        spec = _locate_weights(spec, meta.get("backbone_files") or {}, weights, path)
+        head = DetectionHead(head_dims[0], len(classes), head_dims[1],
                              box_deltas=bool(meta["head"].get("box_deltas", False)))
-        head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
-        svms = {layer: (tensors[f"svm.{layer}.weight"], tensors[f"svm.{layer}.bias"], s)
-                for layer, s in meta["svm_feat_scale"].items()}
+        svms = _read_tensors(head, tensors, classes, svm_scales, path)
         reg = BoxRegressor.from_state(tensors) if "bbox.weight" in tensors else None
+        if reg is not None and tuple(reg.weight.shape) != (len(classes), head_dims[0], 4):
+            raise CheckpointError(f"{path}: its box regressors have shape "
+                                  f"{tuple(reg.weight.shape)}, expected ({len(classes)}, "
+                                  f"{head_dims[0]}, 4) for its {len(classes)} classes")
         if backbone is None:
             backbone = load_backbone(spec)
             trunk = {k[6:]: v for k, v in tensors.items() if k.startswith("trunk.")}
             if trunk:  # trained end to end: its own conv weights
-                backbone.load_state_dict(trunk)
-        return cls(backbone, spec, head, meta["classes"], settings, svms, reg)
+                try:
+                    backbone.load_state_dict(trunk)
+                except RuntimeError as e:
+                    raise CheckpointError(f"{path}: its trunk tensors do not fit the backbone "
+                                          f"{spec.model} ({e})") from None
+        return cls(backbone, spec, head, classes, settings, svms, reg)
+
+
+# the formats this sppnet reads (a newer one is refused, naming the version that wrote it)
+KNOWN_FORMATS = (FORMAT,)
+
+
+def _backbone_files(spec: BackboneSpec) -> dict:
+    """The weight files of a backbone: ``{field: {"path": absolute, "sha256": ...}}``."""
+    from ..utils.digest import file_sha256
+
+    out = {}
+    for name in ("weights", "model"):
+        f = getattr(spec, name)
+        if f and Path(f).is_file():
+            out[name] = {"path": str(Path(f).resolve()), "sha256": file_sha256(f)}
+    return out
+
+
+def _locate_weights(spec: BackboneSpec, files: dict, given: str | Path | None,
+                    path: Path) -> BackboneSpec:
+    """``spec`` with its weight file found here and checked: at its recorded absolute path, or
+    ``given`` (``--weights``) when that is missing; either must have the recorded SHA-256
+    (a detector older than the record is checked for existence only)."""
+    from ..models.backbone import is_checkpoint
+    from ..utils.digest import file_sha256
+
+    # the one file a backbone is made of: the TFLite file, or a train-cls checkpoint
+    name = "weights" if spec.weights else "model"
+    recorded = getattr(spec, name)
+    info = files.get(name) or {}
+    if name == "model" and not info and not is_checkpoint(str(recorded)):
+        return spec  # a registry name (random weights): no file
+    candidates = [Path(given)] if given is not None else []
+    where = Path(info.get("path") or recorded)
+    if given is not None and not Path(given).is_file():
+        raise FileNotFoundError(f"--weights {given} does not exist")
+    if not candidates:
+        if not where.is_file():
+            sha = f" (SHA-256 {info['sha256'][:12]}...)" if info.get("sha256") else ""
+            raise FileNotFoundError(
+                f"{path}: the backbone's weight file {where}{sha} does not exist here; give it "
+                "with --weights FILE (SPPDetector.load(..., weights=FILE))")
+        candidates = [where]
+    found = candidates[0]
+    want = info.get("sha256")
+    if want and file_sha256(found) != want:
+        raise CheckpointError(f"{found} is not the weight file {path} was trained with "
+                              f"(SHA-256 {file_sha256(found)[:12]}..., recorded {want[:12]}... "
+                              f"for {where}); give the right one with --weights")
+    return replace(spec, **{name: str(found.resolve())})
+
+
+def _read_meta(meta: dict, path: Path) -> tuple:
+    """``(spec, settings, classes, (in_dim, fc_dim), svm feature scales)`` from a detector's
+    metadata, each field checked; raises :class:`CheckpointError` naming the field, the file
+    and the sppnet version that wrote it."""
+    from .. import __version__
+
+    version = meta.get("sppnet_version", "0.1.0 or older")
+    fmt = meta.get("format")
+    if fmt not in KNOWN_FORMATS:
+        raise CheckpointError(f"{path} is a detector of format {fmt!r} (written by sppnet "
+                              f"{version}); this sppnet {__version__} reads "
+                              f"{', '.join(KNOWN_FORMATS)}: use the sppnet that wrote it, or "
+                              "train the detector again")
+    where = f"{path} (written by sppnet {version})"
+    missing = [k for k in ("classes", "backbone", "settings", "head", "svm_feat_scale")
+               if k not in meta]
+    if missing:
+        raise CheckpointError(f"{where} lacks {', '.join(missing)} in its metadata")
+    classes = meta["classes"]
+    if (not isinstance(classes, list) or not classes
+            or not all(isinstance(c, str) and c for c in classes)
+            or len(set(classes)) != len(classes)):
+        raise CheckpointError(f"{where}: classes must be a list of distinct names, got "
+                              f"{classes!r}")
+
+    def fields_of(kind: type, given: object, what: str) -> dict:
+        if not isinstance(given, dict):
+            raise CheckpointError(f"{where}: {what} must be an object, got {given!r}")
+        known = {f.name for f in fields(kind)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise CheckpointError(f"{where} has {what} this sppnet {__version__} does not know: "
+                                  f"{unknown} (known: {', '.join(sorted(known))}); it was "
+                                  "written by another version — use that version")
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+
+    try:
+        spec = BackboneSpec(**fields_of(BackboneSpec, meta["backbone"], "backbone settings"))
+        settings = InferenceSettings(**fields_of(InferenceSettings, meta["settings"],
+                                                 "inference settings"))
+        settings.validate()
+        head = meta["head"]
+        dims = (int(head["in_dim"]), int(head["fc_dim"]))
+        if min(dims) < 1:
+            raise ValueError(f"head sizes must be positive, got {head}")
+        scales = {str(k): float(v) for k, v in dict(meta["svm_feat_scale"]).items()}
+        bad = [k for k, v in scales.items() if not (v > 0 and np.isfinite(v))
+               or k not in ("pool5", "fc6", "fc7")]
+        if bad:
+            raise ValueError(f"svm_feat_scale has unusable entries {bad}")
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    return spec, settings, classes, dims, scales
+
+
+def _read_tensors(head: DetectionHead, tensors: dict, classes: list, svm_scales: dict,
+                  path: Path) -> dict:
+    """Load the head's tensors (every one present, with its shape) and the SVMs of each layer
+    in ``svm_scales``; names what is missing or of another shape (e.g. another class count)."""
+    k = len(classes)
+    want = head.state_dict()
+    got = {n[5:]: t for n, t in tensors.items() if n.startswith("head.")}
+    missing = sorted(set(want) - set(got))
+    if missing:
+        raise CheckpointError(f"{path} lacks head tensors {missing}")
+    for n, t in want.items():
+        if tuple(got[n].shape) != tuple(t.shape):
+            extra = (f" (its fc8 scores {got[n].shape[0] - 1} classes but it names {k})"
+                     if n.startswith("fc8") else "")
+            raise CheckpointError(f"{path}: head.{n} has shape {tuple(got[n].shape)}, expected "
+                                  f"{tuple(t.shape)}{extra}")
+    head.load_state_dict(got)
+    svms = {}
+    feat_dims = {"pool5": head.in_dim, "fc6": head.fc_dim, "fc7": head.fc_dim}
+    for layer, s in svm_scales.items():
+        names = (f"svm.{layer}.weight", f"svm.{layer}.bias")
+        lost = [n for n in names if n not in tensors]
+        if lost:
+            raise CheckpointError(f"{path} records SVMs on {layer} but lacks {lost}")
+        w, b = tensors[names[0]], tensors[names[1]]
+        if tuple(w.shape) != (feat_dims[layer], k) or tuple(b.shape) != (k,):
+            raise CheckpointError(f"{path}: the {layer} SVMs have shapes {tuple(w.shape)} and "
+                                  f"{tuple(b.shape)}, expected ({feat_dims[layer]}, {k}) and "
+                                  f"({k},) for its {k} classes")
+        svms[layer] = (w, b, s)
+    return svms

@@ -21,9 +21,12 @@ from ..evaluation.voc import VOCEvaluator, plot_pr_curves, to_devkit, write_devk
 from .detector import SPPDetector
 from .visualize import draw_detections, image_grid
 
-__all__ = ["variants_of", "evaluate_detector", "draw_threshold"]
+__all__ = ["variants_of", "evaluate_detector", "draw_threshold", "EVAL_OUTPUTS"]
 
 N_PICTURES = 6  # detection PNGs written per evaluation
+# what an evaluation writes into its folder (replaced only with --force / by its own run)
+EVAL_OUTPUTS = ("results.json", "detections.json", "devkit", "images", "pr_curves.png",
+                "detections_grid.png")
 
 
 def variants_of(det: SPPDetector) -> list[tuple[str, str, str | None, bool, str]]:
@@ -76,7 +79,16 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
     keep_dets: dict[str, list] = {}
     timings: list[dict] = []
     pictures = []
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be >= 1 (or None for all), got {max_images}")
     anns = [a for a in ds if a.image_id in proposals][:max_images]
+    if not anns:
+        raise ValueError(f"none of the {len(ds)} image(s) of {ds.root} has proposals: nothing "
+                         "to evaluate")
+    if not any((~a.difficult).any() for a in anns):
+        raise ValueError(f"the {len(anns)} evaluated image(s) of {ds.root} hold no (non-"
+                         f"difficult) object of the classes {list(det.classes)}: the mAP would "
+                         "be undefined")
     drawn = set(np.linspace(0, len(anns) - 1, min(N_PICTURES, len(anns))).round().astype(int)
                 .tolist()) if anns else set()
     for a in tqdm(anns, desc=f"detect ({mode})", disable=not progress, unit="img"):

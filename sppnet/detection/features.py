@@ -45,13 +45,18 @@ def module_device(module: nn.Module) -> torch.device:
 
 
 def backbone_fingerprint(spec: BackboneSpec) -> str:
-    """Identifies the maps a backbone computes: the spec plus the weight file's bytes."""
-    h = hashlib.sha1(json.dumps(asdict(spec), sort_keys=True).encode())
-    for f in (spec.weights, spec.model if spec.model != "mobilenet_v2" else None):
-        if f and Path(f).is_file():
-            st = Path(f).stat()
-            h.update(f"{Path(f).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
+    """Identifies the maps a backbone computes: its settings and its weight files' *bytes*
+    (SHA-256), not their paths — a checkpoint retrained in place gets a new fingerprint, the
+    same file elsewhere the same one."""
+    from ..models.backbone import is_checkpoint
+    from ..utils.digest import file_sha256
+
+    d = asdict(spec)
+    if d.get("weights") and Path(d["weights"]).is_file():
+        d["weights"] = "sha256:" + file_sha256(d["weights"])
+    if d["model"] != "mobilenet_v2" and is_checkpoint(d["model"]) and Path(d["model"]).is_file():
+        d["model"] = "sha256:" + file_sha256(d["model"])
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def select_scales(boxes: Tensor, image_size: tuple[int, int], scales: Sequence[int],
@@ -208,18 +213,24 @@ def save_verified(path: Path, tensor: Tensor, metadata: dict[str, str] | None = 
     os.replace(tmp, path)
 
 
-def load_verified(path: Path, dtype: torch.dtype, dim: int, what: str) -> Tensor | None:
+def load_verified(path: Path, dtype: torch.dtype, dim: int, what: str,
+                  key: str | None = None) -> Tensor | None:
     """The tensor :func:`save_verified` wrote, or ``None`` (with a warning naming the file)
-    when it is missing, unreadable, of another dtype or rank, or no longer matches its
-    checksum (overwritten in place)."""
+    when it is missing, unreadable, of another dtype or rank, no longer matches its checksum
+    (overwritten in place), or stores another ``key`` than the one asked for (an entry copied
+    over another's name)."""
     from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
         return None
     try:
         with safe_open(str(path), framework="pt") as f:
-            stored = (f.metadata() or {}).get("digest")
+            meta = f.metadata() or {}
+            stored = meta.get("digest")
             t = f.get_tensor("t")
+        if key is not None and meta.get("key") != key:
+            raise ValueError(f"it stores the key {meta.get('key')!r}, not {key!r} (an entry "
+                             "copied over another's name)")
         if t.dim() != dim or t.dtype != dtype:
             raise ValueError(f"it has shape {tuple(t.shape)} and dtype {t.dtype}")
         if stored != tensor_digest(t):
@@ -233,9 +244,10 @@ def load_verified(path: Path, dtype: torch.dtype, dim: int, what: str) -> Tensor
 class ConvMapCache:
     """Conv maps per (image, scale, flip) in ``DIR/<key>.safetensors``.
 
-    The key hashes the backbone fingerprint, the image bytes, the scale and the flip. Entries are
-    written atomically with a checksum of their bytes; one that fails to load, has the wrong
-    shape or no longer matches its checksum (overwritten in place) is recomputed. Maps are
+    The key hashes the backbone fingerprint (its weight files' bytes), the image bytes, the scale
+    and the flip. Entries are written atomically with a checksum of their bytes and their own
+    key; one that fails to load, has the wrong shape, no longer matches its checksum
+    (overwritten in place) or stores another key (copied over another entry) is recomputed. Maps are
     stored as ``dtype`` (float16 by default: half the disk, relative rounding 5e-4; the pooled
     features are then exactly the max-pool of the stored maps)."""
 
@@ -275,7 +287,7 @@ class ConvMapCache:
         if held is not None:
             return [m.float() for m in held]
         keys = [self.key(image_path, s, flip) for s in scales]
-        maps = [load_verified(self.dir / f"{k}.safetensors", self.dtype, 3, "conv-map")
+        maps = [load_verified(self.dir / f"{k}.safetensors", self.dtype, 3, "conv-map", key=k)
                 for k in keys]
         todo = [i for i, m in enumerate(maps) if m is None]
         if todo:
@@ -283,6 +295,6 @@ class ConvMapCache:
             fresh = compute_maps(self.backbone, img, [scales[i] for i in todo], self.spec, flip)
             for i, m in zip(todo, fresh):  # cached (and pooled) on the CPU
                 maps[i] = m.to("cpu", self.dtype).contiguous()
-                save_verified(self.dir / f"{keys[i]}.safetensors", maps[i])
+                save_verified(self.dir / f"{keys[i]}.safetensors", maps[i], {"key": keys[i]})
         self.memory.put(mkey, maps)
         return [m.float() for m in maps]

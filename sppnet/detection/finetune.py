@@ -28,6 +28,7 @@ from ..utils.checkpoint import (
     optimizer_to_flat,
     save_checkpoint,
 )
+from ..utils.loss_guard import LossGuard
 from .config import DetConfig
 from .head import DetectionHead
 from .targets import WindowSet
@@ -61,9 +62,10 @@ def _lr(cfg: DetConfig, it: int) -> float:
 
 
 def _resume(head: DetectionHead, opt: torch.optim.Optimizer, ckpt: Path,
-            metrics_path: Path) -> int:
-    """The iteration to start from: that of ``finetune_last.safetensors`` (weights and
-    optimizer restored), else 0 with the old metrics removed."""
+            metrics_path: Path, guard: LossGuard | None = None) -> int:
+    """The iteration to start from: that of ``finetune_last.safetensors`` (weights, optimizer,
+    RNG and loss guard restored; the metrics logged after it dropped, so the resumed run logs
+    each iteration once), else 0 with the old metrics removed."""
     start = 0
     if ckpt.is_file():
         try:
@@ -71,6 +73,8 @@ def _resume(head: DetectionHead, opt: torch.optim.Optimizer, ckpt: Path,
             head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
             optimizer_from_flat(opt, tensors, meta["optimizer"])
             start = int(meta["iteration"])
+            if guard is not None:
+                guard.load_state_dict(meta.get("loss_guard"))
             # dropout draws from these generators: the resumed run draws what the unbroken
             # one would have
             if "rng.torch" in tensors:
@@ -86,6 +90,10 @@ def _resume(head: DetectionHead, opt: torch.optim.Optimizer, ckpt: Path,
             start = 0
     if start == 0 and metrics_path.exists():
         metrics_path.unlink()
+    elif metrics_path.exists():  # logged after the checkpoint: the resumed run logs them again
+        keep = [ln for ln in metrics_path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("iteration", 0) <= start]
+        metrics_path.write_text("".join(ln + "\n" for ln in keep))
     return start
 
 
@@ -131,7 +139,9 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet],
                           weight_decay=cfg.ft_weight_decay)
     ckpt = out_dir / "finetune_last.safetensors"
     metrics_path = out_dir / "finetune_metrics.jsonl"
-    start = _resume(head, opt, ckpt, metrics_path)
+    guard = LossGuard("fine-tuning", head.num_classes + 1, f"ft_lr={cfg.ft_lr:g}; lower it "
+                      "with --set ft_lr=...")
+    start = _resume(head, opt, ckpt, metrics_path, guard)
     usable = [i for i, w in enumerate(windows) if len(w.boxes)]
     head.train()
     bar = tqdm(range(start, cfg.ft_iters), desc="fine-tune fc", disable=not progress,
@@ -145,10 +155,7 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet],
         x, y = x.to(device), y.to(device)
         logits = head(x)
         loss = F.cross_entropy(logits, y)
-        if not bool(torch.isfinite(loss)):
-            raise ValueError(f"fine-tuning, iteration {it + 1}: the loss is {loss.item()} — the "
-                             f"learning rate is too high (ft_lr={cfg.ft_lr}); lower it with "
-                             "--set ft_lr=...")
+        guard.step(loss.item(), f"iteration {it + 1}")  # NaN/inf: stop before the step
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -158,6 +165,7 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet],
         if (it + 1) % LOG_EVERY == 0 or it + 1 == cfg.ft_iters:
             rec = {"iteration": it + 1, "loss": run_loss / run_n, "accuracy": run_acc / run_n,
                    "lr": _lr(cfg, it)}
+            guard.window(rec["loss"], f"iterations up to {it + 1}")  # far above its start
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}")
@@ -169,7 +177,8 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet],
                 rng["rng.cuda"] = torch.cuda.get_rng_state(device)
             save_checkpoint(ckpt, {**{f"head.{k}": v.cpu() for k, v in head.state_dict().items()},
                                    **{k: v.cpu() for k, v in t.items()}, **rng},
-                            {"iteration": it + 1, "optimizer": m})
+                            {"iteration": it + 1, "optimizer": m,
+                             "loss_guard": guard.state_dict()})
     bar.close()
     head.eval()
     plot_finetune_curves(metrics_path, out_dir / "finetune_curves.png")

@@ -415,9 +415,32 @@ def jitter_boxes(gt: np.ndarray, image_size: tuple[int, int], n: int,
     return boxes[keep].astype(np.float32)
 
 
+def _open_npz(path: Path, flag: str = "--proposals"):
+    """``np.load`` of a ``.npz`` archive, pickles refused; anything else (a plain ``.npy``, a
+    truncated or foreign file) is a :class:`ValueError` naming the file."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{flag} {path} is not a readable .npz archive ({e})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{flag} {path} is a plain .npy array, not a .npz archive of one "
+                         "(R, 4) array per image id (np.savez(path, **{image_id: boxes}))")
+    return z
+
+
+def _array(z, name: str, source: Path) -> np.ndarray:
+    try:
+        return z[name]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"--proposals {source}: its array {name!r} cannot be read "
+                         f"({type(e).__name__}: {e})") from None
+
+
 def load_proposal_file(path: str | Path, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
     """Precomputed windows: a folder of ``<image_id>.npz`` (key ``boxes``, xyxy pixels), or one
-    ``.npz`` with one array per image id. Returns ``{image_id: (R, 4) float32}``."""
+    ``.npz`` with one array per image id. Returns ``{image_id: (R, 4) float32}``. A file that is
+    not such an archive (a plain ``.npy``, an empty or corrupt ``.npz``, pickled objects) is one
+    error naming it."""
     path = Path(path)
     out: dict[str, np.ndarray] = {}
     if path.is_dir():
@@ -425,23 +448,30 @@ def load_proposal_file(path: str | Path, image_ids: Sequence[str]) -> dict[str, 
             f = path / f"{i}.npz"
             if not f.is_file():
                 raise FileNotFoundError(f"--proposals {path}: no {f.name} for image {i!r}")
-            with np.load(f) as z:
-                out[i] = _check_boxes(z["boxes"] if "boxes" in z else z[z.files[0]], f)
+            with _open_npz(f) as z:
+                if not z.files:
+                    raise ValueError(f"--proposals {f} is an empty .npz (no boxes array)")
+                out[i] = _check_boxes(_array(z, "boxes" if "boxes" in z.files else z.files[0],
+                                             f), f)
         return out
     if not path.is_file():
         raise FileNotFoundError(f"--proposals {path} does not exist")
-    with np.load(path) as z:
+    with _open_npz(path) as z:
         missing = [i for i in image_ids if i not in z.files]
         if missing:
             raise ValueError(f"--proposals {path} has no boxes for {len(missing)} image(s): "
-                           f"{missing[:5]}")
+                             f"{missing[:5]}" + (" (it is empty)" if not z.files else ""))
         for i in image_ids:
-            out[i] = _check_boxes(z[i], path)
+            out[i] = _check_boxes(_array(z, i, path), path)
     return out
 
 
 def _check_boxes(boxes: np.ndarray, source: Path) -> np.ndarray:
-    boxes = np.asarray(boxes, np.float32)
+    try:
+        boxes = np.asarray(boxes, np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: proposals must be numbers, got dtype "
+                         f"{getattr(boxes, 'dtype', type(boxes))}") from None
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"{source}: proposals must have shape (R, 4) xyxy, got {boxes.shape}")
     if not np.isfinite(boxes).all() or (boxes[:, 2:] < boxes[:, :2]).any():

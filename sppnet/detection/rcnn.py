@@ -118,8 +118,9 @@ class WindowFeatureCache:
         from .features import load_verified, save_verified
 
         image_path = Path(image_path)
-        path = self.dir / f"{self.key(image_path, boxes, flip)}.safetensors"
-        feats = load_verified(path, self.dtype, 2, "R-CNN window-feature")
+        key = self.key(image_path, boxes, flip)
+        path = self.dir / f"{key}.safetensors"
+        feats = load_verified(path, self.dtype, 2, "R-CNN window-feature", key=key)
         if feats is None or len(feats) != len(boxes):
             img = decode_image(image_path)
             if flip:
@@ -130,5 +131,5 @@ class WindowFeatureCache:
                     np.asarray(boxes, np.float32)), self.levels,
                     batch_size=self.batch_size).to("cpu", self.dtype)
             self.computed += len(boxes)
-            save_verified(path, feats)
+            save_verified(path, feats, {"key": key})
         return feats

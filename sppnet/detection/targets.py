@@ -43,8 +43,17 @@ class WindowSet:
                          self.gt_index)
 
 
+# IoU is computed a block of windows at a time: memory linear in windows and ground truth
+# (an XML listing 10,000 boxes made a 12,000 x 10,000 float64 matrix and its temporaries, 9 GB)
+IOU_BLOCK = 1 << 20  # window x ground-truth pairs per block (8 MB of float64)
+
+
 def label_windows(ann: Annotation, proposals: np.ndarray, num_classes: int) -> WindowSet:
-    """Ground truth (difficult objects left out, as R-CNN does) + proposals, with overlaps."""
+    """Ground truth (difficult objects left out, as R-CNN does) + proposals, with overlaps.
+
+    Memory is ``O(R * K + block)``, never ``O(R * G)``: the overlaps are computed for
+    :data:`IOU_BLOCK` window x ground-truth pairs at a time, keeping each window's best match
+    overall and per class."""
     keep = ~ann.difficult
     gt = ann.boxes[keep]
     gl = ann.labels[keep]
@@ -53,13 +62,20 @@ def label_windows(ann: Annotation, proposals: np.ndarray, num_classes: int) -> W
     r = len(boxes)
     class_iou = np.zeros((r, num_classes), np.float32)
     if len(gt):
-        iou = box_iou(torch.from_numpy(boxes).double(), torch.from_numpy(gt).double()).numpy()
-        gt_index = iou.argmax(1)
-        max_iou = iou[np.arange(r), gt_index].astype(np.float32)
+        gt_index = np.zeros(r, np.int64)
+        max_iou = np.zeros(r, np.float32)
+        gt_t = torch.from_numpy(gt).double()
+        classes = [(k, torch.from_numpy(np.flatnonzero(gl == k))) for k in range(num_classes)
+                   if (gl == k).any()]
+        step = max(1, IOU_BLOCK // len(gt))
+        for s in range(0, r, step):
+            iou = box_iou(torch.from_numpy(boxes[s:s + step]).double(), gt_t)  # (b, G)
+            best, arg = iou.max(1)
+            gt_index[s:s + step] = arg.numpy()
+            max_iou[s:s + step] = best.numpy()
+            for k, cols in classes:
+                class_iou[s:s + step, k] = iou[:, cols].max(1).values.numpy()
         gt_label = gl[gt_index].astype(np.int64)
-        for k in range(num_classes):
-            if (gl == k).any():
-                class_iou[:, k] = iou[:, gl == k].max(1)
     else:
         gt_index = np.full(r, -1, np.int64)
         max_iou = np.zeros(r, np.float32)

@@ -29,7 +29,9 @@ from ..utils.distributed import DistInfo, barrier, env_rank, init_distributed, s
 from ..utils.lru import ByteLRU
 from ..utils.run_dir import (
     RunFolderError,
+    RunLock,
     atomic_write_text,
+    check_cache_dir,
     check_output_dir,
     config_hash,
     describe_diff,
@@ -65,8 +67,15 @@ SCALE_SAMPLE_IMAGES = 20  # images whose windows set the feature scale (R-CNN: a
 
 
 def backbone_spec(cfg: DetConfig) -> BackboneSpec:
-    """The backbone of ``cfg``, with its normalisation (a checkpoint's own)."""
-    return models_backbone_spec(cfg.backbone, cfg.weights or None, cfg.feature_stride)
+    """The backbone of ``cfg``, with its normalisation (a checkpoint's own); weight files by
+    absolute path, so the detector it becomes works from any folder."""
+    from ..models.backbone import is_checkpoint
+
+    model = cfg.backbone
+    if model != "mobilenet_v2" and is_checkpoint(model):
+        model = str(Path(model).resolve())
+    weights = str(Path(cfg.weights).resolve()) if cfg.weights else None
+    return models_backbone_spec(model, weights, cfg.feature_stride)
 
 
 def load_dataset(root: str, split: str, classes: tuple, images: str = "") -> VOCDataset:
@@ -541,6 +550,8 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
         prepare(cfg, progress and rank == 0, rank, world)
         return out / "cache"
     check_output_dir(out)
+    if cfg.cache_dir:
+        check_cache_dir(cfg.cache_dir)
     ds = training_set(cfg)  # user mistakes in the data surface before anything is written
     cfg = resolve_scales(cfg, ds)  # recorded in config.json and the detector
     spec = backbone_spec(cfg)
@@ -548,9 +559,22 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
         raise FileNotFoundError(f"--weights: the mobilenet_v2 backbone needs its TFLite file, "
                                 f"got {spec.weights or 'none'}")
     info = init_distributed(resolve_device(cfg.device)) if distributed_e2e else DistInfo()
-    if info.is_main:
-        _check_run_dir(out, cfg, force)
+    # the folder is claimed and locked by the main process, for the run's lifetime
+    lock = RunLock(out, "train-det").acquire() if info.is_main else None
+    try:
+        if info.is_main:
+            _check_run_dir(out, cfg, force)
+    except BaseException:
+        lock.abandon()
+        raise
     barrier(info)
+    with lock if lock is not None else contextlib.nullcontext():
+        return _train_stages(cfg, out, ds, stages, progress, info)
+
+
+def _train_stages(cfg: DetConfig, out: Path, ds: VOCDataset, stages: tuple, progress: bool,
+                  info: DistInfo) -> Path:
+    """The stages of :func:`train_detector` in a claimed, locked folder."""
     torch.manual_seed(cfg.seed)
     times = StageTimes(out / "train_times.json", write=info.is_main)
     with times("cache"):
@@ -581,11 +605,19 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
     shutdown(info)
     det = det.to(resolve_device(cfg.device))
     if "eval" in stages and cfg.test_data:
-        from .evaluate import evaluate_detector
+        from ..utils.run_dir import claim_folder
+        from .evaluate import EVAL_OUTPUTS, evaluate_detector
 
         test = load_dataset(cfg.test_data, cfg.test_split, tuple(st.ds.classes),
                             cfg.test_images)
         props = get_proposals(test, cfg, Path(cfg.cache_dir or out / "cache"), progress)
-        evaluate_detector(det, test, props, out / "eval", mode=cfg.mode, progress=progress,
-                          seeds={"seed": cfg.seed}, inputs=_input_files(cfg, model_dir))
+        # the run's own evaluation folder: recorded like eval-det's, so another evaluation
+        # is not written over it; this run replaces its own evaluation of other settings
+        settings = {"model": str((out / "model").resolve()), "test_data": cfg.test_data,
+                    "test_split": cfg.test_split, "test_images": cfg.test_images,
+                    "mode": cfg.mode, "scales": list(cfg.scales), "proposals": cfg.proposals}
+        with claim_folder(out / "eval", "eval-det", settings, EVAL_OUTPUTS, force=True):
+            evaluate_detector(det, test, props, out / "eval", mode=cfg.mode,
+                              progress=progress, seeds={"seed": cfg.seed},
+                              inputs=_input_files(cfg, model_dir))
     return model_dir

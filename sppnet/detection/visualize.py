@@ -22,8 +22,9 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
     or ``name`` alone without ``show_scores``) and, optionally, ground truth (thin white)."""
     img = Image.fromarray(image)
     f = min(1.0, max_side / max(img.size))
-    if f < 1.0:
-        img = img.resize((round(img.width * f), round(img.height * f)), Image.BILINEAR)
+    if f < 1.0:  # (a 1 x 5000 strip stays 1 px high, not 0)
+        img = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))),
+                         Image.BILINEAR)
     draw = ImageDraw.Draw(img)
     fs = max(11, round(max(img.size) / 32))  # legible after the grid's thumbnail
     try:

@@ -100,16 +100,33 @@ def backbone_spec(model: str = "mobilenet_v2", weights: str | None = None,
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a ``train-cls`` model from its checkpoint: ``(model in eval mode, meta)``."""
     tensors, meta = load_checkpoint(path)
-    kw = dict(meta["model_kwargs"])
+    missing = [k for k in ("arch", "num_classes", "model_kwargs") if k not in meta]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)} in its metadata; it "
+                              "is not a train-cls checkpoint (or comes from another version)")
+    kw = dict(meta["model_kwargs"]) if isinstance(meta["model_kwargs"], dict) else {}
     if "levels" in kw:
         kw["levels"] = tuple(kw["levels"])
-    model = get_model(meta["arch"], num_classes=meta["num_classes"], **kw)
+    try:
+        model = get_model(meta["arch"], num_classes=meta["num_classes"], **kw)
+    except (TypeError, ValueError) as e:  # settings another version wrote
+        raise CheckpointError(f"checkpoint {path} describes a model this sppnet cannot build "
+                              f"({meta['arch']!r} with {sorted(kw)}: {e}); it may come from "
+                              f"another version (sppnet {meta.get('sppnet_version', '?')})") \
+            from None
     _load_weights(model, tensors, path)
     return model.eval(), meta
 
 
 def _load_weights(model: nn.Module, tensors: dict[str, Tensor], path: str | Path) -> None:
+    import torch
+
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    bad = [k for k, v in weights.items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # (written before checkpoints refused NaN weights): its numbers would be NaN
+        raise CheckpointError(f"checkpoint {path} holds NaN/inf weights ({', '.join(bad[:3])}); "
+                              "its run diverged — train again with a lower lr")
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, "

@@ -76,6 +76,25 @@ def _activate(x: Tensor, activation: str | None) -> Tensor:
     return x
 
 
+# MobileNetV2's graph (Sandler et al. 2018, Table 2): 17 bottleneck blocks, each with one
+# depthwise conv; 10 of them add their input back (stride 1, same width). MobileNetV1 has 13
+# depthwise convs and no residual ADD.
+V2_DEPTHWISE, V2_RESIDUAL_ADDS = 17, 10
+
+
+def check_mobilenet_v2(graph: TFLiteGraph) -> None:
+    """Refuse a TFLite classifier that is not a MobileNetV2 (a MobileNetV1, say): its layers
+    would be read as V2's without a word, and V2's settings (39 frozen convs, stride-16 map)
+    would mean something else."""
+    kinds = [op.kind for op in graph.ops]
+    dw, adds = kinds.count("DEPTHWISE_CONV_2D"), kinds.count("ADD")
+    if (dw, adds) != (V2_DEPTHWISE, V2_RESIDUAL_ADDS):
+        guess = " (this looks like a MobileNetV1)" if adds == 0 and dw == 13 else ""
+        raise TFLiteError(f"{graph.path} is not a MobileNetV2: it has {dw} depthwise convs and "
+                          f"{adds} residual ADDs, MobileNetV2 has {V2_DEPTHWISE} and "
+                          f"{V2_RESIDUAL_ADDS}{guess}; give a mobilenet_v2_*.tflite file")
+
+
 class MobileNetV2TFLite(nn.Module):
     """A TFLite MobileNet graph as a float PyTorch module.
 
@@ -89,6 +108,7 @@ class MobileNetV2TFLite(nn.Module):
         unknown = sorted({op.kind for op in graph.ops} - set(SUPPORTED))
         if unknown:
             raise TFLiteError(f"{graph.path}: unsupported TFLite ops {unknown}")
+        check_mobilenet_v2(graph)
         self.source = str(graph.path)
         self.layers = nn.ModuleList()
         self.plan: list[tuple[str, list[int], int, int, str | None]] = []  # kind, ins, out, layer

@@ -16,10 +16,32 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["apply_overrides", "parse_set", "load_config", "config_from_args", "config_diff",
-           "check_int", "check_number", "check_int_tuple", "META_KEYS"]
+           "given_fields", "check_int", "check_number", "check_int_tuple", "check_number_tuple",
+           "int_arg", "number_arg", "ints_arg", "numbers_arg", "META_KEYS", "MAX_INPUT_SIDE",
+           "MAX_DETECTION_SIDE", "MAX_LEVEL", "MAX_WINDOWS", "MAX_WORKERS", "MAX_BATCH",
+           "MAX_FC_DIM", "MAX_WIDTH_MULT", "MAX_THREADS", "MAX_BATCH_INPUT_BYTES"]
 
 # keys a run writes into its config.json beside the fields; ignored when the file is read back
 META_KEYS = ("kind", "config_hash", "sppnet_version")
+
+# -- upper bounds of numeric settings, from memory ---------------------------------------------
+# Every numeric flag of every command is checked against these (in the configs' validate() and,
+# for commands without a config, in the argparse types below), so that a typo (a size of 100000)
+# is one line naming the flag instead of a 45 GB allocation.
+MAX_INPUT_SIDE = 1024  # classification sizes (resize, crops, full-image sides, feature sizes):
+# 4x the paper's 256; images are held decoded at this side (a 1024 x 1365 RGB image is 4 MB,
+# a float batch of 64 such crops 800 MB before any activation)
+MAX_DETECTION_SIDE = 2000  # detection scales and Selective Search sides: the longer side of a
+# scaled image is capped at this anyway (sppnet.detection.features.MAX_LONG_SIDE)
+MAX_LEVEL = 16  # pyramid level n (n x n bins): the paper uses <= 6; a pooled vector grows with n^2
+MAX_WINDOWS = 10_000  # windows per image: pooled 576 x 50 features are 115 kB each (1.2 GB here)
+MAX_WORKERS = 64  # worker processes
+MAX_BATCH = 4096  # images (or windows) per batch
+MAX_FC_DIM = 16384  # fc6 / fc7 width: fc6 alone is pooled_dim x this floats
+MAX_WIDTH_MULT = 4.0  # conv filter multiplier: activations and weights grow with its square
+MAX_THREADS = 1024
+MAX_BATCH_INPUT_BYTES = 2 << 30  # one batch of float32 inputs (the activations are many times
+# more): 64 crops of 1024 px are 0.8 GB
 
 
 def _number_or_text(v: str) -> Any:
@@ -123,6 +145,15 @@ def config_from_args(cfg: Any, args: Any, flags: dict[str, str],
     return apply_overrides(cfg, parse_set(getattr(args, "set", []) or []))
 
 
+def given_fields(cfg_cls: type, args: Any, flags: dict[str, str]) -> set[str]:
+    """The config fields the user set: in ``--config FILE``, by a flag, or by ``--set``."""
+    given = {field for flag, field in flags.items() if getattr(args, flag, None) is not None}
+    if getattr(args, "config", None):
+        given |= set(load_config(args.config))
+    given |= set(parse_set(getattr(args, "set", []) or []))
+    return given & {f.name for f in dataclasses.fields(cfg_cls)}
+
+
 def config_diff(old: dict[str, Any], new: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:
     """``key: old -> new`` for every field that differs (lists and tuples compare equal)."""
     def norm(v: Any) -> Any:
@@ -136,11 +167,13 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], ignore: Sequence[str] 
 # -- field checks for validate(): each names the field and the bad value (STYLE 13) ------------
 
 
-def check_int(name: str, value: Any, lo: int | None = None) -> None:
+def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if lo is not None and value < lo:
         raise ValueError(f"{name} must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{name} must be <= {hi}, got {value}")
 
 
 def check_number(name: str, value: Any, lo: float | None = None, hi: float | None = None,
@@ -154,10 +187,76 @@ def check_number(name: str, value: Any, lo: float | None = None, hi: float | Non
         raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {value}")
 
 
-def check_int_tuple(name: str, value: Any, lo: int = 1, allow_empty: bool = False) -> None:
+def check_int_tuple(name: str, value: Any, lo: int = 1, allow_empty: bool = False,
+                    hi: int | None = None) -> None:
+    rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
     if not isinstance(value, (tuple, list)) or (not value and not allow_empty):
-        raise ValueError(f"{name} must be a non-empty list of integers >= {lo}, got {value!r}")
+        raise ValueError(f"{name} must be a non-empty list of integers {rng}, got {value!r}")
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"{name} must be integers >= {lo}, got {v!r} in "
+        if (isinstance(v, bool) or not isinstance(v, int) or v < lo
+                or (hi is not None and v > hi)):
+            raise ValueError(f"{name} must be integers {rng}, got {v!r} in "
                              f"{','.join(map(str, value))}")
+
+
+def check_number_tuple(name: str, value: Any, lo: float | None = None, hi: float | None = None,
+                       lo_open: bool = False) -> None:
+    if not isinstance(value, (tuple, list)) or not value:
+        raise ValueError(f"{name} must be a non-empty list of numbers, got {value!r}")
+    for v in value:
+        check_number(name, v, lo, hi, lo_open=lo_open)
+
+
+# -- the same checks as argparse types, for the flags of commands without a config -----------
+# (argparse then reports "argument --flag: <the check's message>" as one line, exit code 2)
+
+
+def _arg_type(parse, check, what: str):
+    import argparse
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        try:
+            check(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).replace("value ", "", 1)) from None
+        return value
+
+    convert.__name__ = what  # argparse names the type in some messages
+    return convert
+
+
+def int_arg(lo: int | None = None, hi: int | None = None):
+    """An argparse ``type=``: an integer in ``[lo, hi]``."""
+    return _arg_type(int, lambda v: check_int("value", v, lo, hi), "an integer")
+
+
+def number_arg(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+               hi_open: bool = False):
+    """An argparse ``type=``: a finite number in the range (open ends where asked)."""
+    return _arg_type(float, lambda v: check_number("value", v, lo, hi, lo_open, hi_open),
+                     "a number")
+
+
+def _split_list(text: str) -> list[str]:
+    items = [t for t in text.replace(" ", "").split(",") if t]
+    if not items:
+        raise ValueError(text)
+    return items
+
+
+def ints_arg(lo: int = 1, hi: int | None = None):
+    """An argparse ``type=``: comma-separated integers in ``[lo, hi]`` -> a tuple."""
+    return _arg_type(lambda t: tuple(int(v) for v in _split_list(t)),
+                     lambda v: check_int_tuple("value", v, lo, hi=hi),
+                     "comma-separated integers")
+
+
+def numbers_arg(lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+    """An argparse ``type=``: comma-separated finite numbers in the range -> a tuple."""
+    return _arg_type(lambda t: tuple(float(v) for v in _split_list(t)),
+                     lambda v: check_number_tuple("value", v, lo, hi, lo_open),
+                     "comma-separated numbers")

@@ -1,13 +1,18 @@
 """What made a result: seeds, library versions, the command line, the git commit, the threads
 each stage ran with, the machine's matrix-product rate and a content hash of every input model
 file — recorded in every ``results.json`` so the same command can be checked to give the same
-numbers, and two states of the code can be told apart."""
+numbers, and two states of the code can be told apart.
+
+The versions are those of the packages the numbers depend on, and of every package pinned in the
+lock (``constraints-cpu.txt`` beside an editable install): ``lock`` says whether the install
+matches it, and names each package that differs."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -16,10 +21,50 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["environment", "gemm_gflops", "git_state", "input_files", "provenance",
-           "record_stage_threads", "stage_threads", "threads", "write_results"]
+           "record_stage_threads", "stage_threads", "threads", "write_results", "lock_status",
+           "LOCK_FILE"]
 
 _PACKAGES = ("torch", "numpy", "opencv-contrib-python-headless", "scikit-learn", "numba",
-             "pillow")
+             "llvmlite", "pillow", "scipy", "safetensors", "matplotlib", "pycocotools")
+LOCK_FILE = "constraints-cpu.txt"  # the exact versions (README: pip install -c ...)
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_lock(path: Path) -> dict[str, str]:
+    """``{package: version}`` of the ``name==version`` lines of a constraints file."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = (t.strip() for t in line.split("==", 1))
+            pins[_norm(name)] = version
+    return pins
+
+
+def lock_status(path: Path | None = None) -> dict[str, Any] | None:
+    """The install against the lock: ``{"file", "matches", "differ": {pkg: [installed,
+    locked]}}`` over the locked packages that are installed (a local label such as ``+cpu``
+    matches its plain version, as pip's ``==`` does); ``None`` without a lock file."""
+    if path is None:
+        path = Path(__file__).resolve().parents[2] / LOCK_FILE
+    if not path.is_file():
+        return None
+    differ = {}
+    for name, locked in sorted(read_lock(path).items()):
+        installed = _version(name)
+        if installed is not None and installed.split("+")[0] != locked.split("+")[0]:
+            differ[name] = [installed, locked]
+    return {"file": LOCK_FILE, "matches": not differ, "differ": differ}
 
 
 def git_state() -> dict[str, Any]:
@@ -43,18 +88,17 @@ def git_state() -> dict[str, Any]:
 
 
 def environment() -> dict[str, Any]:
-    """Versions of Python, sppnet and the libraries its numbers depend on; torch threads."""
+    """Versions of Python, sppnet and the libraries its numbers depend on; the install
+    against the lock; torch threads."""
     from .. import __version__
 
     versions: dict[str, Any] = {"python": platform.python_version(), "sppnet": __version__}
     for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+        versions[name] = _version(name)
     import torch
 
-    return {"versions": versions, "git": git_state(), "torch_threads": torch.get_num_threads(),
+    return {"versions": versions, "lock": lock_status(), "git": git_state(),
+            "torch_threads": torch.get_num_threads(),
             "machine": platform.machine(), "system": platform.system()}
 
 

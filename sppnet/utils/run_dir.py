@@ -1,18 +1,32 @@
 """Run folders are owned (STYLE 23): a folder records what made it, and another run never writes
 into it without an explicit ``--force`` — which then really starts over.
 
-A run's ``config.json`` holds its resolved config plus ``kind`` (``train-cls``, ``train-det``),
-``config_hash`` and ``sppnet_version``. Folders written before ``kind`` existed are recognised by
-their fields.
+A run's ``config.json`` holds its resolved config plus ``kind`` (``train-cls``, ``train-det``,
+``eval-det``, ``svm-protocol``, ...), ``config_hash`` and ``sppnet_version``. Folders written
+before ``kind`` existed are recognised by their fields.
+
+Two mechanisms, used by every command that writes into a folder:
+
+- :class:`RunLock`: an exclusive ``flock`` on ``FOLDER/.lock`` held for the run's lifetime, the
+  holder's pid, host and command written in it. A second run into the folder is refused at once,
+  naming the holder. The kernel releases a ``flock`` when its process dies, so a lock file left
+  by a killed run is lockable again: it is taken over, with a warning naming the dead holder.
+- :func:`claim_folder`: the ownership rule — another kind of run's folder is refused; a folder
+  of the same kind whose outputs came from other settings is refused unless ``--force`` (which
+  deletes those outputs); the same settings again recompute the same outputs.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
+import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +34,9 @@ from typing import Any
 from .config import META_KEYS, config_diff
 
 __all__ = ["RunFolderError", "check_output_dir", "run_kind", "config_hash", "write_run_config",
-           "refuse_other_kind", "remove_outputs", "atomic_write_text", "describe_diff"]
+           "refuse_other_kind", "remove_outputs", "atomic_write_text", "describe_diff",
+           "RunLock", "LOCK_NAME", "lock_holder", "claim_folder", "check_cache_dir",
+           "is_user_os_error", "command_settings", "check_output_file"]
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +56,48 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def check_output_dir(out: str | Path, flag: str = "--output-dir") -> Path:
-    """``out`` as a Path; raises when it exists and is not a folder (nothing is created)."""
+    """``out`` as a Path; raises when it exists and is not a folder, when it (or, if it does not
+    exist yet, the folder it would be made in) cannot be written, or when a part of its name is
+    too long for the file system. Nothing is created."""
     out = Path(out)
+    for part in out.parts:
+        if len(os.fsencode(part)) > 255:
+            raise RunFolderError(f"{flag} {out}: the name {part[:40]}... is "
+                                 f"{len(os.fsencode(part))} bytes long; file names are at most "
+                                 "255")
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"{flag} {out} exists and is not a folder")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise RunFolderError(f"{flag} {out}: {parent} is a file, not a folder")
-            break
+    here = out
+    if not out.exists():
+        for parent in out.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise RunFolderError(f"{flag} {out}: {parent} is a file, not a folder")
+                here = parent
+                break
+    if here.exists() and not os.access(here, os.W_OK | os.X_OK):
+        what = "" if here == out else f" (it would be made in {here})"
+        raise RunFolderError(f"{flag} {out} is not writable{what}: {_why_not_writable(here)}")
     return out
+
+
+def _why_not_writable(folder: Path) -> str:
+    """The reason ``folder`` cannot be written: a read-only file system or the permissions."""
+    try:
+        st = os.statvfs(folder)
+        if st.f_flag & os.ST_RDONLY:
+            return "it is on a read-only file system"
+    except OSError:
+        pass
+    return "permission denied"
 
 
 def run_kind(out: str | Path) -> tuple[str | None, dict[str, Any] | None]:
     """``(kind, config)`` of the run recorded in ``out/config.json``, ``(None, None)`` if none."""
     p = Path(out) / "config.json"
     if not p.is_file():
+        if (Path(out) / "detector.safetensors").is_file():  # a detector (train-det's model/)
+            return "detector", None
         return None, None
     try:
         data = json.loads(p.read_text())
@@ -78,8 +120,9 @@ def refuse_other_kind(out: Path, kind: str) -> dict[str, Any] | None:
     """The config of the ``kind`` run in ``out`` (or None); raises if another kind owns it."""
     found, data = run_kind(out)
     if found is not None and found != kind:
-        raise RunFolderError(f"{out} holds a {found} run (its config.json), not a {kind} run; "
-                             "use another --output-dir")
+        what = ("a detector (its detector.safetensors)" if found == "detector" else
+                f"a {found} run (its config.json)")
+        raise RunFolderError(f"{out} holds {what}, not a {kind} run; use another folder")
     return data
 
 
@@ -119,3 +162,241 @@ def remove_outputs(out: Path, names: Iterable[str]) -> list[str]:
                 p.unlink()
             gone.append(p.name)
     return gone
+
+
+# -- the run-folder lock ---------------------------------------------------------------------
+
+LOCK_NAME = ".lock"
+# folders this process holds (resolved path -> [RunLock, depth]): a run that calls another
+# stage on its own folder (the demo, tests) re-enters instead of refusing itself
+_HELD: dict[str, list] = {}
+
+
+def _holder_text(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "another process (it wrote no details)"
+    since = info.get("since")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(
+        since, (int, float)) else "?"
+    return (f"pid {info.get('pid')} on {info.get('host')} ({info.get('kind') or 'a run'}: "
+            f"{info.get('command')!r}, since {when})")
+
+
+def _read_holder(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text() or "null")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class RunLock:
+    """An exclusive lock on a run folder for the run's lifetime (``with RunLock(out, kind):``).
+
+    ``fcntl.flock`` on ``out/.lock`` (created, with ``out``, when missing), the holder's pid,
+    host, kind, command and start time written in it. A second run is refused at once with a
+    :class:`RunFolderError` naming the holder. A lock file whose ``flock`` is free was left by a
+    process that died (the kernel drops a dead process's locks): it is taken over, with a
+    warning naming that holder. On release the file is removed. Re-entrant within a process.
+    """
+
+    def __init__(self, folder: str | Path, kind: str = "") -> None:
+        self.folder = Path(folder)
+        self.kind = kind
+        self.path = self.folder / LOCK_NAME
+        self._fd: int | None = None
+        self.created_folder = False
+        self.took_over: dict[str, Any] | None = None  # the dead holder's details, if any
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        key = str(self.folder.resolve())
+        if key in _HELD:
+            _HELD[key][1] += 1
+            self._fd = -1  # re-entered: the outer holder releases
+            return self
+        if not self.folder.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.created_folder = True
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = _holder_text(_read_holder(self.path))
+                raise RunFolderError(f"{self.folder} is in use by another run: {holder}; wait "
+                                     "for it to end, or use another --output-dir") from None
+            # the file may have been removed (its holder released it) between open and flock:
+            # then this lock guards nothing; try again on the new file
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        else:  # pragma: no cover - ten releases racing ten acquisitions
+            raise RunFolderError(f"{self.folder}: could not take its lock")
+        old = _read_holder(self.path)
+        if old:
+            self.took_over = old
+            log.warning("%s: taking over the lock left by %s, which is no longer running",
+                        self.folder, _holder_text(old))
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "kind": self.kind,
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        self._fd = fd
+        _HELD[key] = [self, 1]
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        key = str(self.folder.resolve())
+        if self._fd == -1:
+            _HELD[key][1] -= 1
+            self._fd = None
+            return
+        _HELD.pop(key, None)
+        try:
+            self.path.unlink()  # while still held: nobody can lock this file after us
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def abandon(self) -> None:
+        """Release, and remove the folder again if this lock created it and it is empty (a
+        run refused before writing anything leaves nothing behind)."""
+        created = self.created_folder and self._fd not in (None, -1)
+        self.release()
+        if created:
+            try:
+                self.folder.rmdir()
+            except OSError:
+                pass
+
+    def __enter__(self) -> RunLock:
+        return self.acquire() if self._fd is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_holder(folder: str | Path) -> dict[str, Any] | None:
+    """The details of the process holding ``folder``'s lock, or ``None`` when nobody holds it
+    (this process's own locks count as not held)."""
+    import fcntl
+
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    if not path.is_file() or str(folder.resolve()) in _HELD:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_holder(path) or {}
+    finally:
+        os.close(fd)
+    return None
+
+
+# -- ownership of folders written by commands other than training -----------------------------
+
+
+def claim_folder(out: str | Path, kind: str, settings: dict[str, Any], outputs: Sequence[str],
+                 force: bool = False, flag: str = "--output-dir",
+                 ignore: Sequence[str] = ()) -> RunLock:
+    """Claim ``out`` for a ``kind`` command whose outputs are a function of ``settings``
+    (evaluations, detections, the SVM protocol, the demo): lock it, refuse another kind of run's
+    folder, refuse a folder whose ``outputs`` (glob patterns) came from other settings (or from
+    an unrecorded command) unless ``force`` — which deletes them — and record ``settings`` in
+    ``out/config.json``. The same settings again are allowed: they recompute the same outputs.
+    Returns the held :class:`RunLock` (release it when the command ends)."""
+    out = check_output_dir(out, flag)
+    lock = RunLock(out, kind).acquire()
+    try:
+        old = refuse_other_kind(out, kind)
+        new = json.loads(json.dumps(settings))
+        present = [p.name for pattern in outputs for p in sorted(out.glob(pattern))]
+        same = old is not None and old.get("config_hash") == config_hash(new, ignore)
+        if present and not same:
+            if not force:
+                what = (describe_diff(old, new, ignore) if old is not None else
+                        "outputs no sppnet command recorded (no config.json)")
+                raise RunFolderError(
+                    f"{flag} {out} already holds {', '.join(present[:3])} with {what}; use "
+                    "another folder, or --force to replace them")
+            gone = remove_outputs(out, outputs)
+            log.warning("removed %s from %s (written with other settings)", ", ".join(gone), out)
+        write_run_config(out, kind, new, ignore)
+    except BaseException:
+        lock.abandon()
+        raise
+    return lock
+
+
+# argparse attributes that do not change what a command computes
+_NOT_SETTINGS = ("func", "command", "force", "no_progress", "device", "output_dir", "workers")
+
+
+def command_settings(args: Any, drop: Sequence[str] = ()) -> dict[str, Any]:
+    """A command's arguments as the settings its outputs depend on (for :func:`claim_folder`):
+    paths made absolute (the same files from another folder are the same settings), tuples as
+    lists; ``drop`` and run-time switches left out."""
+    out: dict[str, Any] = {}
+    for k, v in sorted(vars(args).items()):
+        if k in _NOT_SETTINGS or k in drop:
+            continue
+        if isinstance(v, Path) or (isinstance(v, str) and v and Path(v).exists()):
+            v = str(Path(v).resolve())
+        elif isinstance(v, (list, tuple)):
+            v = [str(x.resolve()) if isinstance(x, Path) else x for x in v]
+        out[k] = v
+    return out
+
+
+def check_output_file(path: str | Path, flag: str, replaceable: Sequence[str] = ()) -> Path:
+    """A single file a command writes (``bench --json``, ``eval-cls --output``): refused when
+    it is a folder, or when it would replace a file of a run's folder other than the command's
+    own kind of file (``replaceable``: glob patterns, e.g. ``views_*.json``) — never a run's
+    ``results.json``, config or checkpoints. Its folder must be writable."""
+    import fnmatch
+
+    path = Path(path)
+    if path.is_dir():
+        raise RunFolderError(f"{flag} {path} is a folder; give a file name")
+    check_output_dir(path.parent, flag)
+    owner, _ = run_kind(path.parent)
+    if (owner is not None and path.exists()
+            and not any(fnmatch.fnmatch(path.name, p) for p in replaceable)):
+        raise RunFolderError(f"{flag} {path} would replace a file of the {owner} run in "
+                             f"{path.parent}; write it elsewhere")
+    return path
+
+
+def check_cache_dir(cache: str | Path, flag: str = "--cache-dir") -> Path:
+    """A cache folder is shared by design (its entries are keyed by content), but never a run's
+    folder: one that holds a run's ``config.json`` is refused."""
+    cache = check_output_dir(cache, flag)
+    kind, _ = run_kind(cache)
+    if kind is not None:
+        raise RunFolderError(f"{flag} {cache} holds a {kind} run (its config.json); a cache "
+                             "goes into a folder of its own")
+    return cache
+
+
+def is_user_os_error(e: OSError) -> bool:
+    """An ``OSError`` about one of the user's paths (a read-only or full disk, a name too long,
+    no permission): reported as one line, not a traceback."""
+    return e.filename is not None or e.errno in (
+        errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ENOSPC,
+        errno.EDQUOT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENOENT, errno.EEXIST)

@@ -151,3 +151,96 @@ def test_train_cls_and_train_det_refuse_a_missing_device(classes_folder, voc, tm
     line = cli_error(capsys, ["train-det", "--data", str(voc), "--output-dir",
                               str(tmp_path / "d"), "--device", "cuda:7"])
     assert "cuda:7" in line and not (tmp_path / "d").exists()
+
+
+def test_svm_protocol_and_features_never_write_into_a_run(classes_folder, tmp_path, capsys):
+    run = tmp_path / "cls_run"
+    run.mkdir()
+    (run / "config.json").write_text('{"kind": "train-cls", "sizes": [224], "epochs": 1}')
+    (run / "results.json").write_text('{"test": {"top1": 0.9}}')
+    before = sorted(p.name for p in run.iterdir())
+    msg = cli_error(capsys, ["svm-protocol", "--data", str(classes_folder), "--output-dir",
+                             str(run), "--model", "zf5_spp"])
+    assert "holds a train-cls run" in msg
+    msg = cli_error(capsys, ["features", "--data", str(classes_folder), "--cache-dir", str(run),
+                             "--model", "zf5_spp"])
+    assert "holds a train-cls run" in msg and "--cache-dir" in msg
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_proposal_files_that_are_not_npz_archives(voc, tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "plain.npy", np.zeros((3, 4), np.float32))
+    np.savez(tmp_path / "empty.npz")
+    (tmp_path / "text.npz").write_text("not a zip")
+    np.savez(tmp_path / "objects.npz", allow_pickle=True,  # pickles are never unpickled
+             **{f"v_0000{i}": np.array([{"a": 1}], dtype=object) for i in range(3)})
+    for name, said in (("plain.npy", "plain .npy array"), ("empty.npz", "it is empty"),
+                       ("text.npz", "not a readable .npz"), ("objects.npz", "cannot be read")):
+        msg = cli_error(capsys, ["train-det", "--data", str(voc), "--output-dir",
+                                 str(tmp_path / "o"), "--backbone", "zf5_spp", "--proposals",
+                                 str(tmp_path / name), "--no-progress"])
+        assert name in msg and said in msg, msg
+
+
+def test_single_output_files_never_replace_a_runs_files(tmp_path, capsys):
+    run = tmp_path / "cls_run"
+    run.mkdir()
+    (run / "config.json").write_text('{"kind": "train-cls", "sizes": [224], "epochs": 1}')
+    (run / "results.json").write_text('{"test": {"top1": 0.9}}')
+    msg = cli_error(capsys, ["bench", "ops", "--json", str(run / "results.json")])
+    assert "would replace a file of the train-cls run" in msg
+    msg = cli_error(capsys, ["eval-cls", "--run", str(run), "--output",
+                             str(run / "results.json")])
+    assert "would replace a file of the train-cls run" in msg
+    assert (run / "results.json").read_text() == '{"test": {"top1": 0.9}}'
+
+
+def test_a_checkpoint_with_nan_weights_is_never_used(tmp_path, capsys, classes_folder):
+
+    from sppnet.models import get_model
+    from sppnet.utils.checkpoint import save_checkpoint
+
+    kw = {"width_mult": 0.25, "fc_dim": 16}
+    model = get_model("zf5_spp", num_classes=2, **kw)
+    sd = {f"model.{k}": v for k, v in model.state_dict().items()}
+    sd["model.fc8.weight"] = sd["model.fc8.weight"] * float("nan")  # a diverged run's
+    ckpt = tmp_path / "best.safetensors"
+    save_checkpoint(ckpt, sd, {"arch": "zf5_spp", "num_classes": 2, "model_kwargs": kw})
+    msg = cli_error(capsys, ["features", "--data", str(classes_folder), "--model", str(ckpt),
+                             "--cache-dir", str(tmp_path / "c"), "--no-progress"])
+    assert "NaN/inf weights" in msg and "fc8.weight" in msg
+
+
+def test_c_cross_validation_with_one_image_per_class_names_the_way_out():
+    import numpy as np
+
+    from sppnet.classification.svm_protocol import choose_c
+
+    x, y = np.eye(3), np.array([0, 1, 2])
+    with pytest.raises(ValueError, match="at least 2 training images per class"):
+        choose_c(x, y, (0.1, 1.0))
+    assert choose_c(x, y, (1.0,)) == 1.0
+
+
+def test_coco_category_ids_given_twice(tmp_path):
+    import json
+
+    from sppnet.data.coco import load_coco
+
+    (tmp_path / "g.json").write_text(json.dumps({
+        "images": [], "annotations": [],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}]}))
+    with pytest.raises(ValueError, match="category id 1 is given to 'cat' and 'dog'"):
+        load_coco(tmp_path / "g.json", need_images=False)
+
+
+def test_an_evaluation_without_objects_is_refused_not_nan(voc, tmp_path, capsys):
+    dets = tmp_path / "d.json"
+    dets.write_text("{}")
+    out = tmp_path / "o"
+    msg = cli_error(capsys, ["eval-voc", "--annotations", str(voc), "--detections", str(dets),
+                             "--output-dir", str(out), "--classes", "unicorn"])
+    assert "no (non-difficult) object" in msg and "undefined" in msg
+    assert not out.exists()

@@ -133,3 +133,15 @@ def test_split_from_any_id_file(tmp_path):
     ids = tmp_path / "mine.txt"
     ids.write_text("b\n")
     assert [a.image_id for a in load_voc(tmp_path, str(ids))] == ["b"]
+
+
+def test_a_folder_of_xml_without_images_says_so(tmp_path):
+    from sppnet.data.synthetic import write_voc_folder
+
+    write_voc_folder(tmp_path, 3, seed=2, prefix="v")
+    for jpg in tmp_path.glob("*.jpg"):
+        jpg.unlink()
+    with pytest.raises(ValueError, match=r"none of its 3 XML file\(s\) can be used; the first: "
+                                         r".*no image for it"):
+        load_voc(tmp_path)
+    assert len(load_voc(tmp_path, need_images=False)) == 3  # evaluation reads the XML alone

@@ -165,6 +165,14 @@ def test_train_detect_evaluate_resume(det_small, tiny_zf5, tmp_path, monkeypatch
                 "--proposals", str(det_small / "proposals.npz"), "--no-progress"]) == 0
     assert json.loads((tmp_path / "ed5" / "results.json").read_text())["scales"] == [160, 224,
                                                                                        320]
+    # the run's own evaluation and its model folder are not another evaluation's to replace
+    assert "--force" in cli_error(capsys, [
+        "eval-det", "--model", str(model_dir), "--data", str(det_small / "test"),
+        "--output-dir", str(out / "eval"), "--proposals", str(det_small / "proposals.npz")])
+    assert "holds a detector" in cli_error(capsys, [
+        "eval-det", "--model", str(model_dir), "--data", str(det_small / "test"),
+        "--output-dir", str(model_dir), "--proposals", str(det_small / "proposals.npz")])
+    assert res == json.loads((out / "eval" / "results.json").read_text())
     assert "svd:R6,R7" in cli_error(capsys, [
         "eval-det", "--model", str(model_dir), "--data", str(det_small / "test"),
         "--output-dir", str(tmp_path / "bad"), "--fc", "svd:12"])

@@ -110,3 +110,23 @@ def test_a_non_finite_stage_is_never_saved(tmp_path):
     save_stage(tmp_path / "ok.safetensors", "SVMs", {"weight": torch.ones(3, 2),
                                                     "bias": torch.tensor([0.0, -np.inf])}, {})
     assert (tmp_path / "ok.safetensors").is_file()
+
+
+def test_a_conv_map_entry_copied_over_another_key_is_rebuilt(tmp_path, caplog):
+    import shutil
+
+    rng = np.random.default_rng(1)
+    for name in ("p", "q"):
+        Image.fromarray(rng.integers(0, 255, (64, 80, 3), np.uint8)).save(tmp_path / f"{name}.png")
+    trunk = TinyTrunk()
+    cache = ConvMapCache(tmp_path / "maps", trunk, BackboneSpec(model="tiny"), torch.float16)
+    p = cache.get(tmp_path / "p.png", (64,))[0]
+    q = cache.get(tmp_path / "q.png", (64,))[0]
+    entry = lambda name: tmp_path / "maps" / (  # noqa: E731
+        f"{cache.key(tmp_path / f'{name}.png', 64, False)}.safetensors")
+    shutil.copy(entry("p"), entry("q"))  # q's name now holds p's maps (a valid checksum)
+    with caplog.at_level(logging.WARNING):
+        again = cache.get(tmp_path / "q.png", (64,))[0]
+    assert "stores the key" in caplog.text and trunk.calls == 3
+    torch.testing.assert_close(again, q, rtol=0, atol=0)
+    assert not torch.equal(p, q)

@@ -1,6 +1,7 @@
 """Detection stages on their own: proposals, scale selection + pooling, caches, targets, SVMs,
 box regression, the R-CNN warp, model combination."""
 
+import json
 import logging
 from dataclasses import replace
 
@@ -576,3 +577,124 @@ def test_stored_proposer_is_what_the_detector_uses(monkeypatch):
                                                     score="softmax", bbox_reg=False))
     det(np.zeros((32, 40, 3), np.uint8))
     assert [(c.method, c.max_proposals) for c in seen] == [("edgeboxes", 77)]
+
+
+def _tiny_finetune_setup():
+    ann = _ann([[10, 10, 50, 50], [60, 60, 90, 90]], [0, 1])
+    props = np.array([[12, 12, 50, 50], [30, 30, 70, 70], [0, 0, 100, 100], [61, 58, 92, 90],
+                      [5, 60, 40, 95], [70, 5, 99, 40]], np.float32)
+    windows = [label_windows(ann, props, 2)] * 3
+    feats = torch.randn(3, len(windows[0].boxes), 24, generator=torch.Generator().manual_seed(0))
+
+    def pool(i, flip, boxes):
+        rows = [next(r for r, b in enumerate(windows[i].boxes) if np.array_equal(b, x))
+                for x in np.asarray(boxes)]
+        return feats[i, rows]
+
+    return windows, pool
+
+
+def test_a_resumed_fine_tuning_logs_each_iteration_once(tmp_path, monkeypatch):
+    """Killed at iteration 6 after the checkpoint of iteration 4 (metrics logged up to 6), the
+    resumed run logs 6 again: the file keeps only what precedes its checkpoint, so it ends
+    identical to an unbroken run's."""
+    import sppnet.detection.finetune as ft
+
+    monkeypatch.setattr(ft, "CKPT_EVERY", 4)
+    monkeypatch.setattr(ft, "LOG_EVERY", 2)
+    windows, pool = _tiny_finetune_setup()
+    cfg = DetConfig(data="x", ft_iters=10, ft_images=2, ft_batch=8, ft_lr=0.01, flip=False)
+
+    def run(out, stop_at=None):
+        out.mkdir(exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        calls = {"n": 0}
+
+        def pooled(*a):
+            calls["n"] += 1
+            if stop_at is not None and calls["n"] > stop_at * cfg.ft_images:
+                raise KeyboardInterrupt
+            return pool(*a)
+
+        ft.finetune(DetectionHead(24, 2, 16, cfg.dropout), windows, [100] * 3, pooled, cfg,
+                    out, progress=False)
+        return [json.loads(x) for x in (out / "finetune_metrics.jsonl").read_text().splitlines()]
+
+    whole = run(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "broken", stop_at=6)
+    logged = [json.loads(x)["iteration"]
+              for x in (tmp_path / "broken" / "finetune_metrics.jsonl").read_text().splitlines()]
+    assert logged == [2, 4, 6]  # 6 was logged after the checkpoint of 4
+    resumed = run(tmp_path / "broken")
+    assert [r["iteration"] for r in resumed] == [2, 4, 6, 8, 10]
+    assert resumed == whole
+
+
+def test_fine_tuning_with_a_far_too_high_lr_stops_naming_it(tmp_path):
+    from sppnet.detection.finetune import finetune
+    from sppnet.utils.checkpoint import load_checkpoint
+    from sppnet.utils.loss_guard import TrainingDiverged
+
+    windows, pool = _tiny_finetune_setup()
+    cfg = DetConfig(data="x", ft_iters=200, ft_images=2, ft_batch=8, ft_lr=10.0, flip=False)
+    torch.manual_seed(0)
+    with pytest.raises(TrainingDiverged, match=r"fine-tuning: the (mean )?loss .*ft_lr=10"):
+        finetune(DetectionHead(24, 2, 16, 0.5), windows, [100] * 3, pool, cfg, tmp_path,
+                 progress=False)
+    ckpt = tmp_path / "finetune_last.safetensors"
+    if ckpt.exists():  # whatever was saved before the stop is finite
+        for t in load_checkpoint(ckpt)[0].values():
+            assert not t.is_floating_point() or bool(torch.isfinite(t).all())
+
+
+def _iou_loop(a, b):
+    """IoU of two xyxy boxes, written out (the slow reference)."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def test_window_labels_need_memory_linear_in_the_boxes(monkeypatch):
+    """An XML of 10,000 boxes: the overlaps are computed a block at a time (the full matrix
+    with its temporaries was 9 GB), and equal a slow loop's on a smaller case."""
+    import sppnet.detection.targets as targets
+
+    rng = np.random.default_rng(0)
+
+    def boxes(n, size):
+        xy = rng.uniform(0, size * 0.8, (n, 2))
+        return np.concatenate([xy, xy + rng.uniform(2, size * 0.3, (n, 2))], 1)
+
+    # the reference, on 30 gt x 50 proposals, with tiny blocks (7 pairs) to cross their edges
+    monkeypatch.setattr(targets, "IOU_BLOCK", 7)
+    gt, props = boxes(30, 100), boxes(50, 100)
+    labels = rng.integers(0, 3, 30)
+    ws = targets.label_windows(_ann(gt, labels), props, 3)
+    allb = np.concatenate([gt, props]).astype(np.float32)
+    for r, b in enumerate(allb):
+        ious = [_iou_loop(b.astype(np.float64), g.astype(np.float64))
+                for g in gt.astype(np.float32)]
+        assert ws.max_iou[r] == pytest.approx(max(ious), abs=1e-6)
+        assert ws.gt_index[r] == int(np.argmax(ious)) and ws.gt_label[r] == labels[
+            int(np.argmax(ious))]
+        for k in range(3):
+            want = max([v for v, lab in zip(ious, labels) if lab == k], default=0.0)
+            assert ws.class_iou[r, k] == pytest.approx(want, abs=1e-6)
+    # 10,000 boxes: no IoU block larger than IOU_BLOCK pairs is ever made
+    monkeypatch.setattr(targets, "IOU_BLOCK", 1 << 20)
+    sizes = []
+    real = targets.box_iou
+
+    def spy(a, b):
+        sizes.append(len(a) * len(b))
+        return real(a, b)
+
+    monkeypatch.setattr(targets, "box_iou", spy)
+    big = boxes(10_000, 2000)
+    ws = targets.label_windows(_ann(big, rng.integers(0, 4, 10_000), size=(2000, 2000)),
+                               boxes(2000, 2000), 4)
+    assert len(ws.boxes) == 12_000 and max(sizes) <= 1 << 20
+    assert ws.max_iou[:10_000].min() == pytest.approx(1.0)  # each gt box overlaps itself

@@ -171,3 +171,58 @@ def test_convert_never_overwrites(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "xml").glob("*.xml")) == ["a.xml", "b.xml"]
     msg = cli_error(capsys, ["convert", "--coco", str(gt), "--to-voc", str(tmp_path / "xml")])
     assert "already holds XML files" in msg
+
+
+def test_a_duplicate_image_id_is_named_not_merged(tmp_path, capsys):
+    path = _gt(tmp_path)
+    gt = json.loads(path.read_text())
+    gt["images"][1]["id"] = 7  # b.png under a.png's id: its objects would land in a's XML
+    path.write_text(json.dumps(gt))
+    msg = cli_error(capsys, ["convert", "--coco", str(path), "--to-voc", str(tmp_path / "x")])
+    assert "image id(s) [7]" in msg and "more than one image" in msg
+    assert not (tmp_path / "x").exists()
+    gt["images"][1].update(id=9, file_name="a.png")  # one file under two ids
+    path.write_text(json.dumps(gt))
+    with pytest.raises(ValueError, match=r"file_name\(s\) \['a.png'\]"):
+        load_coco(path)
+
+
+@pytest.mark.parametrize("bbox,score", [([float("nan"), 5, 20, 15], 0.9),
+                                         ([10, 5, 20, float("inf")], 0.9),
+                                         ([10, 5, -20, 15], 0.9), ([10, 5, 20, 15], "NaN")])
+def test_eval_coco_refuses_a_non_finite_result(tmp_path, capsys, bbox, score):
+    gt = _gt(tmp_path)
+    results = [{"image_id": 7, "category_id": 2, "bbox": [10, 5, 20, 15], "score": 0.5},
+               {"image_id": 7, "category_id": 2, "bbox": bbox, "score": score}]
+    # json.dumps writes NaN / Infinity, which Python's json (and so a user's file) holds
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    msg = cli_error(capsys, ["eval-coco", "--annotations", str(gt), "--detections",
+                             str(tmp_path / "r.json"), "--output-dir", str(tmp_path / "o")])
+    assert "result 1" in msg and "finite" in msg
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluations_never_replace_another_runs_results(tmp_path, capsys):
+    """eval-coco (like eval-det, eval-voc, svm-protocol) into a train-cls run's folder is
+    refused; into its own folder with other inputs, refused unless --force."""
+    gt = _gt(tmp_path)
+    run = tmp_path / "cls_run"
+    run.mkdir()
+    (run / "config.json").write_text('{"kind": "train-cls", "sizes": [224], "epochs": 1}')
+    (run / "results.json").write_text('{"test": {"top1": 0.9}}')
+    dets = tmp_path / "d.json"
+    dets.write_text(json.dumps({"a": {"boxes": [[10, 5, 30, 20]], "scores": [0.9],
+                                      "names": ["cat"]}}))
+    msg = cli_error(capsys, ["eval-coco", "--annotations", str(gt), "--detections", str(dets),
+                             "--output-dir", str(run)])
+    assert "holds a train-cls run" in msg
+    assert json.loads((run / "results.json").read_text()) == {"test": {"top1": 0.9}}
+    _eval_coco(tmp_path, gt, dets, "ev")
+    _eval_coco(tmp_path, gt, dets, "ev")  # the same inputs again: recomputed
+    other = tmp_path / "d2.json"
+    other.write_text(dets.read_text())
+    msg = cli_error(capsys, ["eval-coco", "--annotations", str(gt), "--detections", str(other),
+                             "--output-dir", str(tmp_path / "ev")])
+    assert "--force" in msg and "detections" in msg
+    assert main(["eval-coco", "--annotations", str(gt), "--detections", str(other),
+                 "--output-dir", str(tmp_path / "ev"), "--force"]) == 0

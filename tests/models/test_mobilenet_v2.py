@@ -116,3 +116,21 @@ def test_bad_files(tmp_path):
         get_model("mobilenet_v2", weights=tmp_path / "cut.tflite")
     with pytest.raises(ValueError, match="needs weights=PATH"):
         get_model("mobilenet_v2")
+
+
+def test_a_mobilenet_v1_file_is_not_read_as_v2(tmp_path, capsys):
+    from tests.cli_util import cli_error
+    from tests.shared_data import need
+
+    v1 = need("imagenet_tflite/mobilenet_v1_0.25_128_quant.tflite")
+    with pytest.raises(TFLiteError, match="not a MobileNetV2.*looks like a MobileNetV1"):
+        get_model("mobilenet_v2", weights=v1)
+    with pytest.raises(TFLiteError, match="not a MobileNetV2"):
+        get_model("mobilenet_v2_spp", weights=v1, num_classes=3)
+    from PIL import Image
+
+    (tmp_path / "cls" / "a").mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(tmp_path / "cls" / "a" / "x.png")
+    line = cli_error(capsys, ["features", "--data", str(tmp_path / "cls"), "--weights",
+                              str(v1), "--cache-dir", str(tmp_path / "c")])
+    assert "not a MobileNetV2" in line
