@@ -52,6 +52,7 @@ from ..utils.checkpoint import (
     save_checkpoint,
 )
 from ..utils.distributed import DistInfo, shard
+from ..utils.loss_guard import LossGuard
 from ..utils.lru import ByteLRU
 from .config import DetConfig
 from .finetune import LOG_EVERY, sample_windows
@@ -161,7 +162,8 @@ def _state(backbone: nn.Module, head: DetectionHead, trainable: list[nn.Paramete
     return out
 
 
-def _resume(backbone, head, opt, trainable, ckpt: Path, metrics: Path, rank: int) -> int:
+def _resume(backbone, head, opt, trainable, ckpt: Path, metrics: Path, rank: int,
+            guard: LossGuard) -> int:
     start = 0
     if ckpt.is_file():
         try:
@@ -174,6 +176,7 @@ def _resume(backbone, head, opt, trainable, ckpt: Path, metrics: Path, rank: int
             optimizer_from_flat(opt, t, meta["optimizer"])
             torch.set_rng_state(t[f"rng.torch.{rank}"] if f"rng.torch.{rank}" in t
                                 else t["rng.torch.0"])
+            guard.load_state_dict(meta.get("loss_guard"))
             start = int(meta["iteration"])
             log.info("resuming end-to-end fine-tuning from iteration %d (%s)", start, ckpt)
         except (CheckpointError, KeyError, RuntimeError, ValueError) as e:
@@ -261,7 +264,9 @@ def finetune_e2e(backbone: nn.Module, spec: BackboneSpec, head: DetectionHead, d
     opt = torch.optim.SGD(params, lr=cfg.ft_lr, momentum=cfg.ft_momentum,
                           weight_decay=cfg.ft_weight_decay)
     ckpt, metrics = out_dir / E2E_CKPT, out_dir / "finetune_metrics.jsonl"
-    start = _resume(backbone, head, opt, trainable, ckpt, metrics, info.rank)
+    guard = LossGuard("end-to-end fine-tuning", head.num_classes + 1,
+                      f"ft_lr={cfg.ft_lr:g}; lower it with --set ft_lr=...")
+    start = _resume(backbone, head, opt, trainable, ckpt, metrics, info.rank, guard)
     images = _Images(ds, cfg.scales, spec, cfg.map_cache_mb << 20)
     usable = shard([i for i, w in enumerate(windows) if len(w.boxes)], info.rank,
                    info.world_size)
@@ -279,10 +284,7 @@ def finetune_e2e(backbone: nn.Module, spec: BackboneSpec, head: DetectionHead, d
         tgt = (tgt - head.bbox_mean) / head.bbox_std
         logits, deltas = head.logits_and_deltas(x)
         loss, cls, box = multitask_loss(logits, deltas, y, tgt, cfg.bbox_loss_weight)
-        if not bool(torch.isfinite(loss)):
-            raise ValueError(f"end-to-end fine-tuning, iteration {it + 1}: the loss is "
-                             f"{loss.item()} — the learning rate is too high "
-                             f"(ft_lr={cfg.ft_lr}); lower it with --set ft_lr=...")
+        guard.step(loss.item(), f"iteration {it + 1}")  # NaN/inf: stop before the step
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if info.enabled:
@@ -299,13 +301,14 @@ def finetune_e2e(backbone: nn.Module, spec: BackboneSpec, head: DetectionHead, d
                    "accuracy": acc["correct"] / acc["n"], "lr": _lr(cfg, it),
                    "seconds_per_iteration": (time.perf_counter() - t0) / (it + 1 - start),
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            guard.window(rec["loss"], f"iterations up to {it + 1}")  # far above its start
             if info.is_main:
                 with open(metrics, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}")
             acc = dict.fromkeys(acc, 0.0)
         if (it + 1) % E2E_CKPT_EVERY == 0 and it + 1 < cfg.ft_iters:
-            _checkpoint(ckpt, backbone, head, opt, trainable, it + 1, info)
+            _checkpoint(ckpt, backbone, head, opt, trainable, it + 1, info, guard)
     bar.close()
     backbone.requires_grad_(False)
     head.eval()
@@ -322,7 +325,7 @@ def _average_gradients(params: list[nn.Parameter], info: DistInfo) -> None:
 
 
 def _checkpoint(path: Path, backbone, head, opt, trainable, iteration: int,
-                info: DistInfo) -> None:
+                info: DistInfo, guard: LossGuard) -> None:
     """Every rank's RNG state is gathered; rank 0 writes."""
     rng = torch.get_rng_state()
     states = [rng]
@@ -337,4 +340,5 @@ def _checkpoint(path: Path, backbone, head, opt, trainable, iteration: int,
     tensors = {**{k: v.cpu() for k, v in _state(backbone, head, trainable).items()},
                **{k: v.cpu() for k, v in t.items()},
                **{f"rng.torch.{r}": s for r, s in enumerate(states)}}
-    save_checkpoint(path, tensors, {"iteration": iteration, "optimizer": m})
+    save_checkpoint(path, tensors, {"iteration": iteration, "optimizer": m,
+                                    "loss_guard": guard.state_dict()})

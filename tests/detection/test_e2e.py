@@ -217,3 +217,12 @@ def test_e2e_under_torchrun_with_two_processes(shapes, tmp_path):
     assert det.settings.finetune == "e2e"
     recs = [json.loads(x) for x in (out / "finetune_metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in recs] == [6]  # written once, by rank 0
+
+
+@pytest.mark.slow
+def test_e2e_with_a_learning_rate_far_too_high_stops_naming_it(shapes, tmp_path):
+    from sppnet.utils.loss_guard import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="ft_lr=10"):
+        train_detector(_cfg(shapes, tmp_path / "run", ft_lr=10.0, ft_iters=60), progress=False)
+    assert not (tmp_path / "run" / "trunk.safetensors").exists()  # nothing of it saved
