@@ -164,9 +164,9 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
     if dims is None:
         raise ValueError("no image could be decoded; nothing to extract")
     out = {"ok": ok}
-    for key, values in rows.items():
-        zero = np.zeros(dims * (1 if key == "gap" else key * key), np.float32)
-        name = "gap" if key == "gap" else f"level_{key}"
+    for level, values in rows.items():  # (not `key`: that is the cache entry's key)
+        zero = np.zeros(dims * (1 if level == "gap" else level * level), np.float32)
+        name = "gap" if level == "gap" else f"level_{level}"
         out[name] = np.stack([r if r is not None else zero for r in values])
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
