@@ -152,8 +152,8 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
         except ImageDecodeError as e:
             log.warning("skipping %s", e)
             ok[i] = False
-            for key in rows:
-                rows[key].append(None)  # type: ignore[arg-type]
+            for level in rows:
+                rows[level].append(None)  # type: ignore[arg-type]
             continue
         x = to_tensor(img, bspec.mean, bspec.input_scale)[None].to(device)
         fmap = model.forward_features(x.contiguous(memory_format=torch.channels_last))
