@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .pyramid import derivation_plan
+from ._levels import derivation_plan
 
 __all__ = ["onnx_pool_cells"]
 

@@ -1,28 +1,27 @@
-"""Pyramid pooling of many windows of one conv pass (SPP-net detection, paper appendix).
+"""Pyramid pooling of many windows of one conv pass (SPP-net detection, paper appendix): the API
+and its argument checks.
 
 Shapes: N images, C channels, (H, W) map size, R windows, D = C * sum(n*n) pooled length.
 
 A window in image pixels is projected onto inclusive map cells by :func:`project_boxes`, and its
 pooled vector equals, to the bit for max pooling, :func:`sppnet.ops.spp_pool` of the crop
-``features[b, :, y0:y1+1, x0:x1+1]``. Two implementations are kept and tested for equality:
+``features[b, :, y0:y1+1, x0:x1+1]``. Two backends are kept and tested for equality:
 
-- ``"numba"``: a compiled CPU kernel, one scan over each window (coarse levels derived from the
-  finest one), parallel over windows; backward parallel over channel groups. Used on CPU.
-- ``"torch"``: pure tensor ops (a 2-D sparse max table, an integral image for ``avg``) that run on
-  any device and under autograd. Used on GPU, or when numba cannot be imported.
+- ``"numba"`` (:mod:`._windows_numba`): compiled CPU kernels registered as custom ops. Used on
+  CPU.
+- ``"torch"`` (:mod:`._windows_torch`): pure tensor ops that run on any device and under
+  autograd. Used on GPU, or when numba cannot be imported.
+
+Under ONNX export the pooling is written in standard ONNX operators (:mod:`._onnx_windows`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ._buffers import pooled_empty
 from ._checks import (
     check_boxes,
     check_feature_map,
@@ -32,15 +31,13 @@ from ._checks import (
     check_stride,
     values_checkable,
 )
-from .pyramid import derivation_plan, spp_output_dim
+from ._levels import spp_output_dim
+from ._windows_torch import pool_cells_torch
 
-try:  # the compiled kernels are optional; the torch path is always there
-    import numba as _numba
-
-    from . import _window_kernels as _kernels
+try:  # the compiled kernels are optional; the torch backend is always there
+    from ._windows_numba import numba_forward as _numba_forward
 except ImportError:  # pragma: no cover - exercised only without numba
-    _numba = None
-    _kernels = None
+    _numba_forward = None
 
 __all__ = ["project_boxes", "spp_pool_cells", "spp_roi_pool", "spp_pool_valid", "boxes_to_rois",
            "numba_available", "BACKENDS"]
@@ -50,7 +47,7 @@ BACKENDS = ("auto", "numba", "torch")
 
 def numba_available() -> bool:
     """Whether the compiled CPU window-pooling kernels can be used."""
-    return _kernels is not None
+    return _numba_forward is not None
 
 
 def project_boxes(
@@ -166,7 +163,7 @@ def spp_pool_cells(
             _numba_forward(features, batch_index, cells, levels, mode, out)
             return out
         return torch.ops.sppnet.window_pool(features, batch_index, cells, list(levels), mode)
-    result = _pool_cells_torch(features, batch_index, cells, levels, mode)
+    result = pool_cells_torch(features, batch_index, cells, levels, mode)
     return result if out is None else out.copy_(result)
 
 
@@ -263,256 +260,3 @@ def spp_pool_valid(x: Tensor, image_sizes: Tensor | Sequence[Sequence[int]],
     cells = torch.stack([torch.zeros_like(sizes[:, 0]), torch.zeros_like(sizes[:, 0]),
                          sizes[:, 1] - 1, sizes[:, 0] - 1], 1).to(x.device)
     return spp_pool_cells(x, cells, torch.arange(n, device=x.device), levels, mode, backend)
-
-
-# ---------------------------------------------------------------------------------------------
-# pure torch path
-
-
-def _all_bins(cells: Tensor, levels: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Bin edges of every window and level: four ``(R, B)`` tensors ``ys, ye, xs, xe``
-    (end exclusive), bins ordered level by level, row-major within a level."""
-    x0, y0, x1, y1 = cells.unbind(1)
-    w = (x1 - x0 + 1)[:, None]
-    h = (y1 - y0 + 1)[:, None]
-    out: list[list[Tensor]] = [[], [], [], []]
-    for n in levels:
-        i = torch.arange(n, device=cells.device)[None, :]
-        ys, ye = y0[:, None] + (i * h) // n, y0[:, None] + ((i + 1) * h + n - 1) // n  # (R, n)
-        xs, xe = x0[:, None] + (i * w) // n, x0[:, None] + ((i + 1) * w + n - 1) // n
-        r = cells.shape[0]
-        for k, (t, rows) in enumerate(((ys, True), (ye, True), (xs, False), (xe, False))):
-            full = t[:, :, None].expand(r, n, n) if rows else t[:, None, :].expand(r, n, n)
-            out[k].append(full.reshape(r, n * n))
-    ys, ye, xs, xe = (torch.cat(v, 1) for v in out)
-    return ys, ye, xs, xe
-
-
-def _floor_log2(values: Tensor, upto: int) -> Tensor:
-    table = [0] * (upto + 1)
-    for v in range(2, upto + 1):
-        table[v] = table[v // 2] + 1
-    return torch.tensor(table, device=values.device)[values]
-
-
-# the torch path gathers (windows, bins, 4, C) corner values; it does so this many bytes at a
-# time (a whole 2000-window batch on a 576-channel map would gather ~0.9 GB at once). Measured
-# (benchmarks/window_pool_memory.py): 2000 windows on a 576 x 43 x 57 map, peak memory beyond the
-# output 1336 MB (max) / 2451 MB (avg) before chunking
-TORCH_GATHER_BYTES = 16 << 20
-
-
-def _max_table(f: Tensor, kh_n: int, kw_n: int) -> Tensor:
-    """2-D sparse max table of ``f (N, H, W, C)``: ``T[j, k, n, y, x] = max f[n, y:y+2^j,
-    x:x+2^k]`` (clamped at the map's edge) for ``j < kh_n, k < kw_n``. Without autograd it is
-    filled in place (no stacked copies); with it, built out of place."""
-    n_img, h, w, n_ch = f.shape
-    if torch.is_grad_enabled() and f.requires_grad:
-        cols = [f]
-        for k in range(1, kw_n):
-            s, prev = 1 << (k - 1), cols[-1]
-            cols.append(torch.cat([torch.maximum(prev[:, :, : w - s], prev[:, :, s:]),
-                                   prev[:, :, w - s:]], 2))
-        table = [torch.stack(cols)]
-        for j in range(1, kh_n):
-            s, prev = 1 << (j - 1), table[-1]
-            table.append(torch.cat([torch.maximum(prev[:, :, : h - s], prev[:, :, s:]),
-                                    prev[:, :, h - s:]], 2))
-        return torch.stack(table)
-    t = f.new_empty((kh_n, kw_n, n_img, h, w, n_ch))
-    t[0, 0] = f
-    for k in range(1, kw_n):
-        s, prev = 1 << (k - 1), t[0, k - 1]
-        t[0, k, :, :, : w - s] = torch.maximum(prev[:, :, : w - s], prev[:, :, s:])
-        t[0, k, :, :, w - s:] = prev[:, :, w - s:]
-    for j in range(1, kh_n):
-        s = 1 << (j - 1)
-        for k in range(kw_n):  # one (N, H, W, C) temporary at a time
-            prev = t[j - 1, k]
-            t[j, k, :, : h - s] = torch.maximum(prev[:, : h - s], prev[:, s:])
-            t[j, k, :, h - s:] = prev[:, h - s:]
-    return t
-
-
-def _pool_cells_torch(features: Tensor, bidx: Tensor, cells: Tensor, levels: Sequence[int],
-                      mode: str) -> Tensor:
-    n_img, n_ch, h, w = features.shape
-    r = cells.shape[0]
-    if r == 0:  # a well-shaped empty result, still part of the graph
-        return features.new_zeros((0, n_ch * sum(n * n for n in levels))) + features.sum() * 0
-    f = features.permute(0, 2, 3, 1)  # (N, H, W, C)
-    ys, ye, xs, xe = _all_bins(cells, levels)  # (R, B)
-    n_bins = ys.shape[1]
-    b = bidx[:, None]
-    if mode == "max":
-        kh = _floor_log2(ye - ys, h)
-        kw = _floor_log2(xe - xs, w)
-        # powers up to the largest bin (not the map): a smaller table. While compiling, the
-        # map's (static shapes)
-        kh_n, kw_n = int(math.log2(h)) + 1, int(math.log2(w)) + 1
-        if values_checkable() and kh.numel():
-            kh_n, kw_n = int(kh.max()) + 1, int(kw.max()) + 1
-        table = _max_table(f, kh_n, kw_n)
-        flat = table.reshape(-1, n_ch)  # (KH*KW*N*H*W, C)
-        y_hi, x_hi = ye - (1 << kh), xe - (1 << kw)
-        base = ((kh * kw_n + kw) * n_img + b) * (h * w)
-        corners = torch.stack([base + ys * w + xs, base + ys * w + x_hi,
-                               base + y_hi * w + xs, base + y_hi * w + x_hi], -1)  # (R, B, 4)
-        elem = flat.element_size()
-    else:
-        acc = torch.float64 if features.device.type != "mps" else torch.float32
-        flat = F.pad(f.to(acc).cumsum(1).cumsum(2), (0, 0, 1, 0, 1, 0)).reshape(-1, n_ch)
-        base = b * ((h + 1) * (w + 1))
-        corners = torch.stack([base + ye * (w + 1) + xe, base + ys * (w + 1) + xe,
-                               base + ye * (w + 1) + xs, base + ys * (w + 1) + xs], -1)
-        area = ((ye - ys) * (xe - xs)).to(acc)[..., None]
-        elem = torch.finfo(acc).bits // 8
-    result = features.new_empty((r, n_ch * n_bins))
-    step = max(1, TORCH_GATHER_BYTES // max(1, n_bins * 4 * n_ch * elem))
-    for lo in range(0, r, step):
-        hi = min(r, lo + step)
-        g = flat[corners[lo:hi].reshape(-1)].reshape(hi - lo, n_bins, 4, n_ch)
-        if mode == "max":
-            pooled = g.amax(2)  # (r_c, B, C)
-        else:
-            pooled = ((g[:, :, 0] - g[:, :, 1] - g[:, :, 2] + g[:, :, 3])
-                      / area[lo:hi]).to(features.dtype)
-        start = 0
-        for n in levels:  # level by level, each flattened (C, n, n)
-            result[lo:hi, n_ch * start:n_ch * (start + n * n)] = (
-                pooled[:, start:start + n * n].transpose(1, 2).reshape(hi - lo, n_ch * n * n))
-            start += n * n
-    return result
-
-
-# ---------------------------------------------------------------------------------------------
-# numba path
-
-
-def _kernel_dtype(dtype: torch.dtype) -> torch.dtype:
-    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
-
-
-def _nhwc_numpy(t: Tensor) -> np.ndarray:
-    """``(N, C, H, W)`` tensor as an ``(N, H, W, C)`` C-contiguous array (no copy for
-    channels_last float32/float64 input)."""
-    nhwc = t.detach().permute(0, 2, 3, 1).to(_kernel_dtype(t.dtype))
-    return nhwc.contiguous().numpy()
-
-
-def _level_layout(levels: Sequence[int], channels: int) -> tuple[np.ndarray, ...]:
-    ns = np.asarray(levels, dtype=np.int64)
-    sizes = ns * ns
-    out_off = np.concatenate([[0], np.cumsum(sizes * channels)]).astype(np.int64)
-    buf_off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    return ns, out_off, buf_off
-
-
-def _set_threads() -> None:
-    """numba's kernels use as many threads as torch. Launching numba's OpenMP layer (on the
-    first call) sets the process-wide OpenMP thread count to NUMBA_NUM_THREADS, which is
-    torch's too: torch's own count is put back, so a user's (or OMP_NUM_THREADS') setting holds."""
-    want = torch.get_num_threads()
-    _numba.set_num_threads(max(1, min(want, _numba.config.NUMBA_NUM_THREADS)))
-    if torch.get_num_threads() != want:
-        torch.set_num_threads(want)
-
-
-def _numba_plan(levels: tuple[int, ...], n_ch: int) -> tuple[np.ndarray, ...]:
-    """Level arrays in processing order (finest first), for the max kernels."""
-    ns, out_off, buf_off = _level_layout(levels, n_ch)
-    derive = np.asarray(derivation_plan(levels), dtype=np.int64)
-    order = np.argsort(-ns, kind="stable")  # finer levels first, so sources exist
-    return ns[order], out_off[:-1][order], _reorder_buf(buf_off, order), _reindex(derive, order)
-
-
-def _numba_forward(features: Tensor, bidx: Tensor, cells: Tensor, levels: tuple[int, ...],
-                   mode: str, out: Tensor | None = None) -> Tensor:
-    n_ch = features.shape[1]
-    feat = _nhwc_numpy(features)
-    b = bidx.detach().to(torch.int64).contiguous().numpy()
-    c = cells.detach().contiguous().numpy()
-    kdtype = _kernel_dtype(features.dtype)
-    target = out if out is not None and out.dtype == kdtype else pooled_empty(
-        (c.shape[0], spp_output_dim(n_ch, levels)), kdtype)
-    _set_threads()
-    if mode == "max":
-        _kernels.window_pool_max_fwd(feat, b, c, *_numba_plan(levels, n_ch), target.numpy())
-    else:
-        ns, out_off, _ = _level_layout(levels, n_ch)
-        _kernels.window_pool_avg_fwd(feat, b, c, ns, out_off[:-1], target.numpy())
-    if out is not None and target is not out:
-        out.copy_(target)
-        return out
-    return target.to(features.dtype)
-
-
-# The compiled path as torch.library custom ops (forward, backward, fake kernels for tracing),
-# so a model that pools windows runs under torch.compile(fullgraph=True) without graph breaks.
-@torch.library.custom_op("sppnet::window_pool", mutates_args=(), device_types="cpu")
-def _window_pool_op(features: Tensor, bidx: Tensor, cells: Tensor, levels: list[int],
-                    mode: str) -> Tensor:
-    out = _numba_forward(features, bidx, cells, tuple(levels), mode)
-    return out.clone() if out is features else out
-
-
-@_window_pool_op.register_fake
-def _(features, bidx, cells, levels, mode):
-    # (shapes may be symbolic here: no int checks)
-    return features.new_empty(cells.shape[0], features.shape[1] * sum(n * n for n in levels))
-
-
-@torch.library.custom_op("sppnet::window_pool_backward", mutates_args=(), device_types="cpu")
-def _window_pool_backward_op(grad_out: Tensor, features: Tensor, bidx: Tensor, cells: Tensor,
-                             levels: list[int], mode: str) -> Tensor:
-    n_ch = features.shape[1]
-    feat = _nhwc_numpy(features)
-    grad = np.zeros(feat.shape, dtype=feat.dtype)
-    g = grad_out.detach().to(_kernel_dtype(features.dtype)).contiguous().numpy()
-    b = bidx.to(torch.int64).contiguous().numpy()
-    c = cells.contiguous().numpy()
-    _set_threads()
-    chunk = max(1, -(-n_ch // _numba.get_num_threads()))  # one wide slice per thread
-    if mode == "max":
-        _kernels.window_pool_max_bwd(feat, b, c, *_numba_plan(tuple(levels), n_ch), g, chunk,
-                                     grad)
-    else:
-        ns, out_off, _ = _level_layout(tuple(levels), n_ch)
-        _kernels.window_pool_avg_bwd(feat, b, c, ns, out_off[:-1], g, chunk, grad)
-    return torch.from_numpy(grad).permute(0, 3, 1, 2).to(features.dtype).contiguous(
-        memory_format=torch.channels_last)
-
-
-@_window_pool_backward_op.register_fake
-def _(grad_out, features, bidx, cells, levels, mode):
-    return torch.empty_like(features, memory_format=torch.channels_last)
-
-
-def _setup_context(ctx, inputs, output) -> None:
-    features, bidx, cells, levels, mode = inputs
-    ctx.save_for_backward(features, bidx, cells)
-    ctx.levels, ctx.mode = levels, mode
-
-
-def _backward(ctx, grad_out: Tensor):
-    features, bidx, cells = ctx.saved_tensors
-    grad = torch.ops.sppnet.window_pool_backward(grad_out, features, bidx, cells, ctx.levels,
-                                                 ctx.mode)
-    return grad, None, None, None, None
-
-
-_window_pool_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-def _reorder_buf(buf_off: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """Buffer offsets for levels laid out in ``order`` (plus the total at the end)."""
-    sizes = np.diff(buf_off)[order]
-    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-
-
-def _reindex(derive: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """``derive`` (indices into the original level order) re-expressed in ``order``."""
-    pos = np.empty_like(order)
-    pos[order] = np.arange(len(order))
-    d = derive[order]
-    return np.where(d < 0, -1, pos[np.maximum(d, 0)]).astype(np.int64)
