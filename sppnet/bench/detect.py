@@ -45,7 +45,7 @@ from ..detection.features import (
 from ..detection.proposals import ProposalConfig, selective_search
 from ..detection.rcnn import rcnn_pool
 from ..ops import project_boxes, spp_pool
-from .timing import environment
+from ..utils.timing import measurement_environment
 
 __all__ = ["run_detect_benchmark", "format_detect_report", "memory_probe"]
 
@@ -201,7 +201,7 @@ def run_detect_benchmark(images: Sequence[Path], model_name: str = "zf5_spp",
             per_image.append(rec)
     result = {"model": model_name, "width_mult": width_mult, "fc_dim": fc_dim,
               "images": len(per_image),
-              "env": environment(), "svd_ranks": list(svd_ranks),
+              "env": measurement_environment(), "svd_ranks": list(svd_ranks),
               "rcnn_measured_windows": rcnn_windows, "per_image": per_image}
     med = lambda xs: float(median(xs))  # noqa: E731
     rcnn_conv = med([r["rcnn_conv"] for r in per_image])

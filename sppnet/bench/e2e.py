@@ -18,7 +18,7 @@ from ..detection.e2e import multitask_loss, set_trainable
 from ..detection.head import DetectionHead
 from ..models.backbone import BackboneSpec, load_backbone
 from ..ops import spp_output_dim, spp_roi_pool
-from .timing import environment, median_time
+from ..utils.timing import measurement_environment, median_time
 
 __all__ = ["run_e2e_benchmark", "format_e2e_report"]
 
@@ -85,7 +85,8 @@ def run_e2e_benchmark(spec: BackboneSpec, image_size: tuple[int, int] = (385, 51
          "pyramid_forward": median_time(lambda: pyramid(False), repeats),
          "pyramid_forward_backward": median_time(lambda: pyramid(True), repeats),
          "head_forward_backward": median_time(head_step, repeats)}
-    return {"env": environment(), "backbone": spec.model, "image_size": list(image_size),
+    return {"env": measurement_environment(), "backbone": spec.model,
+            "image_size": list(image_size),
             "map_size": list(maps[0].shape[-2:]), "trained_convs": convs, "images": images,
             "windows_per_image": windows, "pooled_dim": dim, "fc_dim": fc_dim, "seconds": t,
             "pyramid_share": t["pyramid_forward_backward"] / t["iteration"],

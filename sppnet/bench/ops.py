@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops import numba_available, project_boxes, spp_output_dim, spp_pool, spp_roi_pool
-from .timing import environment, median_time, synced
+from ..utils.timing import measurement_environment, median_time, synced
 
 LEVELS = (6, 3, 2, 1)
 
@@ -254,7 +254,8 @@ def run_ops_benchmark(windows: int = 2000, channels: int = 256,
     rois = torch.cat([torch.zeros(windows, 1), boxes], 1).to(dev)
     cells = project_boxes(boxes, 16, map_size)
     dim = spp_output_dim(channels, LEVELS)
-    result: dict = {"env": environment(dev), "numba": numba_available(), "levels": list(LEVELS)}
+    result: dict = {"env": measurement_environment(dev), "numba": numba_available(),
+                    "levels": list(LEVELS)}
     case = (f"{channels}x{map_size[0]}x{map_size[1]} map, {windows} windows, image "
             f"{image_size[0]}x{image_size[1]}, stride 16")
     result["window_forward"] = _window_forward(feats, rois, cells, dim, repeats, loop_repeats,

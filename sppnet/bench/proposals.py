@@ -104,10 +104,9 @@ def format_proposal_report(r: dict) -> str:
 
 def plot_recall(r: dict, path) -> None:
     """Recall at IoU 0.5 and AR against the number of windows, a panel per dataset."""
-    import matplotlib
+    from ..utils.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(r["datasets"])
     fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 6.4), squeeze=False)

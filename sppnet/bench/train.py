@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import get_model
-from .timing import environment, median_time, synced
+from ..utils.timing import measurement_environment, median_time, synced
 
 # (label, model, kwargs, batch, input size)
 DEFAULT_CASES = (
@@ -50,7 +50,7 @@ def run_train_benchmark(cases: Sequence[tuple] = DEFAULT_CASES, repeats: int = 5
                         num_classes: int = 102, channels_last: bool = True,
                         device: str | torch.device = "cpu") -> dict:
     dev = torch.device(device)
-    results = {"env": environment(dev), "channels_last": channels_last, "cases": []}
+    results = {"env": measurement_environment(dev), "channels_last": channels_last, "cases": []}
     for label, name, kwargs, batch, size in cases:
         torch.manual_seed(0)
         build = {k: v for k, v in kwargs.items() if not k.startswith("_")}

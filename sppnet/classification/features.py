@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from ..data.folder import Sample
 from ..data.transforms import crop, resize_shorter, resize_to, to_tensor
 from ..models.backbone import BackboneSpec, backbone_spec, load_backbone
 from ..ops import spp_pool
+from ..utils.digest import arrays_digest, read_npz_entry, write_npz_entry
 
 __all__ = ["FeatureSpec", "extract_features", "representation", "prepare_image"]
 
@@ -93,14 +93,6 @@ def _cache_key(spec: FeatureSpec, samples: Sequence[Sample]) -> str:
     return h.hexdigest()[:16]
 
 
-def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for k in sorted(arrays):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(arrays[k]).tobytes())
-    return h.hexdigest()
-
-
 @torch.no_grad()
 def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: str | Path | None,
                      progress: bool = True, device: str | torch.device = "cpu"
@@ -115,8 +107,6 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
     recomputed; an entry that is unreadable, fails its checksum or holds another key (copied
     over) is rebuilt with a warning.
     """
-    import zipfile
-
     spec.validate()
     cache = None
     if cache_dir is not None:
@@ -124,18 +114,12 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
         cache = Path(cache_dir) / f"features_{key}.npz"
         if cache.exists():
             try:
-                with np.load(cache, allow_pickle=False) as z:
-                    out = {k: z[k] for k in z.files}
-                stored = (str(out.pop("key", "")), str(out.pop("digest", "")))
-                if stored[0] != key:
-                    raise ValueError(f"it stores the key {stored[0]!r}, not {key!r}")
-                if stored[1] != _arrays_digest(out):
-                    raise ValueError("its checksum does not match its contents")
+                out = read_npz_entry(cache, key, arrays_digest)
                 if len(out.get("ok", [])) != len(samples):
                     raise ValueError(f"it holds {len(out.get('ok', []))} rows for "
                                      f"{len(samples)} images")
                 return out
-            except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            except (OSError, ValueError, KeyError) as e:
                 log.warning("feature cache %s is not usable (%s); rebuilding it", cache, e)
     from tqdm import tqdm
 
@@ -169,10 +153,7 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
         name = "gap" if level == "gap" else f"level_{level}"
         out[name] = np.stack([r if r is not None else zero for r in values])
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npz")  # unique per process
-        np.savez(tmp, **out, key=np.array(key), digest=np.array(_arrays_digest(out)))
-        tmp.replace(cache)
+        write_npz_entry(cache, out, key, arrays_digest(out))
     return out
 
 

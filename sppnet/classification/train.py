@@ -47,6 +47,7 @@ from ..utils.checkpoint import (
     optimizer_from_flat,
     optimizer_to_flat,
     save_checkpoint,
+    with_prefix,
 )
 from ..utils.device import resolve_device
 from ..utils.distributed import (
@@ -327,7 +328,7 @@ def evaluate(model: nn.Module, split: Split, cfg: TrainConfig, info: DistInfo,
 
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
           sched: PlateauSchedule, meta: dict[str, Any], state: dict[str, Any]) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors = with_prefix("model.", model.state_dict())
     bad = [k for k, v in model.state_dict().items()
            if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:  # a NaN checkpoint saved once would be resumed, evaluated and served
@@ -354,10 +355,9 @@ def _check_resume(meta: dict[str, Any], expected: dict[str, Any], path: Path) ->
 
 
 def plot_curves(metrics: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    from ..utils.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ep = [m["epoch"] + 1 for m in metrics]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))

@@ -4,7 +4,6 @@ way, and write ``results.json``, PNGs and ``report.html`` (see :mod:`sppnet.demo
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from ..utils.config import MAX_WORKERS, int_arg, number_arg
@@ -36,7 +35,6 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 def main(args: argparse.Namespace) -> int:
     from ..demo import DemoConfig, run_demo
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = DemoConfig(output_dir=str(args.output_dir), data=str(args.data or ""),
                      minutes=args.minutes, seed=args.seed, workers=args.workers,
                      timing_images=args.timing_images, progress=not args.no_progress,

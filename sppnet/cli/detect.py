@@ -140,7 +140,6 @@ def _settings_record(args: argparse.Namespace, det) -> dict:
 def main(args: argparse.Namespace) -> int:
     from ..utils.run_dir import check_output_dir, claim_folder, command_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = check_output_dir(args.output_dir)
     detectors = _load_detectors(args)
     det = detectors[0]
@@ -157,12 +156,12 @@ def _detect(args: argparse.Namespace, out: Path, detectors: list, paths: list[Pa
     import numpy as np
     from tqdm import tqdm
 
-    from ..bench.timing import StageClock, summarize_timings, timing_line
     from ..data.decode import ImageDecodeError, decode_image
     from ..detection.combine import detect_combined
     from ..detection.visualize import draw_detections
     from ..evaluation.voc import write_devkit_results
     from ..utils.run_dir import atomic_write_text
+    from ..utils.timing import StageClock, summarize_timings, timing_line
 
     det = detectors[0]
     id_of = {str(p): i for p, i in zip(paths, ids)}

@@ -50,7 +50,6 @@ def main(args: argparse.Namespace) -> int:
     from ..utils.device import resolve_device
     from ..utils.run_dir import atomic_write_text, check_output_file, lock_holder, run_kind
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log = logging.getLogger("sppnet.eval_cls")
     modes = [m.strip() for m in args.views.split(",") if m.strip()]
     bad = [m for m in modes if m not in VIEW_MODES]

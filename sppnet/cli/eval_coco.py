@@ -64,7 +64,6 @@ def main(args: argparse.Namespace) -> int:
     from ..evaluation.detections import read_detections_json
     from ..utils.run_dir import check_output_dir, claim_folder, command_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_output_dir(args.output_dir)
     gt = read_coco_json(args.annotations)
     ds = load_coco(args.annotations, need_images=False)

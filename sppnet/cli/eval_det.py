@@ -8,7 +8,6 @@ Every scoring variant (SVMs per layer, with/without box regression, softmax) fro
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from ..detection.proposals import PROPOSERS
@@ -60,7 +59,6 @@ def main(args: argparse.Namespace) -> int:
     from ..utils.device import resolve_device
     from ..utils.run_dir import check_cache_dir, check_output_dir, claim_folder, command_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     device = resolve_device(args.device)  # before anything else: a missing GPU is one line
     check_output_dir(args.output_dir)
     if args.cache_dir:

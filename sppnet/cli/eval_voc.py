@@ -73,7 +73,6 @@ def main(args: argparse.Namespace) -> int:
     from ..evaluation.voc import VOCEvaluator, to_devkit
     from ..utils.run_dir import check_output_dir, claim_folder, command_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_output_dir(args.output_dir)
     given = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     ann = load_voc(args.annotations, args.split, given, need_images=False)

@@ -10,6 +10,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
@@ -57,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# how every command logs (to stderr): time, level, where, message
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging() -> None:
+    """The one logging set-up of the ``sppnet`` commands (a no-op where the root logger already
+    has handlers, e.g. under pytest or in a program that configured logging itself)."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
+
 # What a user's mistake raises (a bad value, a missing file, a folder that holds another run):
 # one line naming it and exit code 2, as argparse does for malformed flags. SPPNET_DEBUG=1 shows
 # the traceback instead.
@@ -80,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help / --version exit 0, a malformed flag exits 2
         return int(e.code or 0)
+    setup_logging()
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:

@@ -9,7 +9,6 @@ protocol (30 train / up to 50 test per class, N splits, mean per-class accuracy)
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from ..utils.config import MAX_LEVEL, int_arg, numbers_arg
@@ -60,10 +59,9 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 
 
 def plot_confusion(confusion, classes, path: Path) -> None:
-    import matplotlib
+    from ..utils.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     m = np.asarray(confusion, dtype=float)
@@ -85,7 +83,6 @@ def plot_confusion(confusion, classes, path: Path) -> None:
 def main(args: argparse.Namespace) -> int:
     from ..utils.run_dir import check_output_dir, claim_folder, command_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     check_output_dir(args.output_dir)
     with claim_folder(args.output_dir, "svm-protocol", command_settings(args, ("cache_dir",)),
                       ("results.json", "confusion.png"), args.force):

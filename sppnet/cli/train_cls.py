@@ -7,7 +7,6 @@ Single-size: ``--sizes 224``; multi-size: ``--sizes 224,180`` (one epoch each, a
 from __future__ import annotations
 
 import argparse
-import logging
 
 # CLI flag -> TrainConfig field (flags left unset keep the config file's or default value)
 FLAGS = {
@@ -98,7 +97,6 @@ def resolve_config(args: argparse.Namespace):
 def main(args: argparse.Namespace) -> int:
     from ..classification.train import train
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = resolve_config(args)
     results = train(cfg, resume=args.resume, force=args.force)
     test = results.get("test")

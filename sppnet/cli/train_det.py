@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 from ..detection.proposals import PROPOSERS
@@ -105,7 +104,6 @@ def resolve_config(args: argparse.Namespace):
 def main(args: argparse.Namespace) -> int:
     from ..detection.train import train_detector
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = resolve_config(args)
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     model_dir = train_detector(cfg, stages, progress=not args.no_progress, force=args.force)

@@ -28,10 +28,9 @@ PICTURES = (  # (file under the output folder, caption)
 
 def plot_timing(timing: dict, path: Path) -> None:
     """Stacked horizontal bars of seconds per image by stage, SPP vs R-CNN (log scale)."""
-    import matplotlib
+    from ..utils.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stages = ("conv", "pool", "fc", "nms")
     sec = timing["seconds_per_image"]

@@ -20,7 +20,13 @@ from torch import Tensor, nn
 
 from ..data.transforms import to_tensor
 from ..ops import BoxCoder, batched_nms, clip_boxes, spp_output_dim
-from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..utils.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    strip_prefix,
+    with_prefix,
+)
 from .bbox_reg import BoxRegressor, decode_per_class
 from .features import (
     BackboneSpec,
@@ -426,7 +432,7 @@ class SPPDetector(nn.Module):
         from .. import __version__
 
         directory = Path(directory)
-        tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        tensors = with_prefix("head.", self.head.state_dict())
         scales = {}
         for layer, (w, b, s) in self.svms.items():
             tensors[f"svm.{layer}.weight"] = w
@@ -435,7 +441,7 @@ class SPPDetector(nn.Module):
         if self.regressor is not None:
             tensors.update(self.regressor.state())
         if self.settings.finetune == "e2e":  # the trained trunk travels with the detector
-            tensors.update({f"trunk.{k}": v for k, v in self.backbone.state_dict().items()})
+            tensors.update(with_prefix("trunk.", self.backbone.state_dict()))
         meta = {"format": FORMAT, "sppnet_version": __version__, "classes": self.classes,
                 "backbone": asdict(self.spec), "backbone_files": _backbone_files(self.spec),
                 "settings": asdict(self.settings), "svm_feat_scale": scales,
@@ -492,7 +498,7 @@ class SPPDetector(nn.Module):
                                   f"{head_dims[0]}, 4) for its {len(classes)} classes")
         if backbone is None:
             backbone = load_backbone(spec)
-            trunk = {k[6:]: v for k, v in tensors.items() if k.startswith("trunk.")}
+            trunk = strip_prefix("trunk.", tensors)
             if trunk:  # trained end to end: its own conv weights
                 try:
                     backbone.load_state_dict(trunk)
@@ -615,7 +621,7 @@ def _read_tensors(head: DetectionHead, tensors: dict, classes: list, svm_scales:
     in ``svm_scales``; names what is missing or of another shape (e.g. another class count)."""
     k = len(classes)
     want = head.state_dict()
-    got = {n[5:]: t for n, t in tensors.items() if n.startswith("head.")}
+    got = strip_prefix("head.", tensors)
     missing = sorted(set(want) - set(got))
     if missing:
         raise CheckpointError(f"{path} lacks head tensors {missing}")

@@ -50,6 +50,8 @@ from ..utils.checkpoint import (
     optimizer_from_flat,
     optimizer_to_flat,
     save_checkpoint,
+    strip_prefix,
+    with_prefix,
 )
 from ..utils.distributed import DistInfo, shard
 from ..utils.loss_guard import LossGuard
@@ -157,7 +159,7 @@ def _lr(cfg: DetConfig, it: int) -> float:
 def _state(backbone: nn.Module, head: DetectionHead, trainable: list[nn.Parameter]) -> dict:
     """What a checkpoint holds of the models: the head and the trunk's trained tensors."""
     names = {id(p): n for n, p in backbone.named_parameters()}
-    out = {f"head.{k}": v for k, v in head.state_dict().items()}
+    out = with_prefix("head.", head.state_dict())
     out.update({f"trunk.{names[id(p)]}": p.detach() for p in trainable})
     return out
 
@@ -168,8 +170,8 @@ def _resume(backbone, head, opt, trainable, ckpt: Path, metrics: Path, rank: int
     if ckpt.is_file():
         try:
             t, meta = load_checkpoint(ckpt)
-            head.load_state_dict({k[5:]: v for k, v in t.items() if k.startswith("head.")})
-            trunk = {k[6:]: v for k, v in t.items() if k.startswith("trunk.")}
+            head.load_state_dict(strip_prefix("head.", t))
+            trunk = strip_prefix("trunk.", t)
             missing = backbone.load_state_dict(trunk, strict=False).unexpected_keys
             if missing:
                 raise CheckpointError(f"trunk tensors {missing[:3]} do not fit the backbone")

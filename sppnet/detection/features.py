@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -26,15 +24,15 @@ from ..data.decode import decode_image
 from ..data.transforms import resize_to, to_tensor
 from ..models.backbone import BackboneSpec, load_backbone
 from ..ops import spp_output_dim, spp_roi_pool
+from ..utils.digest import file_digest, load_verified, save_verified
 from ..utils.lru import ByteLRU
 from .scales import FIVE_SCALES, MAX_LONG_SIDE, SINGLE_SCALE, TARGET_AREA, scaled_sizes
 
 __all__ = ["BackboneSpec", "load_backbone", "module_device", "backbone_fingerprint", "scaled_sizes",
            "select_scales", "compute_maps", "compute_maps_many", "pool_windows", "ConvMapCache",
            "window_cells", "dedupe_windows", "SINGLE_SCALE", "FIVE_SCALES", "TARGET_AREA",
-           "MAX_LONG_SIDE", "tensor_digest", "trunk_digest", "save_verified", "load_verified"]
+           "MAX_LONG_SIDE"]
 
-log = logging.getLogger(__name__)
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -186,61 +184,6 @@ def dedupe_windows(cells: Tensor) -> tuple[Tensor, Tensor]:
     return first, inverse
 
 
-def trunk_digest(backbone: nn.Module) -> str:
-    """A checksum of every tensor of a trunk's state (names included)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, t in sorted(backbone.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor_digest(t).encode())
-    return h.hexdigest()
-
-
-def tensor_digest(t: Tensor) -> str:
-    """A checksum of a tensor's bytes (BLAKE2b, 128 bits; ~1 ms per MB)."""
-    data = t.detach().cpu().contiguous().view(torch.uint8).numpy()
-    return hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest()
-
-
-def save_verified(path: Path, tensor: Tensor, metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensor`` atomically to a safetensors file with a checksum of its bytes."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensor = tensor.contiguous()
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
-    save_file({"t": tensor}, str(tmp), metadata={**(metadata or {}),
-                                                 "digest": tensor_digest(tensor)})
-    os.replace(tmp, path)
-
-
-def load_verified(path: Path, dtype: torch.dtype, dim: int, what: str,
-                  key: str | None = None) -> Tensor | None:
-    """The tensor :func:`save_verified` wrote, or ``None`` (with a warning naming the file)
-    when it is missing, unreadable, of another dtype or rank, no longer matches its checksum
-    (overwritten in place), or stores another ``key`` than the one asked for (an entry copied
-    over another's name)."""
-    from safetensors import SafetensorError, safe_open
-
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            stored = meta.get("digest")
-            t = f.get_tensor("t")
-        if key is not None and meta.get("key") != key:
-            raise ValueError(f"it stores the key {meta.get('key')!r}, not {key!r} (an entry "
-                             "copied over another's name)")
-        if t.dim() != dim or t.dtype != dtype:
-            raise ValueError(f"it has shape {tuple(t.shape)} and dtype {t.dtype}")
-        if stored != tensor_digest(t):
-            raise ValueError("its checksum does not match its contents")
-        return t
-    except (OSError, ValueError, KeyError, SafetensorError, RuntimeError) as e:
-        log.warning("%s cache entry %s is corrupt (%s); recomputing", what, path, e)
-        return None
-
-
 class ConvMapCache:
     """Conv maps per (image, scale, flip) in ``DIR/<key>.safetensors``.
 
@@ -267,8 +210,6 @@ class ConvMapCache:
     def _digest(self, image_path: Path) -> str:
         key = str(image_path)
         if key not in self._digests:
-            from .proposals import file_digest
-
             self._digests[key] = file_digest(image_path)
         return self._digests[key]
 

@@ -27,6 +27,8 @@ from ..utils.checkpoint import (
     optimizer_from_flat,
     optimizer_to_flat,
     save_checkpoint,
+    strip_prefix,
+    with_prefix,
 )
 from ..utils.loss_guard import LossGuard
 from .config import DetConfig
@@ -70,7 +72,7 @@ def _resume(head: DetectionHead, opt: torch.optim.Optimizer, ckpt: Path,
     if ckpt.is_file():
         try:
             tensors, meta = load_checkpoint(ckpt)
-            head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+            head.load_state_dict(strip_prefix("head.", tensors))
             optimizer_from_flat(opt, tensors, meta["optimizer"])
             start = int(meta["iteration"])
             if guard is not None:
@@ -175,7 +177,7 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet],
             rng = {"rng.torch": torch.get_rng_state()}
             if device.type == "cuda":
                 rng["rng.cuda"] = torch.cuda.get_rng_state(device)
-            save_checkpoint(ckpt, {**{f"head.{k}": v.cpu() for k, v in head.state_dict().items()},
+            save_checkpoint(ckpt, {**with_prefix("head.", head.state_dict()),
                                    **{k: v.cpu() for k, v in t.items()}, **rng},
                             {"iteration": it + 1, "optimizer": m,
                              "loss_guard": guard.state_dict()})
@@ -189,10 +191,9 @@ def plot_finetune_curves(metrics_path: Path, png: Path) -> None:
     """Loss and window accuracy over iterations, from ``finetune_metrics.jsonl``."""
     if not metrics_path.is_file():
         return
-    import matplotlib
+    from ..utils.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     recs = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
     if not recs:

@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from ..data.decode import decode_image
+from ..utils.digest import array_digest, file_digest, read_npz_entry, write_npz_entry
 from ..utils.distributed import shard
 
 __all__ = ["ProposalConfig", "selective_search", "canonical_windows", "ProposalCache",
            "compute_proposals", "propose_many",
-           "file_digest", "iter_proposals", "jitter_boxes", "load_proposal_file"]
+           "iter_proposals", "jitter_boxes", "load_proposal_file"]
 
 log = logging.getLogger(__name__)
 
@@ -214,14 +215,6 @@ def canonical_windows(boxes: np.ndarray, max_proposals: int) -> np.ndarray:
     return b
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class ProposalCache:
     """``DIR/<sha1(image bytes + config)>.npz`` with the boxes and the image size they are for.
 
@@ -243,30 +236,22 @@ class ProposalCache:
         if not p.is_file():
             return None
         try:
-            with np.load(p) as z:
-                if str(z["key"]) != key:
-                    raise ValueError("key mismatch")
-                boxes = z["boxes"].astype(np.float32)
-                if "digest" not in z.files or str(z["digest"]) != _boxes_digest(boxes):
-                    raise ValueError("its checksum does not match its contents")
+            boxes = read_npz_entry(p, key, _boxes_digest)["boxes"].astype(np.float32)
             if boxes.ndim != 2 or boxes.shape[1] != 4:
                 raise ValueError(f"boxes have shape {boxes.shape}")
             return boxes
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        except (OSError, ValueError, KeyError) as e:
             log.warning("proposal cache entry %s is corrupt (%s); recomputing", p, e)
             return None
 
     def save(self, key: str, boxes: np.ndarray) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{key}.{os.getpid()}.tmp.npz"
         boxes = np.ascontiguousarray(boxes, np.float32)
-        np.savez(tmp, boxes=boxes, key=np.array(key), digest=np.array(_boxes_digest(boxes)))
-        os.replace(tmp, self.path(key))
+        write_npz_entry(self.path(key), {"boxes": boxes}, key, array_digest(boxes))
 
 
-def _boxes_digest(boxes: np.ndarray) -> str:
-    return hashlib.blake2b(np.ascontiguousarray(boxes, np.float32).tobytes(),
-                           digest_size=16).hexdigest()
+def _boxes_digest(arrays: dict) -> str:
+    """The checksum of a cache entry's boxes (their float32 bytes)."""
+    return array_digest(np.asarray(arrays["boxes"], np.float32))
 
 
 def _cached(path: str, cache_dir: str | Path, cfg: ProposalConfig) -> np.ndarray | None:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import spp_pool
+from ..utils.digest import array_digest, file_digest, load_verified, save_verified
 from .features import module_device
 
 __all__ = ["warp_windows", "rcnn_pool", "WindowFeatureCache", "CONTEXT_PAD", "RCNN_INPUT"]
@@ -102,11 +103,8 @@ class WindowFeatureCache:
         self.computed = 0  # windows run through the conv net by this object (for timing)
 
     def key(self, image_path: Path, boxes: np.ndarray, flip: bool) -> str:
-        from .proposals import file_digest
-
         b = np.ascontiguousarray(boxes, np.float32)
-        raw = (f"{self.fingerprint}|{file_digest(image_path)}|"
-               f"{hashlib.blake2b(b.tobytes(), digest_size=16).hexdigest()}|{len(b)}|"
+        raw = (f"{self.fingerprint}|{file_digest(image_path)}|{array_digest(b)}|{len(b)}|"
                f"{int(flip)}|{self.levels}|{RCNN_INPUT}|{CONTEXT_PAD}|{self.dtype}")
         return hashlib.sha1(raw.encode()).hexdigest()
 
@@ -115,8 +113,6 @@ class WindowFeatureCache:
         stored dtype (float16 by default; convert the rows you use)."""
         from ..data.decode import decode_image
         from ..data.transforms import to_tensor
-        from .features import load_verified, save_verified
-
         image_path = Path(image_path)
         key = self.key(image_path, boxes, flip)
         path = self.dir / f"{key}.safetensors"

@@ -23,8 +23,15 @@ from ..data.coco import load_annotations
 from ..data.voc import VOCDataset
 from ..models.backbone import backbone_spec as models_backbone_spec
 from ..ops import spp_output_dim
-from ..utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..utils.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    strip_prefix,
+    with_prefix,
+)
 from ..utils.device import resolve_device
+from ..utils.digest import module_digest
 from ..utils.distributed import DistInfo, barrier, env_rank, init_distributed, shard, shutdown
 from ..utils.lru import ByteLRU
 from ..utils.run_dir import (
@@ -49,7 +56,6 @@ from .features import (
     load_backbone,
     module_device,
     pool_windows,
-    trunk_digest,
 )
 from .finetune import finetune, plot_finetune_curves
 from .head import DetectionHead
@@ -293,7 +299,7 @@ def with_trunk(st: Stages, backbone: torch.nn.Module) -> Stages:
     """The stages of ``st`` with another (end-to-end trained) trunk: its conv maps cached under
     a key that includes a digest of its weights."""
     cache = ConvMapCache(st.cache.dir, backbone, st.spec, st.cache.dtype,
-                         st.cfg.map_cache_mb << 20, fingerprint_extra=trunk_digest(backbone))
+                         st.cfg.map_cache_mb << 20, fingerprint_extra=module_digest(backbone))
     return Stages(st.cfg, st.ds, st.windows, backbone, st.spec, cache)
 
 
@@ -409,12 +415,12 @@ def _head_stage(st: Stages, out: Path, stages: tuple, times: StageTimes,
     head = _new_head(st)
     hp = _head_path(out)
     if hp.is_file():
-        head.load_state_dict(_strip("head.", load_checkpoint(hp)[0]))  # onto its device
+        head.load_state_dict(strip_prefix("head.", load_checkpoint(hp)[0]))  # onto its device
     elif "finetune" in stages:
         with times("finetune"):
             finetune(head, st.windows, st.pool, cfg, out, progress)
         save_stage(hp, "fine-tuning (the head)",
-                   {f"head.{k}": v.cpu() for k, v in head.state_dict().items()},
+                   with_prefix("head.", head.state_dict()),
                    {"iterations": cfg.ft_iters})
     else:
         raise CheckpointError(f"{hp} does not exist; run the finetune stage first")
@@ -443,27 +449,22 @@ def _e2e_stage(st: Stages, out: Path, stages: tuple, times: StageTimes, progress
     backbone = st.backbone
     hp, tp = _head_path(out), out / "trunk.safetensors"
     if hp.is_file() and tp.is_file():
-        head.load_state_dict(_strip("head.", load_checkpoint(hp)[0]))
-        backbone.load_state_dict(_strip("trunk.", load_checkpoint(tp)[0]))
+        head.load_state_dict(strip_prefix("head.", load_checkpoint(hp)[0]))
+        backbone.load_state_dict(strip_prefix("trunk.", load_checkpoint(tp)[0]))
     elif "finetune" in stages:
         with times("finetune"):
             finetune_e2e(backbone, st.spec, head, st.ds, st.windows, cfg, out, progress, info)
         if info.is_main:
             plot_finetune_curves(out / "finetune_metrics.jsonl", out / "finetune_curves.png")
             save_stage(tp, "end-to-end fine-tuning (the trunk)",
-                       {f"trunk.{k}": v.cpu() for k, v in backbone.state_dict().items()},
+                       with_prefix("trunk.", backbone.state_dict()),
                        {"iterations": cfg.ft_iters, "e2e_convs": cfg.e2e_convs})
             save_stage(hp, "end-to-end fine-tuning (the head)",
-                       {f"head.{k}": v.cpu() for k, v in head.state_dict().items()},
+                       with_prefix("head.", head.state_dict()),
                        {"iterations": cfg.ft_iters})
     else:
         raise CheckpointError(f"{hp} or {tp} does not exist; run the finetune stage first")
     return backbone.eval(), head.eval()
-
-
-def _strip(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The tensors whose names start with ``prefix``, without it."""
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _svm_stage(st: Stages, head: DetectionHead, out: Path, stages: tuple, times: StageTimes,

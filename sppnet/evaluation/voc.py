@@ -242,10 +242,9 @@ def read_devkit_results(path: str | Path) -> list[tuple[str, float, np.ndarray]]
 
 
 def plot_pr_curves(results: dict[str, ClassResult], path: str | Path, title: str = "") -> None:
-    import matplotlib
+    from ..utils.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=110)
     for name, r in results.items():

@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..utils.checkpoint import CheckpointError, load_checkpoint
+from ..utils.checkpoint import CheckpointError, load_checkpoint, strip_prefix
 from .registry import Norm, get_builder, get_model, input_normalisation, list_models
 
 __all__ = ["BackboneSpec", "backbone_spec", "load_backbone", "load_model", "DEFAULT_MEAN",
@@ -121,7 +121,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 def _load_weights(model: nn.Module, tensors: dict[str, Tensor], path: str | Path) -> None:
     import torch
 
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    weights = strip_prefix("model.", tensors)
     bad = [k for k, v in weights.items()
            if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:  # (written before checkpoints refused NaN weights): its numbers would be NaN

@@ -20,13 +20,25 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "optimizer_to_flat",
-           "optimizer_from_flat"]
+           "optimizer_from_flat", "with_prefix", "strip_prefix"]
 
 FORMAT = "sppnet-checkpoint-v1"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or does not fit the model it is loaded into."""
+
+
+def with_prefix(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A module's state under ``prefix`` in a checkpoint (``head.``, ``trunk.``, ``model.``):
+    the tensors with their names prefixed."""
+    return {f"{prefix}{k}": v for k, v in tensors.items()}
+
+
+def strip_prefix(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The tensors of a checkpoint whose names start with ``prefix``, without it (the inverse
+    of :func:`with_prefix`)."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:

@@ -9,7 +9,6 @@ matches it, and names each package that differs."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import re
@@ -19,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .digest import file_digest
 
 __all__ = ["environment", "gemm_gflops", "git_state", "input_files", "provenance",
            "record_stage_threads", "stage_threads", "threads", "write_results", "lock_status",
@@ -114,11 +115,7 @@ def input_files(paths: Iterable[str | Path] | None) -> dict[str, str]:
         path = Path(p)
         if not path.is_file():
             raise FileNotFoundError(f"input file {str(p)!r} does not exist (provenance digest)")
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        out[str(p)] = h.hexdigest()
+        out[str(p)] = file_digest(path, "sha256")
     return out
 
 

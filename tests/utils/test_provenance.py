@@ -56,7 +56,7 @@ def test_threads_reads_numba_without_starting_it():
 
 
 def test_one_matmul_yardstick_for_benchmarks_and_results():
-    from sppnet.bench import timing
+    from sppnet.utils import timing
 
     assert timing.gemm_gflops is prov.gemm_gflops
 
@@ -93,7 +93,7 @@ def test_write_results_records_commit_command_seeds_inputs(tmp_path, monkeypatch
 
 
 def test_timing_summary_records_provenance_and_the_model_timed(tmp_path):
-    from sppnet.bench.timing import summarize_timings
+    from sppnet.utils.timing import summarize_timings
 
     model = tmp_path / "detector.json"
     model.write_bytes(b"abc")

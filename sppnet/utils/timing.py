@@ -1,4 +1,5 @@
-"""Timing helpers: warm-up, then the median of repeated runs (STYLE 18)."""
+"""Timing helpers for benchmarks and commands alike: warm-up then the median of repeated runs
+(STYLE 18), a per-stage clock for the items of a run loop, medians with the run's provenance."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from ..utils.provenance import gemm_gflops, provenance
+from .provenance import gemm_gflops, provenance
 
-__all__ = ["StageClock", "environment", "gemm_gflops", "median_time", "summarize_timings",
-           "synced", "timing_line"]
+__all__ = ["StageClock", "measurement_environment", "gemm_gflops", "median_time",
+           "summarize_timings", "synced", "timing_line"]
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -43,7 +44,7 @@ def synced(fn: Callable[[], object], device: torch.device | str = "cpu") -> Call
     return run
 
 
-def environment(device: torch.device | str = "cpu") -> dict[str, object]:
+def measurement_environment(device: torch.device | str = "cpu") -> dict[str, object]:
     """What the figures were measured on, with the CPU's matrix-product rate at the time."""
     device = torch.device(device)
     env: dict[str, object] = {
@@ -99,7 +100,7 @@ def summarize_timings(per_item: list[dict[str, float]], skip_first: bool = True,
     keys = sorted({k for d in items for k in d})
     return {"images": len(items), "first_excluded": len(items) < len(per_item),
             "median": {k: statistics.median(d[k] for d in items if k in d) for k in keys},
-            "environment": environment(), "provenance": provenance(inputs=inputs)}
+            "environment": measurement_environment(), "provenance": provenance(inputs=inputs)}
 
 
 def timing_line(summary: dict) -> str:
