@@ -66,7 +66,7 @@ def test_detector_on_cuda_gives_the_cpu_detections():
     from sppnet.detection.bbox_reg import BoxRegressor
     from sppnet.detection.detector import InferenceSettings, SPPDetector
     from sppnet.detection.features import BackboneSpec
-    from sppnet.detection.finetune import DetectionHead
+    from sppnet.detection.head import DetectionHead
     from tests.detection.fakes import EdgeTrunk
 
     torch.manual_seed(0)

@@ -68,7 +68,8 @@ def run_train_det_benchmark(base: DetConfig, work_dir: str | Path | None = None,
     ``ft_iters``...) and time every stage.
 
     Returns ``{"proposals": s, "ways": {way: {...}}, "ratios": {...}, "projected": {...}}``."""
-    from ..detection.train import get_proposals, resolve_scales, training_set
+    from ..detection.proposal_cache import get_proposals
+    from ..detection.train import resolve_scales, training_set
 
     with tempfile.TemporaryDirectory(prefix="sppnet-bench-train-det-") as tmp:
         root = Path(work_dir or tmp)

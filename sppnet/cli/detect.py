@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from ..data.decode import IMAGE_EXTENSIONS, is_image_file, list_images
-from ..detection.proposals import PROPOSERS
+from ..detection.config import PROPOSERS
 from ..utils.config import (
     MAX_DETECTION_SIDE,
     MAX_WINDOWS,
@@ -114,7 +114,7 @@ def _proposal_stream(args: argparse.Namespace, det, paths: list[Path], ids: list
     """``(path, boxes or None, error, seconds)`` per image: from ``--proposals`` or the
     detector's proposer in worker processes (overlapped with the network), with the detector's
     own settings."""
-    from ..detection.proposals import ProposalConfig, iter_proposals, load_proposal_file
+    from ..detection.proposal_cache import ProposalConfig, iter_proposals, load_proposal_file
 
     if args.proposals:
         given = load_proposal_file(args.proposals, ids)

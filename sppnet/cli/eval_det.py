@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..detection.proposals import PROPOSERS
+from ..detection.config import PROPOSERS
 from ..utils.config import MAX_DETECTION_SIDE, MAX_WINDOWS, MAX_WORKERS, int_arg, ints_arg
 from ..utils.device import DEVICE_HELP
 
@@ -52,10 +52,11 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..data.datasets import load_dataset
     from ..detection.config import DetConfig
     from ..detection.detector import SPPDetector
     from ..detection.evaluate import EVAL_OUTPUTS, evaluate_detector
-    from ..detection.train import get_proposals, load_dataset
+    from ..detection.proposal_cache import get_proposals
     from ..utils.device import resolve_device
     from ..utils.run_dir import check_cache_dir, check_output_dir, claim_folder, command_settings
 

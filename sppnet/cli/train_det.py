@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..detection.proposals import PROPOSERS
+from ..detection.config import PROPOSERS
 from ..utils.device import DEVICE_HELP
 
 # CLI flag -> DetConfig field
@@ -102,7 +102,7 @@ def resolve_config(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..detection.train import train_detector
+    from ..detection import train_detector
 
     cfg = resolve_config(args)
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())

@@ -26,7 +26,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ..ops import box_iou
 
-__all__ = ["CLASSES", "SyntheticImage", "background_photos", "make_image", "write_voc_folder"]
+__all__ = ["CLASSES", "SyntheticImage", "background_photos", "make_image", "write_voc_folder",
+           "jitter_boxes"]
 
 CLASSES = ("circle", "triangle", "star", "cross")
 SIDE_RANGE = (200, 700)  # longer side of a generated image, pixels
@@ -228,3 +229,27 @@ def write_voc_folder(root: str | Path, n_images: int, seed: int = 0, prefix: str
         out.append(write_voc_xml(root / f"{name}.xml", f"{name}.jpg", s.image.shape[:2],
                                  s.boxes, [CLASSES[i] for i in s.labels]))
     return out
+
+
+def jitter_boxes(gt: np.ndarray, image_size: tuple[int, int], n: int,
+                 rng: np.random.Generator, scale: float = 0.3) -> np.ndarray:
+    """``n`` windows around the ground-truth boxes ``(G, 4)`` (centre and size jittered by up
+    to ``scale`` of the box size) plus ``n // 4`` random windows — cheap proposals for tests."""
+    h, w = image_size
+    out = [gt.astype(np.float64)]
+    if len(gt):
+        src = gt[rng.integers(0, len(gt), n)].astype(np.float64)
+        cw, ch = src[:, 2] - src[:, 0], src[:, 3] - src[:, 1]
+        cx, cy = src[:, 0] + cw / 2, src[:, 1] + ch / 2
+        cx += rng.uniform(-scale, scale, n) * cw
+        cy += rng.uniform(-scale, scale, n) * ch
+        cw *= np.exp(rng.uniform(-scale, scale, n))
+        ch *= np.exp(rng.uniform(-scale, scale, n))
+        out.append(np.stack([cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2], 1))
+    m = n // 4 + 1
+    xy = rng.uniform(0, 1, (m, 2)) * [w, h]
+    wh = rng.uniform(0.05, 1, (m, 2)) * [w, h]
+    out.append(np.concatenate([xy, xy + wh], 1))
+    boxes = np.clip(np.concatenate(out), 0, [w, h, w, h])
+    keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+    return boxes[keep].astype(np.float32)

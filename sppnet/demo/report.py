@@ -88,7 +88,7 @@ border:1px solid #ddd}figcaption{color:#555;font-size:.9em}
 
 def write_report(results: dict, out: Path) -> Path:
     """Write ``timing.png``, ``data_samples.jpg`` and ``report.html`` into ``out``."""
-    from ..detection.train import load_dataset
+    from ..data.datasets import load_dataset
 
     out = Path(out)
     plot_timing(results["timing"], out / "timing.png")

@@ -127,7 +127,7 @@ def prepare_data(cfg: DemoConfig, p: DemoPlan) -> dict:
 
 
 def _load(pair: tuple[str, str], classes: tuple = ()) -> VOCDataset:
-    from ..detection.train import load_dataset
+    from ..data.datasets import load_dataset
 
     return load_dataset(pair[0], pair[1], classes)
 
@@ -274,9 +274,10 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 
 def _run_demo(cfg: DemoConfig, p: DemoPlan, out: Path) -> dict:
+    from ..detection import train_detector
     from ..detection.config import DetConfig
     from ..detection.detector import SPPDetector
-    from ..detection.train import get_proposals, train_detector
+    from ..detection.proposal_cache import get_proposals
     from ..utils.device import resolve_device
     from .report import write_report
 

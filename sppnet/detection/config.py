@@ -8,7 +8,8 @@ SPP = He et al. 2014/2015, section 4 and the released SPP_net code.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..utils.config import (
@@ -24,7 +25,35 @@ from ..utils.config import (
 )
 from .scales import MIN_SCALE, SINGLE_SCALE
 
-__all__ = ["DetConfig"]
+__all__ = ["DetConfig", "ProposalConfig", "DEFAULT_PROPOSALS", "PROPOSERS", "UNION"]
+
+# -- proposals (Selective Search, EdgeBoxes; detection/proposals.py) ------------------------
+MAX_ASPECT = 2.0  # OpenCV's Selective Search fails above ~2.4 (data README); pad to this
+SS_MAX_SIDE = 500  # longer side Selective Search runs at (R-CNN: VOC images, ~500 px)
+MAX_PROPOSALS = 2000  # per image (paper: ~2000 windows)
+MIN_SIZE = 4.0  # pixels (original image) below which a window is dropped
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    version: int = 2  # 2: windows in canonical order (cache entries of version 1 are rebuilt)
+    method: str = "selective_search_fast"  # or selective_search_quality, edgeboxes (PROPOSERS)
+    max_side: int = SS_MAX_SIDE  # run Selective Search at this longer side
+    max_proposals: int = MAX_PROPOSALS
+    max_aspect: float = MAX_ASPECT
+    min_size: float = MIN_SIZE
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+DEFAULT_PROPOSALS = ProposalConfig()  # the default settings (an immutable default argument)
+
+# a "+" joins proposers: the union of their windows, each up to max_proposals (the paper's
+# Sec. 4.5 trains with both Selective Search and EdgeBoxes windows)
+UNION = "+"
+PROPOSERS = ("selective_search_fast", "selective_search_quality", "edgeboxes",
+             "selective_search_fast+edgeboxes")
 
 
 @dataclass(frozen=True)
@@ -152,8 +181,6 @@ class DetConfig:
         if bad or not self.svm_layers:
             raise ValueError(f"svm_layers must be a non-empty subset of pool5, fc6, fc7; got "
                              f"{self.svm_layers}")
-        from .proposals import PROPOSERS
-
         if self.proposer not in PROPOSERS:
             raise ValueError(f"proposer must be one of {PROPOSERS}, got {self.proposer!r}")
         if self.mode not in ("spp", "rcnn"):

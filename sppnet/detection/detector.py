@@ -77,7 +77,7 @@ class InferenceSettings:
             check_int_tuple,
             check_number,
         )
-        from .proposals import PROPOSERS
+        from .config import PROPOSERS
 
         check_int_tuple("scales", self.scales, 32, hi=MAX_DETECTION_SIDE)
         check_int_tuple("levels", self.levels, hi=MAX_LEVEL)
@@ -392,7 +392,8 @@ class SPPDetector(nn.Module):
         of one size go through the conv trunk together, ``batch_size`` at a time (SPP mode).
         Returns torchvision-style dicts: ``boxes (M, 4)``, ``scores``, ``labels`` (indices
         into ``classes``) and ``names``."""
-        from .proposals import ProposalConfig, propose_many
+        from .config import ProposalConfig
+        from .proposal_cache import propose_many
 
         many = isinstance(images, (list, tuple))
         batch = [as_rgb_array(im) for im in (images if many else [images])]

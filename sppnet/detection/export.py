@@ -50,8 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import project_boxes, spp_pool_cells
+from .config import ProposalConfig
 from .features import MAX_LONG_SIDE, TARGET_AREA
-from .proposals import ProposalConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from .detector import SPPDetector

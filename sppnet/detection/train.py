@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.coco import load_annotations
+from ..data.datasets import load_dataset
 from ..data.voc import VOCDataset
 from ..models.backbone import backbone_spec as models_backbone_spec
 from ..ops import spp_output_dim
@@ -46,6 +46,7 @@ from ..utils.run_dir import (
     remove_outputs,
     write_run_config,
 )
+from .bbox_fit import fit_box_regressor
 from .bbox_reg import BoxRegressor
 from .config import DetConfig
 from .detector import InferenceSettings, SPPDetector
@@ -59,13 +60,13 @@ from .features import (
 )
 from .finetune import finetune, plot_finetune_curves
 from .head import DetectionHead
-from .proposals import ProposalConfig, compute_proposals, load_proposal_file
+from .proposal_cache import get_proposals
 from .rcnn import WindowFeatureCache
 from .scales import auto_scales, scale_summary
 from .svm import feature_scale, mine_hard_negatives
 from .targets import WindowSet, label_windows
 
-__all__ = ["train_detector", "load_dataset", "get_proposals", "backbone_spec", "Stages"]
+__all__ = ["train_detector", "backbone_spec", "Stages", "training_set", "prepare"]
 
 log = logging.getLogger(__name__)
 STAGES = ("cache", "finetune", "svm", "bbox", "eval")
@@ -82,27 +83,6 @@ def backbone_spec(cfg: DetConfig) -> BackboneSpec:
         model = str(Path(model).resolve())
     weights = str(Path(cfg.weights).resolve()) if cfg.weights else None
     return models_backbone_spec(model, weights, cfg.feature_stride)
-
-
-def load_dataset(root: str, split: str, classes: tuple, images: str = "") -> VOCDataset:
-    """A VOC folder or a COCO JSON (with ``images``, its image folder), skips logged."""
-    ds = load_annotations(root, split or None, classes or None, images=images or None)
-    for f, why in ds.skipped.items():
-        log.warning("left out %s: %s", f, why)
-    return ds
-
-
-def get_proposals(ds: VOCDataset, cfg: DetConfig, cache_dir: Path, progress: bool,
-                  rank: int = 0, world_size: int = 1) -> dict[str, np.ndarray]:
-    """``{image_id: (R, 4)}`` from ``cfg.proposals`` or Selective Search (cached)."""
-    ids = [a.image_id for a in ds]
-    if cfg.proposals:
-        return load_proposal_file(cfg.proposals, ids)
-    pcfg = ProposalConfig(method=cfg.proposer, max_side=cfg.ss_max_side,
-                          max_proposals=cfg.max_proposals)
-    by_path = compute_proposals([a.image_path for a in ds], cache_dir / "proposals", pcfg,
-                                cfg.workers, progress, rank, world_size)
-    return {a.image_id: by_path[str(a.image_path)] for a in ds if str(a.image_path) in by_path}
 
 
 @dataclass
@@ -354,8 +334,8 @@ def train_bbox(st: Stages, progress: bool) -> BoxRegressor:
     if not samples:
         raise ValueError("no windows overlap a ground truth enough to train box regression")
     scale = feature_scale(scale_rows, cfg.feat_norm_mean)
-    return BoxRegressor.fit(samples, len(st.ds.classes), scale, cfg.bbox_lambda,
-                            cfg.bbox_max_per_class, cfg.seed)
+    return fit_box_regressor(samples, len(st.ds.classes), scale, cfg.bbox_lambda,
+                             cfg.bbox_max_per_class, cfg.seed)
 
 
 def save_stage(path: Path, stage: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:

@@ -18,7 +18,7 @@ from sppnet.detection import DetConfig, SPPDetector
 from sppnet.detection.bbox_reg import BoxRegressor
 from sppnet.detection.detector import InferenceSettings
 from sppnet.detection.features import load_backbone
-from sppnet.detection.finetune import DetectionHead
+from sppnet.detection.head import DetectionHead
 from sppnet.detection.train import backbone_spec
 from sppnet.models import get_model
 from sppnet.ops import spp_output_dim

@@ -85,7 +85,7 @@ def make_detector(tmp_path: Path, box_deltas: bool = False, **settings) -> Path:
 def images_and_windows(n=4, seed=0):
     """Generated photos with shapes, cropped to odd sizes (one elongated, one smaller than the
     scale), with jittered ground-truth windows, random ones and border cases."""
-    from sppnet.detection.proposals import jitter_boxes
+    from sppnet.data.synthetic import jitter_boxes
 
     rng = np.random.default_rng(seed)
     photos = background_photos()

@@ -62,9 +62,9 @@ def test_the_same_detector_on_the_coco_conversion_gives_the_same_voc_map_and_coc
         shapes, tmp_path, monkeypatch):
     pytest.importorskip("pycocotools", reason="COCO metrics need pycocotools")
     from sppnet.cli.main import main
+    from sppnet.data.datasets import load_dataset
     from sppnet.detection.detector import SPPDetector
     from sppnet.detection.evaluate import evaluate_detector
-    from sppnet.detection.train import load_dataset
 
     voc = _train(shapes, tmp_path / "a", monkeypatch)
     assert main(["convert", "--voc", str(shapes / "test"), "--to-coco",

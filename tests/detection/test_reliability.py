@@ -16,7 +16,7 @@ from sppnet.data.decode import ImageDecodeError, decode_image
 from sppnet.data.synthetic import write_voc_folder
 from sppnet.data.voc import load_voc, parse_voc_xml
 from sppnet.detection.features import MAX_LONG_SIDE, BackboneSpec, ConvMapCache, scaled_sizes
-from sppnet.detection.proposals import ProposalCache, ProposalConfig
+from sppnet.detection.proposal_cache import ProposalCache, ProposalConfig
 from sppnet.detection.train import save_stage
 from tests.detection.fakes import TinyTrunk
 

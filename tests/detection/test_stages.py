@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from sppnet.data.synthetic import jitter_boxes
 from sppnet.data.voc import Annotation
-from sppnet.detection.bbox_reg import BoxRegressor, fit_ridge
+from sppnet.detection.bbox_fit import fit_box_regressor, fit_ridge
+from sppnet.detection.bbox_reg import BoxRegressor
 from sppnet.detection.combine import combine_detections
 from sppnet.detection.config import DetConfig
 from sppnet.detection.detector import Detections, SPPDetector
@@ -22,14 +24,10 @@ from sppnet.detection.features import (
     scaled_sizes,
     select_scales,
 )
-from sppnet.detection.finetune import DetectionHead, sample_windows
-from sppnet.detection.proposals import (
-    ProposalCache,
-    ProposalConfig,
-    jitter_boxes,
-    load_proposal_file,
-    selective_search,
-)
+from sppnet.detection.finetune import sample_windows
+from sppnet.detection.head import DetectionHead
+from sppnet.detection.proposal_cache import ProposalCache, load_proposal_file
+from sppnet.detection.proposals import ProposalConfig, selective_search
 from sppnet.detection.rcnn import warp_windows
 from sppnet.detection.svm import mine_hard_negatives
 from sppnet.detection.targets import label_windows
@@ -345,7 +343,7 @@ def test_box_regressor_learns_a_known_shift():
     true_w = rng.normal(size=(8, 4)).astype(np.float32) * 0.05
     deltas = torch.from_numpy(x @ true_w)
     gts = coder.decode(deltas, torch.from_numpy(props)).numpy()
-    reg = BoxRegressor.fit([(x, props, gts, np.zeros(n, np.int64))], 2, 1.0, lam=1e-6)
+    reg = fit_box_regressor([(x, props, gts, np.zeros(n, np.int64))], 2, 1.0, lam=1e-6)
     pred = reg.predict(torch.from_numpy(x), torch.from_numpy(props))  # (n, 2, 4)
     np.testing.assert_allclose(pred[:, 0].numpy(), gts, atol=1e-2)
     np.testing.assert_allclose(pred[:, 1].numpy(), props, atol=1e-4)  # no data: identity
@@ -389,7 +387,6 @@ def test_combination_is_nms_on_the_union():
 
 def test_deduplicated_windows_give_the_same_detections():
     from sppnet.detection.detector import InferenceSettings, SPPDetector
-    from sppnet.detection.finetune import DetectionHead
 
     torch.manual_seed(0)
     trunk = TinyTrunk().eval()
@@ -502,7 +499,8 @@ def test_edgeboxes_windows_valid_deterministic_cached(tmp_path):
     from PIL import Image
 
     from sppnet.data.synthetic import background_photos, make_image
-    from sppnet.detection.proposals import ProposalConfig, compute_proposals, edge_boxes
+    from sppnet.detection.proposal_cache import compute_proposals
+    from sppnet.detection.proposals import edge_boxes
 
     img = make_image(np.random.default_rng(3), background_photos()).image
     cfg = ProposalConfig(method="edgeboxes", max_proposals=300)
@@ -535,21 +533,22 @@ def test_union_proposer_is_both_sets_and_reuses_their_caches(tmp_path):
     entries of the two single proposers, so a union after single runs proposes nothing."""
     from PIL import Image
 
-    import sppnet.detection.proposals as P
+    import sppnet.detection.proposal_cache as P
     from sppnet.data.synthetic import background_photos, make_image
+    from sppnet.detection.proposals import edge_boxes, propose
 
     img = make_image(np.random.default_rng(4), background_photos()).image
     Image.fromarray(img).save(tmp_path / "p.png")
     path = str(tmp_path / "p.png")
-    ss = P.selective_search(img, ProposalConfig(max_side=200, max_proposals=150))
-    eb = P.edge_boxes(img, ProposalConfig(method="edgeboxes", max_side=200, max_proposals=150))
+    ss = selective_search(img, ProposalConfig(max_side=200, max_proposals=150))
+    eb = edge_boxes(img, ProposalConfig(method="edgeboxes", max_side=200, max_proposals=150))
     cfg = ProposalConfig(method="selective_search_fast+edgeboxes", max_side=200,
                          max_proposals=150)
     expected = np.unique(np.concatenate([ss, eb]), axis=0)
     assert len(expected) > max(len(ss), len(eb))  # the two sets differ: a real union
     got = P.compute_proposals([path], tmp_path / "cache", cfg, workers=0, progress=False)[path]
     assert np.array_equal(got, expected)
-    assert np.array_equal(P.propose(img, cfg), expected)
+    assert np.array_equal(propose(img, cfg), expected)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # one entry per proposer
     fresh = tmp_path / "cache2"  # the single proposers run first, then the union
     for one, boxes in (("selective_search_fast", ss), ("edgeboxes", eb)):
@@ -566,7 +565,7 @@ def test_union_proposer_is_both_sets_and_reuses_their_caches(tmp_path):
 
 
 def test_stored_proposer_is_what_the_detector_uses(monkeypatch):
-    import sppnet.detection.proposals as P
+    import sppnet.detection.proposal_cache as P
     from sppnet.detection.detector import InferenceSettings
 
     seen = []

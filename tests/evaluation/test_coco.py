@@ -148,7 +148,7 @@ def test_fruit_voc_and_its_coco_conversion_give_the_same_voc_map(tmp_path):
 
 
 def test_train_det_and_eval_det_read_a_coco_file_like_the_voc_folder(tmp_path):
-    from sppnet.detection.train import load_dataset
+    from sppnet.data.datasets import load_dataset
 
     fruit = need("fruit/test")
     coco = tmp_path / "fruit_test.json"
