@@ -64,7 +64,7 @@ def main() -> int:
     from sppnet.data.decode import decode_image, list_images
     from sppnet.detection.detector import SPPDetector
     from sppnet.detection.export import export_detector
-    from sppnet.detection.proposals import ProposalConfig, propose
+    from sppnet.detection.proposals import propose
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,8 +82,7 @@ def main() -> int:
         runner.session = ort.InferenceSession(str(onnx_path), so,
                                               providers=["CPUExecutionProvider"])
     st = det.settings
-    pcfg = ProposalConfig(method=st.proposer, max_side=st.ss_max_side,
-                          max_proposals=st.max_proposals)
+    pcfg = st.proposal  # the proposals the detector was trained with
     paths = list_images(args.images)[:args.limit]
     rows, worst = [], {"scores": 0.0, "boxes": 0.0}
     for p in paths:

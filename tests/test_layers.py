@@ -1,7 +1,12 @@
 """The layers import only downwards: ops -> nn -> models -> data -> pipelines -> cli, and no
-pipeline imports a sibling pipeline (docs/architecture.md)."""
+pipeline imports a sibling pipeline (docs/architecture.md); the commands other than ``bench``
+import nothing from ``bench``, only ``train-det`` reaches into the detection training module,
+and inference (the detector, the run loop, ``load_detector``, the export) imports no training
+module."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import sppnet
@@ -19,18 +24,40 @@ ALLOWED = {
     "detection": {"data", "evaluation", "models", "nn", "ops", "utils"},
     "bench": {"data", "detection", "models", "nn", "ops", "utils"},
     "demo": {"classification", "data", "detection", "evaluation", "models", "ops", "utils"},
+    "cli": {"bench", "classification", "data", "demo", "detection", "evaluation", "models",
+            "ops", "utils"},
 }
+# the detection modules that train; inference must not load them
+TRAINING = {"train", "finetune", "e2e", "svm", "bbox_fit", "targets"}
+# what inference is: the detector, its files, the run loop, the export
+INFERENCE = ("detector", "detector_files", "run", "export")
+
+
+def _imports(path: Path) -> set[str]:
+    """The sppnet modules ``path`` imports (anywhere in it, lazily too), as dotted names
+    relative to the package (``detection.train``, ``bench``)."""
+    here = path.relative_to(ROOT).with_suffix("").parts
+    package = here[:-1] if here[-1] != "__init__" else here[:-1]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(package[:len(package) - (node.level - 1)])
+                mod = base + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.startswith("sppnet."):
+                mod = node.module.split(".")[1:]
+            else:
+                continue
+            if mod:  # (``from .. import __version__``: the package itself)
+                out.add(".".join(mod))
+            out.update(".".join([*mod, a.name]) for a in node.names
+                       if (ROOT.joinpath(*mod, a.name + ".py")).is_file()
+                       or (ROOT.joinpath(*mod, a.name)).is_dir())
+    return out
 
 
 def _imported_rooms(path: Path) -> set[str]:
-    rooms = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level >= 2 and node.module:
-            rooms.add(node.module.split(".")[0])
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
-                node.module.startswith("sppnet."):
-            rooms.add(node.module.split(".")[1])
-    return rooms
+    return {m.split(".")[0] for m in _imports(path)}
 
 
 def test_rooms_import_only_downwards():
@@ -44,6 +71,65 @@ def test_rooms_import_only_downwards():
 
 
 def test_the_check_sees_an_upward_import(tmp_path):
-    f = tmp_path / "m.py"
-    f.write_text("from ..classification.train import load_model\n")
-    assert _imported_rooms(f) == {"classification"}
+    f = ROOT / "detection" / "_probe_for_test.py"
+    try:
+        f.write_text("from ..classification.train import load_model\n")
+        assert _imported_rooms(f) == {"classification"}
+    finally:
+        f.unlink()
+
+
+def test_commands_other_than_bench_import_nothing_from_bench():
+    bad = [f.name for f in sorted((ROOT / "cli").glob("*.py")) if f.name != "bench.py"
+           and any(m == "bench" or m.startswith("bench.") for m in _imports(f))]
+    assert not bad, bad
+
+
+def test_only_train_det_reaches_into_the_detection_training_module():
+    bad = [str(f.relative_to(ROOT)) for room in ("cli", "demo", "bench")
+           for f in sorted((ROOT / room).rglob("*.py"))
+           if "detection.train" in _imports(f) and f.stem != "train_det"]
+    assert not bad, bad
+
+
+def _closure(start: str) -> set[str]:
+    """The detection modules ``detection.<start>`` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        m = todo.pop()
+        if m in seen or not (ROOT / "detection" / f"{m}.py").is_file():
+            continue
+        seen.add(m)
+        todo += [i.split(".")[1] for i in _imports(ROOT / "detection" / f"{m}.py")
+                 if i.startswith("detection.") and i.count(".") == 1]
+    return seen
+
+
+def test_inference_imports_no_training_module():
+    """By reading the code (every import, lazy ones too) and by importing it."""
+    for start in INFERENCE:
+        assert not _closure(start) & TRAINING, (start, sorted(_closure(start) & TRAINING))
+    code = ("import sys; from sppnet.detection import load_detector, SPPDetector; "
+            "import sppnet.detection.run, sppnet.detection.export; "
+            "print(' '.join(m for m in sys.modules if m.startswith('sppnet.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert "sppnet.detection.detector" in loaded and "sppnet.detection.run" in loaded
+    assert not {f"sppnet.detection.{m}" for m in TRAINING} & set(loaded), loaded
+
+
+def test_the_inference_check_sees_a_training_import():
+    f = ROOT / "detection" / "_probe_for_test.py"
+    try:
+        f.write_text("def f():\n    from .finetune import finetune\n")
+        assert "finetune" in _closure("_probe_for_test")
+    finally:
+        f.unlink()
+
+
+def test_the_detection_config_imports_no_torch():
+    code = ("import sys; import sppnet.detection.config; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"

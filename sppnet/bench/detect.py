@@ -12,8 +12,13 @@ Per image (the first is a warm-up and not counted), for 1 scale (688) and 5 scal
   with int8 weights (error vs fp32 reported); truncated SVD is timed and its error shown (with
   random weights its error is large — ranks must be chosen on a trained net: ``eval-det --fc``).
 
-The R-CNN conv time is measured on a subset of the windows and extrapolated linearly (printed).
-Medians over images. The pooled features are checked against ``spp_pool`` of each projected crop.
+The images go through the one run loop (:func:`sppnet.detection.run.run_images`) with a
+detector made of the random-weight net (its fc6/fc7/fc8 as the head, softmax scores): it decodes,
+proposes and times conv, pooling of the distinct windows and the fc layers as ``sppnet detect``
+runs them; the benchmark adds, on the loop's image and windows, the baselines it compares
+against (every window pooled and scored, int8 and SVD fc layers, the R-CNN way). The R-CNN conv
+time is measured on a subset of the windows and extrapolated linearly (printed). Medians over
+images. The pooled features are checked against ``spp_pool`` of each projected crop.
 """
 
 from __future__ import annotations
@@ -30,26 +35,26 @@ from statistics import median
 import numpy as np
 import torch
 
-from ..data.decode import decode_image
+from ..detection.config import InferenceSettings, ProposalConfig
+from ..detection.detector import SPPDetector
 from ..detection.features import (
     FIVE_SCALES,
     SINGLE_SCALE,
     BackboneSpec,
     compute_maps,
-    dedupe_windows,
     pool_windows,
     scaled_sizes,
     select_scales,
-    window_cells,
 )
-from ..detection.proposals import ProposalConfig, selective_search
-from ..detection.rcnn import rcnn_pool
-from ..ops import project_boxes, spp_pool
+from ..detection.head import DetectionHead
+from ..detection.run import rcnn_features, run_images, spp_features
+from ..ops import project_boxes, spp_output_dim, spp_pool
 from ..utils.timing import measurement_environment
 
 __all__ = ["run_detect_benchmark", "format_detect_report", "memory_probe"]
 
 LEVELS = (6, 3, 2, 1)
+SETTINGS = (("1scale", SINGLE_SCALE), ("5scale", FIVE_SCALES))
 
 
 def _model(name: str, width_mult: float, fc_dim: int = 4096):
@@ -57,6 +62,21 @@ def _model(name: str, width_mult: float, fc_dim: int = 4096):
 
     torch.manual_seed(0)
     return get_model(name, num_classes=21, width_mult=width_mult, fc_dim=fc_dim).eval()
+
+
+def _detector(model, name: str, scales: Sequence[int], max_proposals: int) -> SPPDetector:
+    """The random-weight net as a detector: its trunk, its fc6/fc7/fc8 as the head (20 classes
+    and background), softmax scores, no box regression."""
+    k = model.fc8.out_features - 1
+    head = DetectionHead(spp_output_dim(model.feature_channels, LEVELS), k,
+                         model.fc6.out_features)
+    head.load_state_dict({f"{n}.{p}": getattr(model, n).state_dict()[p]
+                          for n in ("fc6", "fc7", "fc8") for p in ("weight", "bias")})
+    settings = InferenceSettings(scales=tuple(scales), levels=LEVELS, score="softmax",
+                                 bbox_reg=False,
+                                 proposal=ProposalConfig(max_proposals=max_proposals))
+    return SPPDetector(model, BackboneSpec(model=name), head, [f"c{i}" for i in range(k)],
+                       settings)
 
 
 def _timed(fn):
@@ -80,42 +100,30 @@ def _check_pooled(maps, image_size, scales, boxes, pooled, stride, offset, n, rn
     return True
 
 
-def _fc(model, head_fc6, head_fc7, pooled):
-    h = torch.relu(head_fc6(pooled))
-    h = torch.relu(head_fc7(h))
-    return model.fc8(h)
-
-
 @torch.no_grad()
-def _one_image(model, spec, image, boxes, scales, fast_fc, svd_fc, rng, check) -> dict:
-    stride, offset = model.feature_stride, model.feature_offset
+def _baselines(det: SPPDetector, heads: dict, image, boxes, rng, check: int) -> dict:
+    """On one image and the windows the loop scored: every window pooled and scored (the
+    straightforward way), the distinct windows scored with int8 and SVD fc layers, and the
+    checks (pooling equals ``spp_pool`` of the crop; scoring distinct windows changes
+    nothing)."""
+    st, stride, offset = det.settings, det.backbone.feature_stride, det.backbone.feature_offset
     size = image.shape[:2]
-    maps, t_conv = _timed(lambda: compute_maps(model, image, scales, spec))
-    pooled, t_pool = _timed(lambda: pool_windows(maps, size, scales, boxes, stride, offset,
+    maps = compute_maps(det.backbone, image, st.scales, det.spec)  # timed by the loop
+    pooled, t_pool = _timed(lambda: pool_windows(maps, size, st.scales, boxes, stride, offset,
                                                  LEVELS))
-    ref, t_fc = _timed(lambda: _fc(model, model.fc6, model.fc7, pooled))
-
-    def fast_pool():
-        si = select_scales(boxes, size, scales)
-        first, inverse = dedupe_windows(window_cells(maps, size, scales, boxes, stride, offset,
-                                                     si))
-        return pool_windows(maps, size, scales, boxes[first], stride, offset, LEVELS,
-                            si[first]), inverse
-
-    (pooled_u, inverse), t_pool_fast = _timed(fast_pool)
-    exact_u, t_fc_u = _timed(lambda: _fc(model, model.fc6, model.fc7, pooled_u))
-    fast, t_fc_fast = _timed(lambda: _fc(model, *fast_fc, pooled_u))
-    svd, t_fc_svd = _timed(lambda: _fc(model, *svd_fc, pooled_u))
+    ref, t_fc = _timed(lambda: det.head(pooled))
+    pooled_u, inverse, _ = spp_features(det, image, boxes, maps=maps)
+    exact_u = det.head(pooled_u)
+    fast, t_fc_fast = _timed(lambda: heads["int8"](pooled_u))
+    svd, t_fc_svd = _timed(lambda: heads["svd"](pooled_u))
     scale = float(ref.abs().max()) or 1.0
     return {
-        "conv": t_conv, "pool": t_pool, "fc": t_fc,
-        "pool_dedupe": t_pool_fast, "fc_dedupe": t_fc_u, "fc_dedupe_int8": t_fc_fast,
-        "fc_dedupe_svd": t_fc_svd, "windows": len(boxes), "unique": len(pooled_u),
+        "pool": t_pool, "fc": t_fc, "fc_dedupe_int8": t_fc_fast, "fc_dedupe_svd": t_fc_svd,
         "dedupe_equal": bool(torch.equal(exact_u[inverse], ref)),
         "int8_max_rel_err": float((fast[inverse] - ref).abs().max()) / scale,
         "svd_max_rel_err": float((svd[inverse] - ref).abs().max()) / scale,
-        "pooled_equal": _check_pooled(maps, size, scales, boxes, pooled, stride, offset, check,
-                                      rng) if check else None,
+        "pooled_equal": _check_pooled(maps, size, st.scales, boxes, pooled, stride, offset,
+                                      check, rng) if check else None,
     }
 
 
@@ -127,39 +135,64 @@ def _conv_nchw(model, spec, image):
                                             spec.input_scale)[None].contiguous())
 
 
-@torch.no_grad()
-def _rcnn(model, spec, image, boxes, n_sub: int) -> tuple[float, int]:
-    from ..data.transforms import to_tensor
-
-    x = to_tensor(image, spec.mean, spec.input_scale)
+def _rcnn(det: SPPDetector, image, boxes, n_sub: int) -> tuple[float, int]:
+    """The R-CNN way's conv time on an evenly spaced subset of the windows, extrapolated."""
     sub = boxes[np.linspace(0, len(boxes) - 1, min(n_sub, len(boxes))).astype(int)]
-    _, t = _timed(lambda: rcnn_pool(model, x, sub, LEVELS))
-    return t / len(sub) * len(boxes), len(sub)
+    _, _, t = rcnn_features(det, image, sub)
+    return t["conv"] / len(sub) * len(boxes), len(sub)
 
 
 def memory_probe(model_name: str, width_mult: float, fc_dim: int, n_images: int, side: int = 1200,
                  windows: int = 2000) -> list[float]:
-    """Peak RSS (MiB) after each of ``n_images`` detections on a ``side``-px image at 5 scales
-    (run in a fresh process by :func:`run_detect_benchmark`)."""
-    from ..detection.features import pool_windows as pw
-
-    model = _model(model_name, width_mult, fc_dim)
-    spec = BackboneSpec(model=model_name)
+    """Peak RSS (MiB) after each of ``n_images`` detections (the run loop) on a ``side``-px
+    generated image at 5 scales with ``windows`` random windows (run in a fresh process by
+    :func:`run_detect_benchmark`)."""
+    det = _detector(_model(model_name, width_mult, fc_dim), model_name, FIVE_SCALES, windows)
     rng = np.random.default_rng(0)
+
+    def images():
+        for _ in range(n_images):
+            yield rng.integers(0, 255, (side, side * 4 // 3, 3), dtype=np.uint8)
+
+    def proposals():
+        for _ in range(n_images):
+            xy = rng.uniform(0, side * 0.8, (windows, 2))
+            wh = rng.uniform(16, side * 0.5, (windows, 2))
+            yield np.concatenate([xy, xy + wh], 1).astype(np.float32)
+
+    ims = list(images())
     peaks = []
-    for _ in range(n_images):
-        img = rng.integers(0, 255, (side, side * 4 // 3, 3), dtype=np.uint8)
-        xy = rng.uniform(0, side * 0.8, (windows, 2))
-        wh = rng.uniform(16, side * 0.5, (windows, 2))
-        boxes = torch.from_numpy(np.concatenate([xy, xy + wh], 1).astype(np.float32))
-        with torch.no_grad():
-            maps = compute_maps(model, img, FIVE_SCALES, spec)
-            pooled = pw(maps, img.shape[:2], FIVE_SCALES, boxes, model.feature_stride,
-                        model.feature_offset, LEVELS)
-            _fc(model, model.fc6, model.fc7, pooled)
-        del maps, pooled
+    for _ in run_images(det, ims, list(proposals()), errors="raise"):
         peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return peaks
+
+
+def _pass(det: SPPDetector, heads: dict, paths: list, proposals, rng, check_windows: int,
+          progress: bool, desc: str):
+    """One run of the loop over the images with ``det``'s scales: per image, the loop's result
+    and the numbers of this setting (the loop's stage times, the baselines')."""
+    from tqdm import tqdm
+
+    for r in tqdm(run_images(det, paths, proposals, workers=0, errors="raise"),
+                  total=len(paths), desc=desc, disable=not progress, unit="img"):
+        t = r.timings
+        rec = {"conv": t["conv"], "pool_dedupe": t["pool"], "fc_dedupe": t["fc"],
+               "windows": t["windows"], "unique": t["unique"]}
+        rec.update(_baselines(det, heads, r.image, r.boxes, rng,
+                              check_windows if r.index > 0 else 0))
+        yield r, rec
+
+
+def _about(r, det: SPPDetector, plain, rcnn_windows: int) -> dict:
+    """What the first pass records of an image besides its setting's numbers: its proposals'
+    seconds, the R-CNN way's conv time, the NCHW trunk's."""
+    with torch.no_grad():
+        _, nchw = _timed(lambda: _conv_nchw(plain, det.spec, r.image))
+    rcnn_conv, measured = _rcnn(det, r.image, r.boxes, rcnn_windows)
+    return {"image": r.path, "image_size": list(r.image.shape[:2]),
+            "proposals": r.timings["proposals"], "windows": len(r.boxes),
+            "rcnn_conv": rcnn_conv, "rcnn_measured_windows": measured,
+            "conv_1scale_nchw": nchw}
 
 
 def run_detect_benchmark(images: Sequence[Path], model_name: str = "zf5_spp",
@@ -167,48 +200,45 @@ def run_detect_benchmark(images: Sequence[Path], model_name: str = "zf5_spp",
                          max_proposals: int = 2000, rcnn_windows: int = 32,
                          svd_ranks: tuple[int, int] = (1024, 512), check_windows: int = 64,
                          memory_images: int = 3, progress: bool = True) -> dict:
-    from tqdm import tqdm
-
-    from ..nn.compress import int8_linear, svd_linear
-
     plain = _model(model_name, width_mult, fc_dim)  # NCHW weights and input: the "before"
-    model = _model(model_name, width_mult, fc_dim).to(memory_format=torch.channels_last)
-    spec = BackboneSpec(model=model_name)
-    fast_fc = (int8_linear(model.fc6), int8_linear(model.fc7))
-    svd_fc = (svd_linear(model.fc6, min(svd_ranks[0], fc_dim)),
-              svd_linear(model.fc7, min(svd_ranks[1], fc_dim)))
+    model = _model(model_name, width_mult, fc_dim)
     rng = np.random.default_rng(0)
-    per_image: list[dict] = []
-    paths = list(images)[: n_images + 1]
+    paths = [str(p) for p in list(images)[: n_images + 1]]
     if len(paths) < 2:
         raise ValueError(f"need at least 2 images (1 warm-up), got {len(paths)}")
-    for i, p in enumerate(tqdm(paths, desc="bench detect", disable=not progress, unit="img")):
-        image = decode_image(p)
-        props, t_prop = _timed(lambda im=image: selective_search(
-            im, ProposalConfig(max_proposals=max_proposals)))
-        boxes = torch.from_numpy(props)
-        rec: dict = {"image": str(p), "image_size": list(image.shape[:2]),
-                     "proposals": t_prop, "windows": len(boxes)}
-        for key, scales in (("1scale", SINGLE_SCALE), ("5scale", FIVE_SCALES)):
-            rec[key] = _one_image(model, spec, image, boxes, scales, fast_fc, svd_fc, rng,
-                                  check_windows if i > 0 else 0)
-        rec["rcnn_conv"], rec["rcnn_measured_windows"] = _rcnn(model, spec, image, boxes,
-                                                               rcnn_windows)
-        # the trunk with contiguous (NCHW) weights and input, for the before/after figure
-        with torch.no_grad():
-            _, rec["conv_1scale_nchw"] = _timed(lambda im=image: _conv_nchw(plain, spec, im))
-        if i > 0:  # the first image warms up
-            per_image.append(rec)
+    per_image: list[dict] = [{} for _ in paths]
+    windows = None  # the first pass proposes; the second scores the same windows
+    for key, scales in SETTINGS:
+        det = _detector(model, model_name, scales, max_proposals)
+        r6, r7 = (min(r, fc_dim) for r in svd_ranks)
+        heads = {"int8": det.head.compressed("int8"), "svd": det.head.compressed(f"svd:{r6},{r7}")}
+        found = []
+        for r, rec in _pass(det, heads, paths, windows, rng, check_windows, progress,
+                            f"bench detect ({key})"):
+            if windows is None:
+                per_image[r.index].update(_about(r, det, plain, rcnn_windows))
+                found.append(r.boxes.numpy())
+            per_image[r.index][key] = rec
+        windows = windows if windows is not None else found
+    per_image = per_image[1:]  # the first image warms up
     result = {"model": model_name, "width_mult": width_mult, "fc_dim": fc_dim,
-              "images": len(per_image),
-              "env": measurement_environment(), "svd_ranks": list(svd_ranks),
-              "rcnn_measured_windows": rcnn_windows, "per_image": per_image}
+              "images": len(per_image), "env": measurement_environment(),
+              "svd_ranks": list(svd_ranks), "rcnn_measured_windows": rcnn_windows,
+              "per_image": per_image}
+    _summarise(result, per_image)
+    if memory_images:
+        result.update(_memory(model_name, width_mult, fc_dim, memory_images))
+    return result
+
+
+def _summarise(result: dict, per_image: list[dict]) -> None:
+    """Medians over images, totals and speedups, per setting."""
     med = lambda xs: float(median(xs))  # noqa: E731
     rcnn_conv = med([r["rcnn_conv"] for r in per_image])
     result["proposals_s"] = med([r["proposals"] for r in per_image])
     result["conv_1scale_nchw"] = med([r["conv_1scale_nchw"] for r in per_image])
     result["windows_mean"] = float(np.mean([r["windows"] for r in per_image]))
-    for key in ("1scale", "5scale"):
+    for key, _ in SETTINGS:
         rows = [r[key] for r in per_image]
         m = {k: med([r[k] for r in rows]) for k in rows[0] if isinstance(rows[0][k], float)}
         base = m["conv"] + m["pool"] + m["fc"]
@@ -227,18 +257,18 @@ def run_detect_benchmark(images: Sequence[Path], model_name: str = "zf5_spp",
             "int8_max_rel_err": max(r["int8_max_rel_err"] for r in rows),
             "svd_max_rel_err": max(r["svd_max_rel_err"] for r in rows),
         }
-    if memory_images:
-        code = ("import json,sys; from sppnet.bench.detect import memory_probe; "
-                f"print(json.dumps(memory_probe({model_name!r}, {width_mult}, {fc_dim}, "
-                f"{memory_images})))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=1200)
-        if out.returncode == 0:
-            peaks = json.loads(out.stdout.strip().splitlines()[-1])
-            result["memory_peak_mib_per_image"] = peaks
-        else:
-            result["memory_error"] = out.stderr[-2000:]
-    return result
+
+
+def _memory(model_name: str, width_mult: float, fc_dim: int, n_images: int) -> dict:
+    """:func:`memory_probe` in a fresh process (its peak RSS is its own)."""
+    code = ("import json,sys; from sppnet.bench.detect import memory_probe; "
+            f"print(json.dumps(memory_probe({model_name!r}, {width_mult}, {fc_dim}, "
+            f"{n_images})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=1200)
+    if out.returncode == 0:
+        return {"memory_peak_mib_per_image": json.loads(out.stdout.strip().splitlines()[-1])}
+    return {"memory_error": out.stderr[-2000:]}
 
 
 def format_detect_report(r: dict) -> str:

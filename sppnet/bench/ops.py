@@ -79,13 +79,13 @@ def _window_forward(feats: Tensor, rois: Tensor, cells: Tensor, dim: int, repeat
         if not on_cpu:  # the GPU path is the torch backend; the rest is about CPU memory
             return out
         # the same with the output pool off: every call maps and zero-faults a fresh output
-        from ..ops import _buffers
+        from ..ops import set_buffer_cache_limit
 
-        limit = _buffers.set_cache_limit(0)
+        limit = set_buffer_cache_limit(0)
         try:
             t_fresh = median_time(lambda: spp_roi_pool(feats, rois), repeats)
         finally:
-            _buffers.set_cache_limit(limit)
+            set_buffer_cache_limit(limit)
         buf = torch.empty(len(rois), dim)
         t_buf = median_time(lambda: spp_roi_pool(feats, rois, out=buf), repeats)
         equal_buf = torch.equal(buf, ref)

@@ -78,7 +78,8 @@ def run_train_det_benchmark(base: DetConfig, work_dir: str | Path | None = None,
         ds = training_set(base)
         base = resolve_scales(base, ds)
         t0 = time.perf_counter()
-        props = get_proposals(ds, base, shared, progress)  # the same windows for both ways
+        props = get_proposals(ds, base.proposal, shared, base.proposals, base.workers,
+                              progress)  # the same windows for both ways
         proposals_s = time.perf_counter() - t0
         used = [a for a in ds if a.image_id in props]
         # what training labels: the non-difficult ground truth, then the proposals

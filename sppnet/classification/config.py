@@ -7,7 +7,7 @@ Resolution order: defaults -> ``--config FILE.json`` -> explicit command-line fl
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..utils.config import (
@@ -93,7 +93,7 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu" or "cuda"
     cache_images: bool = True  # decode every image once, keep it (resized) in memory
     progress: bool = True  # progress bars
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
+    extra: tuple[str, ...] = ()  # free-form notes kept with the run (key=value entries)
     recipe: str = "auto"  # the defaults training starts from: "paper" (from scratch) or
     # "finetune" (FINETUNE_RECIPE; pretrained weights); "auto" = finetune when weights are given.
     # Fields the user sets keep their values either way.
@@ -133,6 +133,10 @@ class TrainConfig:
         if list(self.lr_milestones) != sorted(set(self.lr_milestones)):
             raise ValueError("lr_milestones must be increasing epoch numbers, got "
                              f"{','.join(map(str, self.lr_milestones))}")
+        self._check_run_fields()
+
+    def _check_run_fields(self) -> None:
+        """The fields of how the run goes (checkpoints, threads, seed, inputs, the split)."""
         check_int("checkpoint_every", self.checkpoint_every, 0)
         check_int("threads", self.threads, 0, MAX_THREADS)
         check_int("seed", self.seed, 0)
@@ -146,6 +150,10 @@ class TrainConfig:
                     v >= 0 and (isinstance(v, int) or v <= 1)):
                 raise ValueError(f"split parts must be counts, fractions in [0, 1] or None, "
                                  f"got {v!r} in {self.split}")
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """The input sizes: ranges, the crop within the resized image, the batch's memory."""
         if self.size_range is not None:
             lo, hi = self.size_range
             if not 0 < lo <= hi:

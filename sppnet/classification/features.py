@@ -93,6 +93,21 @@ def _cache_key(spec: FeatureSpec, samples: Sequence[Sample]) -> str:
     return h.hexdigest()[:16]
 
 
+def _cached(cache: Path, key: str, n: int) -> dict[str, np.ndarray] | None:
+    """The features in the cache entry ``cache`` if it is there, holds ``key`` and ``n`` rows
+    and passes its checksum; else ``None`` (a bad entry is named in a warning)."""
+    if not cache.exists():
+        return None
+    try:
+        out = read_npz_entry(cache, key, arrays_digest)
+        if len(out.get("ok", [])) != n:
+            raise ValueError(f"it holds {len(out.get('ok', []))} rows for {n} images")
+        return out
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("feature cache %s is not usable (%s); rebuilding it", cache, e)
+        return None
+
+
 @torch.no_grad()
 def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: str | Path | None,
                      progress: bool = True, device: str | torch.device = "cpu"
@@ -112,15 +127,9 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
     if cache_dir is not None:
         key = _cache_key(spec, samples)
         cache = Path(cache_dir) / f"features_{key}.npz"
-        if cache.exists():
-            try:
-                out = read_npz_entry(cache, key, arrays_digest)
-                if len(out.get("ok", [])) != len(samples):
-                    raise ValueError(f"it holds {len(out.get('ok', []))} rows for "
-                                     f"{len(samples)} images")
-                return out
-            except (OSError, ValueError, KeyError) as e:
-                log.warning("feature cache %s is not usable (%s); rebuilding it", cache, e)
+        held = _cached(cache, key, len(samples))
+        if held is not None:
+            return held
     from tqdm import tqdm
 
     bspec = spec.backbone()

@@ -23,6 +23,21 @@ REPEATS = int_arg(1, 1000)
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser("sppnet bench")
     sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    for add in (_add_ops, _add_train, _add_detect, _add_train_det, _add_e2e, _add_proposals):
+        add(sub)
+    return parser
+
+
+def _outputs(p: argparse.ArgumentParser, func, progress: bool = False) -> None:
+    """``--json`` (the figures, with their provenance), ``--no-progress`` where the benchmark
+    shows progress, and the function that runs it."""
+    p.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    if progress:
+        p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=func)
+
+
+def _add_ops(sub) -> None:
     ops = sub.add_parser("ops", help="spp_pool / spp_roi_pool against the obvious loops")
     ops.add_argument("--windows", type=int_arg(1, MAX_WINDOWS), default=2000,
                      help="number of windows (default 2000)")
@@ -40,16 +55,20 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                      help="timed runs per fast op (median)")
     ops.add_argument("--loop-repeats", type=REPEATS, default=3,
                      help="timed runs per loop reference")
-    ops.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     ops.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    ops.set_defaults(func=main_ops)
+    _outputs(ops, main_ops)
+
+
+def _add_train(sub) -> None:
     tr = sub.add_parser("train", help="training throughput (fwd+bwd+step) of the paper's nets")
     tr.add_argument("--repeats", type=REPEATS, default=5, help="timed steps per case (median)")
-    tr.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     tr.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     tr.add_argument("--weights", help="also the ImageNet MobileNetV2 fine-tuning regimes (the "
                                       "TFLite file)")
-    tr.set_defaults(func=main_train)
+    _outputs(tr, main_train)
+
+
+def _add_detect(sub) -> None:
     det = sub.add_parser("detect", help="the paper's Table 10: SPP-net vs the R-CNN way on the "
                                         "same windows")
     det.add_argument("--images", type=Path, default=None,
@@ -69,9 +88,10 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                      help="fc6,fc7 ranks for the SVD timing")
     det.add_argument("--memory-images", type=int_arg(0, 100), default=3,
                      help="1200-px images for the peak-memory probe (0: skip)")
-    det.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
-    det.add_argument("--no-progress", action="store_true")
-    det.set_defaults(func=main_detect)
+    _outputs(det, main_detect, progress=True)
+
+
+def _add_train_det(sub) -> None:
     td = sub.add_parser("train-det", help="training cost, stage by stage: the SPP way against "
                                           "the R-CNN way on the same images and windows")
     td.add_argument("--data", required=True, help="VOC-format training folder (or COCO .json)")
@@ -93,10 +113,10 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                     help="any other DetConfig field, for both ways")
     td.add_argument("--work-dir", type=Path, help="keep the runs here (default: a temporary "
                                                   "folder, removed)")
-    td.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
-    td.add_argument("--no-progress", action="store_true")
-    td.set_defaults(func=main_train_det)
+    _outputs(td, main_train_det, progress=True)
 
+
+def _add_e2e(sub) -> None:
     e2 = sub.add_parser("e2e", help="one end-to-end fine-tuning iteration and the window "
                                     "pyramid's share of it")
     e2.add_argument("--backbone", default="mobilenet_v2", help="backbone (default mobilenet_v2)")
@@ -106,9 +126,10 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     e2.add_argument("--convs", type=int, default=10, help="trunk convolutions trained")
     e2.add_argument("--windows", type=int, default=64, help="windows per image (default 64)")
     e2.add_argument("--repeats", type=int, default=5, help="timed runs per case (median)")
-    e2.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
-    e2.set_defaults(func=main_e2e)
+    _outputs(e2, main_e2e)
 
+
+def _add_proposals(sub) -> None:
     pr = sub.add_parser("proposals", help="proposal recall vs windows and seconds per image, "
                                           "Selective Search and EdgeBoxes")
     pr.add_argument("--data", action="append", default=[], metavar="NAME=FOLDER[:SPLIT_FILE]",
@@ -118,11 +139,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                     help="first N images of each set")
     pr.add_argument("--counts", type=ints_arg(1, MAX_WINDOWS), default=(100, 300, 1000, 2000),
                     help="windows per image")
-    pr.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     pr.add_argument("--png", type=Path, default=None, help="recall-vs-windows plot")
-    pr.add_argument("--no-progress", action="store_true")
-    pr.set_defaults(func=main_proposals)
-    return parser
+    _outputs(pr, main_proposals, progress=True)
 
 
 def _proposal_sets(specs: list[str]) -> dict:

@@ -6,8 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..utils.config import MAX_WORKERS, int_arg, number_arg
+from ..utils.config import MAX_WORKERS, config_from_args, int_arg, number_arg
 from ..utils.device import DEVICE_HELP
+
+# flag -> DemoConfig field
+FLAGS = {"output_dir": "output_dir", "data": "data", "minutes": "minutes", "seed": "seed",
+         "workers": "workers", "timing_images": "timing_images", "no_progress": "progress",
+         "device": "device"}
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -35,10 +40,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 def main(args: argparse.Namespace) -> int:
     from ..demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(output_dir=str(args.output_dir), data=str(args.data or ""),
-                     minutes=args.minutes, seed=args.seed, workers=args.workers,
-                     timing_images=args.timing_images, progress=not args.no_progress,
-                     device=args.device)
+    cfg = config_from_args(DemoConfig(), args, FLAGS,
+                           {"no_progress": lambda off: {"progress": not off}})
     r = run_demo(cfg)
     t = r["timing"]
     print(f"\nSPP-net demo ({r['data']['source']}, {len(r['data']['classes'])} classes, "

@@ -1,8 +1,10 @@
 """``sppnet detect``: run a trained detector on an image or a folder of images.
 
 Writes ``detections.json`` (``boxes``/``scores``/``labels`` per image, torchvision-style, 0-based
-continuous pixels), VOC devkit result files (``devkit/comp4_det_test_<class>.txt``, 1-based) and
-a PNG per image with the boxes drawn, to ``--output-dir``.
+continuous pixels), VOC devkit result files (``devkit/comp4_det_test_<class>.txt``, 1-based),
+a PNG per image with the boxes drawn, and ``timing.json`` (median seconds per stage, with the
+provenance of the models timed) to ``--output-dir``. The images go through the one run loop
+(:mod:`sppnet.detection.run`).
 """
 
 from __future__ import annotations
@@ -10,19 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 
 from ..data.decode import IMAGE_EXTENSIONS, is_image_file, list_images
-from ..detection.config import PROPOSERS
-from ..utils.config import (
-    MAX_DETECTION_SIDE,
-    MAX_WINDOWS,
-    MAX_WORKERS,
-    int_arg,
-    ints_arg,
-    number_arg,
-)
-from ..utils.device import DEVICE_HELP
+from ..utils.config import number_arg
+from .args import add_inference_args, add_output_args, load_detectors
 
 FLUSH_EVERY = 20  # detections.json is rewritten (atomically) after this many images
 # what detect writes; --force replaces them (its proposal cache, OUTPUT_DIR/cache, stays)
@@ -35,33 +30,10 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--model", type=Path, required=True, action="append",
                    help="detector folder (train-det's OUTPUT_DIR/model); give it twice to "
                         "combine two detectors (NMS on the union of their windows)")
-    p.add_argument("--output-dir", type=Path, required=True)
-    p.add_argument("--proposals", help="precomputed windows (.npz per image id or one .npz); "
-                                       "default: Selective Search, cached in OUTPUT_DIR/cache")
-    p.add_argument("--mode", choices=("spp", "rcnn"),
-                   help="spp: conv once per image; rcnn: conv per warped window; default: the "
-                        "way the (first) detector was trained")
-    p.add_argument("--scales", type=ints_arg(32, MAX_DETECTION_SIDE),
-                   help="override the detector's scales, e.g. 480,576,688,864,1200")
-    p.add_argument("--score", choices=("svm", "softmax"), help="override the scoring")
-    p.add_argument("--fc", help="fc6/fc7 at test time: fp32 (default), int8 or svd:R6,R7")
+    add_output_args(p, "replace detections made with other settings in OUTPUT_DIR")
     p.add_argument("--thresh", type=number_arg(), default=None,
                    help="draw detections scoring above this (default 0 for SVMs, 0.5 softmax)")
-    p.add_argument("--workers", type=int_arg(0, MAX_WORKERS), default=2,
-                   help="proposal worker processes")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP + "; proposals stay on the CPU")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--proposer", choices=PROPOSERS,
-                   help="override the detector's proposal method")
-    p.add_argument("--ss-max-side", type=int_arg(16, MAX_DETECTION_SIDE),
-                   help="override the detector's Selective Search longer side")
-    p.add_argument("--max-proposals", type=int_arg(1, MAX_WINDOWS),
-                   help="override the detector's windows per image")
-    p.add_argument("--weights", type=Path,
-                   help="the backbone's weight file (the TFLite file), when the path the "
-                        "detector recorded does not exist here; checked against its hash")
-    p.add_argument("--force", action="store_true",
-                   help="replace detections made with other settings in OUTPUT_DIR")
+    add_inference_args(p)
     p.set_defaults(func=main)
     return p
 
@@ -92,62 +64,77 @@ def image_ids(paths: list[Path]) -> list[str]:
     return [p.name if stems[p.stem] > 1 else p.stem for p in paths]
 
 
-def _load_detectors(args: argparse.Namespace) -> list:
-    """The detectors of ``--model`` with the command line's inference overrides."""
-    from ..detection.detector import SPPDetector
-    from ..utils.device import resolve_device
-
-    device = resolve_device(args.device)
-    detectors = [SPPDetector.load(m, weights=args.weights).to(device) for m in args.model]
-    for det in detectors:
-        if args.scales:
-            det.configure(scales=args.scales)
-        if args.score:
-            det.configure(score=args.score)
-        if args.fc:
-            det.configure(fc=args.fc)
-    return detectors
-
-
-def _proposal_stream(args: argparse.Namespace, det, paths: list[Path], ids: list[str],
-                     out: Path):
-    """``(path, boxes or None, error, seconds)`` per image: from ``--proposals`` or the
-    detector's proposer in worker processes (overlapped with the network), with the detector's
-    own settings."""
-    from ..detection.proposal_cache import ProposalConfig, iter_proposals, load_proposal_file
-
-    if args.proposals:
-        given = load_proposal_file(args.proposals, ids)
-        return ((str(p), given[i], "", 0.0) for p, i in zip(paths, ids))
-    pcfg = ProposalConfig(method=args.proposer or det.settings.proposer,
-                          max_side=args.ss_max_side or det.settings.ss_max_side,
-                          max_proposals=args.max_proposals or det.settings.max_proposals)
-    return iter_proposals(paths, out / "cache" / "proposals", pcfg, args.workers)
-
-
 def _settings_record(args: argparse.Namespace, det) -> dict:
     """What the timings were measured with."""
     import torch
 
     st = det.settings
-    return {"proposer": "given" if args.proposals else (args.proposer or st.proposer),
-            "ss_max_side": args.ss_max_side or st.ss_max_side,
-            "max_proposals": args.max_proposals or st.max_proposals, "scales": list(st.scales),
-            "fc": st.fc, "mode": args.mode, "workers": args.workers, "device": str(det.device),
-            "torch_threads": torch.get_num_threads()}
+    return {"proposer": "given" if args.proposals else st.proposal.method,
+            "ss_max_side": st.proposal.max_side, "max_proposals": st.proposal.max_proposals,
+            "scales": list(st.scales), "fc": st.fc, "mode": st.mode, "workers": args.workers,
+            "device": str(det.device), "torch_threads": torch.get_num_threads()}
 
 
 def main(args: argparse.Namespace) -> int:
     from ..utils.run_dir import check_output_dir, claim_folder, command_settings
 
     out = check_output_dir(args.output_dir)
-    detectors = _load_detectors(args)
-    det = detectors[0]
-    args.mode = args.mode or det.settings.mode
+    detectors = load_detectors(args, args.model)
     paths = _images(args.images)
     ids = image_ids(paths)
     with claim_folder(out, "detect", command_settings(args), OUTPUTS, args.force):
         return _detect(args, out, detectors, paths, ids)
+
+
+class _Outputs:
+    """What ``detect`` writes as the images come: ``detections.json`` (rewritten every
+    :data:`FLUSH_EVERY` images and at the end, so finished images are kept whatever happens to
+    the next), ``failed.json``, the devkit files, a picture per image."""
+
+    def __init__(self, out: Path, classes: list[str], thresh: float) -> None:
+        self.out, self.classes, self.thresh = out, classes, thresh
+        self.results: dict[str, dict] = {}
+        self.failed: dict[str, str] = {}
+        self.devkit: list = []
+        (out / "images").mkdir(parents=True, exist_ok=True)
+
+    def draw(self, r) -> float:
+        """The image's picture (a picture that cannot be drawn or written loses the picture,
+        not the image); returns the seconds it took."""
+        from ..detection.visualize import draw_detections
+
+        t0 = time.perf_counter()
+        d = r.detections
+        try:
+            draw_detections(r.image, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(),
+                            self.classes, self.thresh).save(
+                self.out / "images" / f"{r.image_id}.png")
+        except (ValueError, OSError, MemoryError) as e:
+            logging.warning("no picture of %s: %s: %s", r.path, type(e).__name__, e)
+            self.failed[r.path] = f"picture only ({type(e).__name__}: {e}); detections kept"
+        return time.perf_counter() - t0
+
+    def add(self, r) -> None:
+        """One image of the run loop: its detections (and picture), or why it failed."""
+        if not r.ok:
+            self.failed[r.path] = r.error
+            return
+        d = r.detections
+        self.devkit.append((r.image_id, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy()))
+        draw = self.draw(r)
+        seconds = {**r.timings, "draw": draw, "wall": r.timings["wall"] + draw}
+        self.results[r.image_id] = {**d.to_json(self.classes), "image": r.path,
+                                    "seconds": {k: round(float(v), 4)
+                                                for k, v in seconds.items()}}
+        if len(self.results) % FLUSH_EVERY == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        from ..utils.run_dir import atomic_write_text
+
+        atomic_write_text(self.out / "detections.json", json.dumps(self.results, indent=1))
+        if self.failed:
+            atomic_write_text(self.out / "failed.json", json.dumps(self.failed, indent=1))
 
 
 def _detect(args: argparse.Namespace, out: Path, detectors: list, paths: list[Path],
@@ -156,78 +143,36 @@ def _detect(args: argparse.Namespace, out: Path, detectors: list, paths: list[Pa
     import numpy as np
     from tqdm import tqdm
 
-    from ..data.decode import ImageDecodeError, decode_image
-    from ..detection.combine import detect_combined
-    from ..detection.visualize import draw_detections
+    from ..detection.detector_files import detector_inputs
+    from ..detection.proposal_cache import load_proposal_file
+    from ..detection.run import run_images
     from ..evaluation.voc import write_devkit_results
     from ..utils.run_dir import atomic_write_text
-    from ..utils.timing import StageClock, summarize_timings, timing_line
+    from ..utils.timing import summarize_timings, timing_line
 
     det = detectors[0]
-    id_of = {str(p): i for p, i in zip(paths, ids)}
-    stream = _proposal_stream(args, det, paths, ids, out)
     thresh = args.thresh if args.thresh is not None else (
         0.5 if det.settings.score == "softmax" else 0.0)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    results, devkit, failed = {}, [], {}
-
-    def flush() -> None:  # finished images are kept whatever happens to the next one
-        atomic_write_text(out / "detections.json", json.dumps(results, indent=1))
-        if failed:
-            atomic_write_text(out / "failed.json", json.dumps(failed, indent=1))
-
-    clock = StageClock()
+    given = load_proposal_file(args.proposals, ids) if args.proposals else None
+    outputs = _Outputs(out, det.classes, thresh)
+    stream = run_images(detectors, paths, given, ids=ids, cache_dir=out / "cache" / "proposals",
+                        workers=args.workers)
     try:
-        for n, (path, boxes, err, prop_s) in enumerate(tqdm(
-                stream, total=len(paths), desc=f"detect ({args.mode})",
-                disable=args.no_progress, unit="img")):
-            p = Path(path)
-            clock.start("decode")
-            if boxes is None:
-                logging.warning("no proposals for %s: %s", p, err)
-                failed[str(p)] = f"no proposals: {err}"
-                clock.lap()
-                continue
-            image_id = id_of[path]
-            try:  # one image never ends the job
-                image = decode_image(p)
-                clock.stop()
-                d = (detect_combined(detectors, image, boxes, args.mode) if len(detectors) > 1
-                     else det.detect(image, boxes, args.mode))
-            except ImageDecodeError as e:
-                logging.warning("skipping %s", e)
-                failed[str(p)] = str(e)
-                clock.lap()
-                continue
-            except (RuntimeError, MemoryError, ValueError, OSError) as e:
-                logging.warning("skipping %s: %s: %s", p, type(e).__name__, e)
-                failed[str(p)] = f"{type(e).__name__}: {e}"
-                clock.lap()
-                continue
-            devkit.append((image_id, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy()))
-            clock.start("draw")
-            try:  # a picture that cannot be drawn or written loses the picture, not the image
-                draw_detections(image, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(),
-                                det.classes, thresh).save(out / "images" / f"{image_id}.png")
-            except (ValueError, OSError, MemoryError) as e:
-                logging.warning("no picture of %s: %s: %s", p, type(e).__name__, e)
-                failed[str(p)] = f"picture only ({type(e).__name__}: {e}); detections kept"
-            clock.stop()
-            seconds = {**d.timings, **clock.lap(), "proposals": prop_s,
-                       "windows": len(boxes)}
-            results[image_id] = {**d.to_json(det.classes), "image": str(p),
-                                 "seconds": {k: round(float(v), 4) for k, v in seconds.items()}}
-            if (n + 1) % FLUSH_EVERY == 0:
-                flush()
+        for r in tqdm(stream, total=len(paths), desc=f"detect ({det.settings.mode})",
+                      disable=args.no_progress, unit="img"):
+            outputs.add(r)
     finally:  # whatever ended the loop, what was finished is written
-        flush()
-        timing = summarize_timings([r["seconds"] for r in results.values()])
+        outputs.flush()
+        inputs = [f for m, d in zip(args.model, detectors) for f in detector_inputs(m, d.spec)]
+        timing = summarize_timings([r["seconds"] for r in outputs.results.values()],
+                                   inputs=inputs)
         atomic_write_text(out / "timing.json", json.dumps(
             {**timing, "settings": _settings_record(args, det)}, indent=1))
-        write_devkit_results(out / "devkit", det.classes, devkit)
+        write_devkit_results(out / "devkit", det.classes, outputs.devkit)
     if timing["images"]:
         print(timing_line(timing))
-    n = sum(int((np.array(r["scores"]) > thresh).sum()) for r in results.values())
-    print(f"{len(results)} image(s), {n} detection(s) above {thresh}; wrote {out}"
+    n = sum(int((np.array(r["scores"]) > thresh).sum()) for r in outputs.results.values())
+    failed = outputs.failed
+    print(f"{len(outputs.results)} image(s), {n} detection(s) above {thresh}; wrote {out}"
           + (f"; {len(failed)} failed (failed.json)" if failed else ""))
-    return 0 if results or not paths else 1
+    return 0 if outputs.results or not paths else 1

@@ -13,6 +13,8 @@ from pathlib import Path
 from ..utils.config import MAX_BATCH, MAX_INPUT_SIDE, int_arg
 from ..utils.device import DEVICE_HELP
 
+log = logging.getLogger("sppnet.eval_cls")
+
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser("sppnet eval-cls")
@@ -38,25 +40,16 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     return p
 
 
-def main(args: argparse.Namespace) -> int:
-    import torch
+def _checked_run(args: argparse.Namespace, modes: list[str]) -> Path:
+    """The run folder checked (a train-cls run, not being written unawares) and the results
+    file it will be written to."""
+    from ..classification.views import VIEW_MODES
+    from ..utils.run_dir import check_output_file, lock_holder, run_kind
 
-    from ..classification.config import TrainConfig
-    from ..classification.views import VIEW_MODES, ViewSettings, evaluate_views
-    from ..data.decode import ImageDecodeError, decode_image
-    from ..data.folder import ClassFolder, split_per_class
-    from ..models import load_model
-    from ..utils.config import apply_overrides, load_config
-    from ..utils.device import resolve_device
-    from ..utils.run_dir import atomic_write_text, check_output_file, lock_holder, run_kind
-
-    log = logging.getLogger("sppnet.eval_cls")
-    modes = [m.strip() for m in args.views.split(",") if m.strip()]
     bad = [m for m in modes if m not in VIEW_MODES]
     if bad:
         raise ValueError(f"--views: unknown mode(s) {bad}; choose from {', '.join(VIEW_MODES)}")
-    cfg_path = args.run / "config.json"
-    if not cfg_path.exists():
+    if not (args.run / "config.json").exists():
         raise FileNotFoundError(f"--run {args.run}: no config.json there (is it a train-cls "
                                 "folder?)")
     kind, _ = run_kind(args.run)
@@ -68,11 +61,19 @@ def main(args: argparse.Namespace) -> int:
     if holder is not None:
         log.warning("%s is being trained right now (pid %s): its checkpoints may change while "
                     "they are evaluated", args.run, holder.get("pid"))
-    cfg = apply_overrides(TrainConfig(), load_config(cfg_path))
-    ckpt = Path(args.checkpoint) if args.checkpoint.endswith(".safetensors") else (
-        args.run / f"{args.checkpoint}.safetensors")
-    model, meta = load_model(ckpt)
-    folder = ClassFolder.scan(cfg.data, classes=meta["classes"])
+    return out
+
+
+def _held_out(args: argparse.Namespace, classes: list[str]) -> list:
+    """``(image, label)`` of the run's ``--split`` part (its config's seeded split), the first
+    ``--limit``; undecodable files skipped by name."""
+    from ..classification.config import TrainConfig
+    from ..data.decode import ImageDecodeError, decode_image
+    from ..data.folder import ClassFolder, split_per_class
+    from ..utils.config import apply_overrides, load_config
+
+    cfg = apply_overrides(TrainConfig(), load_config(args.run / "config.json"))
+    folder = ClassFolder.scan(cfg.data, classes=classes)
     parts = split_per_class(folder.samples, list(cfg.split), cfg.seed)
     samples = parts[{"train": 0, "val": 1, "test": 2}[args.split]]
     if args.limit:
@@ -83,6 +84,23 @@ def main(args: argparse.Namespace) -> int:
             images.append((decode_image(s.path), s.label))
         except ImageDecodeError as e:
             log.warning("skipping %s", e)
+    return images
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..classification.views import ViewSettings, evaluate_views
+    from ..models import load_model
+    from ..utils.device import resolve_device
+    from ..utils.run_dir import atomic_write_text
+
+    modes = [m.strip() for m in args.views.split(",") if m.strip()]
+    out = _checked_run(args, modes)
+    ckpt = Path(args.checkpoint) if args.checkpoint.endswith(".safetensors") else (
+        args.run / f"{args.checkpoint}.safetensors")
+    model, meta = load_model(ckpt)
+    images = _held_out(args, meta["classes"])
     inp = meta["input"]
     settings = ViewSettings(crop=inp["crop_size"], resize=inp["resize"],
                             full_size=args.full_size or inp["resize"], mean=inp["mean"],

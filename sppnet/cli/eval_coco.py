@@ -15,15 +15,15 @@ import logging
 import math
 from pathlib import Path
 
+from .args import add_output_args
+
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser("sppnet eval-coco")
     p.add_argument("--annotations", type=Path, required=True, help="COCO instances JSON")
     p.add_argument("--detections", type=Path, required=True,
                    help="COCO results JSON (a list) or sppnet's detections.json")
-    p.add_argument("--output-dir", type=Path, required=True)
-    p.add_argument("--force", action="store_true",
-                   help="replace an evaluation with other settings in OUTPUT_DIR")
+    add_output_args(p, "replace an evaluation with other settings in OUTPUT_DIR")
     p.set_defaults(func=main)
     return p
 
@@ -32,9 +32,9 @@ def _from_results(results: list, ds, path: Path) -> dict:
     """A COCO results list -> ``{image_id: (xyxy, scores, names)}`` (for the VOC mAP)."""
     import numpy as np
 
-    from ..data.coco import _categories, read_coco_json
+    from ..data.coco import coco_categories, read_coco_json
 
-    cats = _categories(read_coco_json(ds.root), ds.root)
+    cats = coco_categories(read_coco_json(ds.root), ds.root)
     ours = {cid: i for i, cid in ds.coco_ids.items()}
     rows: dict = {}
     for n, r in enumerate(results):

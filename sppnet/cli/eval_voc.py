@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from ..utils.config import number_arg
+from .args import add_output_args
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -22,7 +23,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--split", help="ImageSets/Main/<split>.txt of --annotations")
     p.add_argument("--detections", type=Path, required=True,
                    help="folder of devkit result files, or detections.json")
-    p.add_argument("--output-dir", type=Path, required=True)
+    add_output_args(p, "replace an evaluation with other settings in OUTPUT_DIR")
     p.add_argument("--classes", help="class names, in the detector's label order (default: "
                                      "the names in the annotations and the detections)")
     p.add_argument("--iou", type=number_arg(0, 1, lo_open=True), default=0.5)
@@ -30,8 +31,6 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--no-plus-one", action="store_true",
                    help="continuous boxes: no +1 in widths (the +1 is right for VOC pixels)")
     p.add_argument("--prefix", default="comp4_det_test_", help="result file prefix")
-    p.add_argument("--force", action="store_true",
-                   help="replace an evaluation with other settings in OUTPUT_DIR")
     p.set_defaults(func=main)
     return p
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..utils.config import MAX_INPUT_SIDE, MAX_LEVEL, int_arg, ints_arg
+from ..utils.config import MAX_INPUT_SIDE, MAX_LEVEL, config_from_args, int_arg, ints_arg
 from ..utils.device import DEVICE_HELP
+
+# flag -> FeatureSpec field
+FEATURE_FLAGS = {"model": "model", "weights": "weights", "feature_stride": "feature_stride",
+                 "variant": "variant", "size": "size", "levels": "levels"}
 
 
 def add_feature_args(p: argparse.ArgumentParser) -> None:
@@ -42,9 +46,7 @@ def load_features(args: argparse.Namespace):
     check_cache_dir(args.cache_dir)  # a cache of its own, never a run's folder
     device = resolve_device(args.device)
     folder = ClassFolder.scan(args.data)
-    spec = FeatureSpec(model=args.model, weights=args.weights,
-                       feature_stride=args.feature_stride, variant=args.variant, size=args.size,
-                       levels=tuple(args.levels))
+    spec = config_from_args(FeatureSpec(), args, FEATURE_FLAGS)
     feats = extract_features(spec, folder.samples, args.cache_dir,
                              progress=not args.no_progress, device=device)
     return folder, spec, feats

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..utils.config import MAX_LEVEL, int_arg, numbers_arg
+from .args import add_output_args
 from .features import add_feature_args, load_features
 
 
@@ -51,9 +52,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                    help="C values cross-validated on training data")
     p.add_argument("--cv-folds", type=int_arg(2, 100), default=3,
                    help="folds of the C search on each split's training images")
-    p.add_argument("--output-dir", type=Path, required=True)
-    p.add_argument("--force", action="store_true",
-                   help="replace a protocol run with other settings in OUTPUT_DIR")
+    add_output_args(p, "replace a protocol run with other settings in OUTPUT_DIR")
     p.set_defaults(func=main)
     return p
 
@@ -114,8 +113,9 @@ def _protocol(args: argparse.Namespace) -> int:
     out = {k: v for k, v in res.items() if k != "confusion"}
     from ..utils.provenance import write_results
 
+    model_file = args.model if Path(args.model).is_file() else None  # a train-cls checkpoint
     write_results(args.output_dir / "results.json", {**out, "settings": settings},
-                  {"seed": args.seed})
+                  {"seed": args.seed}, inputs=[args.weights, model_file])
     print(f"mean per-class accuracy {100 * res['mean_accuracy']:.2f} ± "
           f"{100 * res['std_accuracy']:.2f} % over {args.splits} splits "
           f"({x.shape[1]}-d) -> {args.output_dir}/results.json")

@@ -21,7 +21,8 @@ FLAGS = {"data": "data", "split": "split", "test_data": "test_data", "test_split
          "weights": "weights", "proposals": "proposals", "scales": "scales",
          "svm_layers": "svm_layers", "ft_iters": "ft_iters", "workers": "workers",
          "classes": "classes", "seed": "seed", "mode": "mode",
-         "max_proposals": "max_proposals", "proposer": "proposer", "device": "device",
+         "max_proposals": "proposal.max_proposals", "proposer": "proposal.method",
+         "device": "device",
          "finetune": "finetune", "e2e_convs": "e2e_convs"}
 
 

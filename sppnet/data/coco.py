@@ -31,7 +31,8 @@ from PIL import Image
 from .voc import Annotation, AnnotationError, VOCDataset, read_image_size, write_voc_xml
 
 __all__ = ["load_coco", "read_coco_json", "to_coco", "write_voc_folder", "is_coco_json",
-           "load_annotations"]
+           "load_annotations",
+           "coco_categories"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def read_coco_json(path: str | Path) -> dict:
     return data
 
 
-def _categories(data: dict, path: Path) -> dict[int, str]:
+def coco_categories(data: dict, path: Path) -> dict[int, str]:
     cats = {}
     for c in data["categories"]:
         try:
@@ -111,7 +112,7 @@ def load_coco(annotations: str | Path, images: str | Path | None = None,
     image_dir = Path(images) if images else path.parent
     if need_images and not image_dir.is_dir():
         raise FileNotFoundError(f"COCO image folder {image_dir} does not exist")
-    cats = _categories(data, path)
+    cats = coco_categories(data, path)
     names = list(classes) if classes is not None else list(cats.values())
     index = {c: k for k, c in enumerate(names)}
     try:

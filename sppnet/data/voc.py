@@ -240,6 +240,23 @@ def _layout(root: Path) -> tuple[list[Path], list[Path]]:
     return sorted(root.glob("*.xml")), [root]
 
 
+def _split_xmls(root: Path, split: str, xmls: list[Path]) -> list[Path]:
+    """The XML files of the ids a split lists (``ImageSets/Main/<split>.txt`` or any ``.txt``
+    of ids), in its order; an id without an XML is an error naming it."""
+    given = Path(split)
+    list_file = given if given.suffix == ".txt" and given.is_file() else (
+        root / "ImageSets" / "Main" / f"{split}.txt")
+    if not list_file.is_file():
+        raise FileNotFoundError(f"split {split!r}: {list_file} does not exist")
+    wanted = [ln.split()[0] for ln in list_file.read_text().splitlines() if ln.strip()]
+    by_stem = {p.stem: p for p in xmls}
+    missing = [i for i in wanted if i not in by_stem]
+    if missing:
+        raise FileNotFoundError(f"{list_file} lists {len(missing)} id(s) with no XML in "
+                                f"{root}: {missing[:5]}")
+    return [by_stem[i] for i in wanted]
+
+
 def load_voc(root: str | Path, split: str | None = None,
              classes: Sequence[str] | None = None, need_images: bool = True) -> VOCDataset:
     """Load a VOC-format folder.
@@ -261,18 +278,7 @@ def load_voc(root: str | Path, split: str | None = None,
         raise FileNotFoundError(f"VOC folder {root} does not exist")
     xmls, image_dirs = _layout(root)
     if split is not None:
-        given = Path(split)
-        list_file = given if given.suffix == ".txt" and given.is_file() else (
-            root / "ImageSets" / "Main" / f"{split}.txt")
-        if not list_file.is_file():
-            raise FileNotFoundError(f"split {split!r}: {list_file} does not exist")
-        wanted = [ln.split()[0] for ln in list_file.read_text().splitlines() if ln.strip()]
-        by_stem = {p.stem: p for p in xmls}
-        missing = [i for i in wanted if i not in by_stem]
-        if missing:
-            raise FileNotFoundError(f"{list_file} lists {len(missing)} id(s) with no XML in "
-                                    f"{root}: {missing[:5]}")
-        xmls = [by_stem[i] for i in wanted]
+        xmls = _split_xmls(root, split, xmls)
     if not xmls:
         raise FileNotFoundError(f"no VOC XML files in {root} (looked in Annotations/, "
                                 "annotations/ and the folder itself)")

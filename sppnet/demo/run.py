@@ -229,10 +229,13 @@ def train_classifier(crops: Path, out: Path, p: DemoPlan, seed: int = 0,
 def time_modes(det, ds: VOCDataset, proposals: dict[str, np.ndarray], n_images: int,
                progress: bool = True) -> dict:
     """Seconds per image for SPP mode and the R-CNN way on the same windows of the first
-    ``n_images`` test images (after one warm-up image), by stage, with the speedups."""
+    ``n_images`` test images (after one warm-up image), by stage, with the speedups: two runs
+    of the run loop (:func:`sppnet.detection.run.run_images`), one per mode; an image's total
+    is its wall time without decoding."""
     from tqdm import tqdm
 
     from ..data.decode import decode_image
+    from ..detection.run import run_images
 
     anns = [a for a in ds if a.image_id in proposals][: max(1, n_images)]
     if not anns:
@@ -241,13 +244,11 @@ def time_modes(det, ds: VOCDataset, proposals: dict[str, np.ndarray], n_images: 
     det.detect(first, proposals[anns[0].image_id][:64], "spp")  # warm-up
     det.detect(first, proposals[anns[0].image_id][:8], "rcnn")
     rows = {"spp": [], "rcnn": []}
-    for a in tqdm(anns, desc="timing SPP vs R-CNN", disable=not progress, unit="img"):
-        image = decode_image(a.image_path)
-        for mode in ("spp", "rcnn"):
-            t0 = time.perf_counter()
-            d = det.detect(image, proposals[a.image_id], mode)
-            t = {k: float(d.timings[k]) for k in ("conv", "pool", "fc", "nms")}
-            t["total"] = time.perf_counter() - t0
+    for mode in rows:
+        for r in tqdm(run_images(det, anns, proposals, mode=mode, errors="raise"),
+                      total=len(anns), desc=f"timing {mode}", disable=not progress, unit="img"):
+            t = {k: float(r.timings[k]) for k in ("conv", "pool", "fc", "nms")}
+            t["total"] = r.timings["wall"] - r.timings["decode"]
             rows[mode].append(t)
     mean = {m: {k: float(np.mean([r[k] for r in v])) for k in v[0]} for m, v in rows.items()}
     return {"images": len(anns),
@@ -273,12 +274,25 @@ def run_demo(cfg: DemoConfig) -> dict:
         return _run_demo(cfg, p, out)
 
 
+def detector_config(cfg: DemoConfig, p: DemoPlan, data: dict, classes: list[str], ckpt: Path,
+                    out: Path):
+    """The demo's detector: the classifier's trunk, one scale, the plan's iterations."""
+    from ..detection.config import DetConfig
+
+    return DetConfig(data=data["train"][0], split=data["train"][1], test_data=data["test"][0],
+                     test_split=data["test"][1], classes=tuple(classes),
+                     output_dir=str(out / "detector"), seed=cfg.seed, backbone=str(ckpt),
+                     scales=(DET_SCALE,), workers=cfg.workers, ft_iters=p.ft_iters,
+                     ft_lr_step=max(1, round(p.ft_iters * 0.7)), svm_layers=("fc7",),
+                     device=cfg.device)
+
+
 def _run_demo(cfg: DemoConfig, p: DemoPlan, out: Path) -> dict:
     from ..detection import train_detector
-    from ..detection.config import DetConfig
     from ..detection.detector import SPPDetector
     from ..detection.proposal_cache import get_proposals
     from ..utils.device import resolve_device
+    from ..utils.provenance import write_results
     from .report import write_report
 
     walls: dict[str, float] = {}
@@ -295,27 +309,33 @@ def _run_demo(cfg: DemoConfig, p: DemoPlan, out: Path) -> dict:
     walls["classifier"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    det_cfg = DetConfig(data=data["train"][0], split=data["train"][1],
-                        test_data=data["test"][0], test_split=data["test"][1],
-                        classes=tuple(train_ds.classes), output_dir=str(out / "detector"),
-                        seed=cfg.seed, backbone=str(ckpt), scales=(DET_SCALE,),
-                        workers=cfg.workers, ft_iters=p.ft_iters,
-                        ft_lr_step=max(1, round(p.ft_iters * 0.7)), svm_layers=("fc7",),
-                        device=cfg.device)
+    det_cfg = detector_config(cfg, p, data, train_ds.classes, ckpt, out)
     model_dir = train_detector(det_cfg, progress=cfg.progress)
     walls["detector"] = time.perf_counter() - t
     det_results = json.loads((out / "detector" / "eval" / "results.json").read_text())
 
     t = time.perf_counter()
     det = SPPDetector.load(model_dir).to(resolve_device(cfg.device))
-    props = get_proposals(test_ds, det_cfg, out / "detector" / "cache", cfg.progress)
+    props = get_proposals(test_ds, det_cfg.proposal, out / "detector" / "cache",
+                          det_cfg.proposals, det_cfg.workers, cfg.progress)
     timing = time_modes(det, test_ds, props, cfg.timing_images, cfg.progress)
     walls["timing"] = time.perf_counter() - t
 
-    results = {
+    results = _results(cfg, p, data, train_ds, test_ds, cls_results, det_results, timing, walls)
+    write_report(results, out)
+    write_results(out / "results.json", results, {"seed": cfg.seed})
+    return json.loads((out / "results.json").read_text())
+
+
+def _results(cfg: DemoConfig, p: DemoPlan, data: dict, train_ds: VOCDataset,
+             test_ds: VOCDataset, cls_results: dict, det_results: dict, timing: dict,
+             walls: dict) -> dict:
+    """What ``results.json`` and the report show."""
+    main = det_results["main"]
+    return {
         "mAP": det_results["mAP"],
-        "variant": det_results["main"],
-        "per_class_ap": det_results["variants"][det_results["main"]]["per_class_AP"],
+        "variant": main,
+        "per_class_ap": det_results["variants"][main]["per_class_AP"],
         "variants_mAP": {k: v["mAP"] for k, v in det_results["variants"].items()},
         "speedup": timing["speedup_total"],
         "timing": timing,
@@ -331,10 +351,3 @@ def _run_demo(cfg: DemoConfig, p: DemoPlan, out: Path) -> dict:
                      "torch": torch.__version__},
         "wall_seconds": {**walls, "total": sum(walls.values())},
     }
-    from ..utils.provenance import write_results
-
-    write_report(results, out)
-    write_results(out / "results.json", results, {"seed": cfg.seed})
-    return json.loads((out / "results.json").read_text())
-
-

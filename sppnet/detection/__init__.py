@@ -21,8 +21,8 @@ from typing import Any
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "DetConfig": "config", "InferenceSettings": "detector", "ProposalConfig": "config",
-    "SPPDetector": "detector", "load_detector": "detector", "Detections": "detector",
+    "DetConfig": "config", "InferenceSettings": "config", "ProposalConfig": "config",
+    "SPPDetector": "detector", "load_detector": "detector", "Detections": "run",
     "evaluate_detector": "evaluate", "BackboneSpec": "features", "ConvMapCache": "features",
     "pool_windows": "features", "select_scales": "features",
     "compute_proposals": "proposal_cache", "selective_search": "proposals",

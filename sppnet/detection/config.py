@@ -1,4 +1,11 @@
-"""Detector configuration: one frozen dataclass, a comment per field, every constant sourced.
+"""Detection settings, built once: frozen dataclasses with a comment per field, every constant
+sourced. Imports no torch.
+
+- :class:`ProposalConfig`: how windows are proposed (the key of the proposal cache);
+- :class:`DetConfig`: what ``train-det`` trains (its ``proposal`` group: a ProposalConfig);
+- :class:`InferenceSettings`: how a trained detector detects (stored in ``detector.json``; its
+  ``proposal`` group: the windows it was trained with, which ``detect`` / ``eval-det`` use).
+  :func:`inference_settings` makes them from a DetConfig, in one place.
 
 R-CNN = Girshick et al. 2014 and its released code (``rcnn_train.m``,
 ``rcnn_train_bbox_regressor.m``);
@@ -10,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..utils.config import (
     MAX_BATCH,
@@ -25,7 +32,8 @@ from ..utils.config import (
 )
 from .scales import MIN_SCALE, SINGLE_SCALE
 
-__all__ = ["DetConfig", "ProposalConfig", "DEFAULT_PROPOSALS", "PROPOSERS", "UNION"]
+__all__ = ["DetConfig", "InferenceSettings", "ProposalConfig", "DEFAULT_PROPOSALS", "PROPOSERS",
+           "UNION", "PROPOSAL_ALIASES", "inference_settings", "fc_spec"]
 
 # -- proposals (Selective Search, EdgeBoxes; detection/proposals.py) ------------------------
 MAX_ASPECT = 2.0  # OpenCV's Selective Search fails above ~2.4 (data README); pad to this
@@ -34,26 +42,41 @@ MAX_PROPOSALS = 2000  # per image (paper: ~2000 windows)
 MIN_SIZE = 4.0  # pixels (original image) below which a window is dropped
 
 
+# a "+" joins proposers: the union of their windows, each up to max_proposals (the paper's
+# Sec. 4.5 trains with both Selective Search and EdgeBoxes windows)
+UNION = "+"
+PROPOSERS = ("selective_search_fast", "selective_search_quality", "edgeboxes",
+             "selective_search_fast+edgeboxes")
+
+
 @dataclass(frozen=True)
 class ProposalConfig:
     version: int = 2  # 2: windows in canonical order (cache entries of version 1 are rebuilt)
-    method: str = "selective_search_fast"  # or selective_search_quality, edgeboxes (PROPOSERS)
-    max_side: int = SS_MAX_SIDE  # run Selective Search at this longer side
-    max_proposals: int = MAX_PROPOSALS
+    method: str = "selective_search_fast"  # or selective_search_quality, edgeboxes (no
+    # learned edge model: detection/proposals.py says how its edge map is made); PROPOSERS
+    max_side: int = SS_MAX_SIDE  # the proposer runs at this longer side (speed)
+    max_proposals: int = MAX_PROPOSALS  # SPP/R-CNN: ~2000 selective-search windows per image
     max_aspect: float = MAX_ASPECT
     min_size: float = MIN_SIZE
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
+    def validate(self, prefix: str = "proposal.") -> None:
+        if self.method not in PROPOSERS:
+            raise ValueError(f"{prefix}method (proposer) must be one of {PROPOSERS}, got "
+                             f"{self.method!r}")
+        check_int(f"{prefix}max_side (ss_max_side)", self.max_side, 16, MAX_DETECTION_SIDE)
+        check_int(f"{prefix}max_proposals", self.max_proposals, 1, MAX_WINDOWS)
+        check_number(f"{prefix}max_aspect", self.max_aspect, 1)
+        check_number(f"{prefix}min_size", self.min_size, 0)
+
 
 DEFAULT_PROPOSALS = ProposalConfig()  # the default settings (an immutable default argument)
-
-# a "+" joins proposers: the union of their windows, each up to max_proposals (the paper's
-# Sec. 4.5 trains with both Selective Search and EdgeBoxes windows)
-UNION = "+"
-PROPOSERS = ("selective_search_fast", "selective_search_quality", "edgeboxes",
-             "selective_search_fast+edgeboxes")
+# the flat names of the proposal settings before they were one group (detector.json format 1,
+# train-det configs): still accepted by --set, config files and SPPDetector.configure
+PROPOSAL_ALIASES = {"proposer": "proposal.method", "ss_max_side": "proposal.max_side",
+                    "max_proposals": "proposal.max_proposals"}
 
 
 @dataclass(frozen=True)
@@ -76,11 +99,10 @@ class DetConfig:
     weights: str = ""  # the TFLite file for mobilenet_v2
     feature_stride: int = 16  # mobilenet_v2 map stride (16: 576 channels; 32: 1280)
     # proposals
-    proposals: str = ""  # precomputed windows (.npz per image or one .npz); empty = SS
-    proposer: str = "selective_search_fast"  # or selective_search_quality, edgeboxes (no
-    # learned edge model: detection/proposals.py says how its edge map is made)
-    max_proposals: int = 2000  # SPP/R-CNN: ~2000 selective-search windows per image
-    ss_max_side: int = 500  # Selective Search runs at this longer side (speed)
+    proposals: str = ""  # precomputed windows (.npz per image or one .npz); empty = proposed
+    # by `proposal` (and cached)
+    proposal: ProposalConfig = DEFAULT_PROPOSALS  # how windows are proposed (--set
+    # proposal.method=edgeboxes; the earlier names proposer, max_proposals and ss_max_side too)
     workers: int = 2  # proposal worker processes
     device: str = "auto"  # the backbone and the fc head run here (auto: cuda when available);
     # caches, SVM solving and box regression stay on the CPU
@@ -141,7 +163,10 @@ class DetConfig:
     nms_iou: float = 0.3  # SPP/R-CNN: per-class NMS at IoU 0.3
     max_dets: int = 100  # detections kept per image
 
+    ALIASES: ClassVar[dict[str, str]] = PROPOSAL_ALIASES
+
     def validate(self) -> None:
+        """Each field checked, naming it and the bad value."""
         check_int_tuple("scales", self.scales, MIN_SCALE, allow_empty=True,
                         hi=MAX_DETECTION_SIDE)
         check_int("auto_scales", self.auto_scales, 1, 16)
@@ -151,57 +176,137 @@ class DetConfig:
             raise ValueError(f"classes must be distinct, got {dup} more than once")
         if any(not c.strip() for c in self.classes):
             raise ValueError(f"classes must be non-empty names, got {list(self.classes)}")
-        check_int("max_images", self.max_images, 0)
-        check_int("workers", self.workers, 0, MAX_WORKERS)
-        check_int("seed", self.seed, 0)
-        for name in ("map_cache_mb", "feature_cache_mb"):
-            check_int(name, getattr(self, name), 0)
-        for name in ("ft_iters", "ft_lr_step", "svm_retrain_limit"):
-            check_int(name, getattr(self, name), 1)
-        for name, hi in (("max_proposals", MAX_WINDOWS), ("max_dets", MAX_WINDOWS),
-                         ("ft_images", 64), ("ft_batch", MAX_BATCH), ("fc_dim", MAX_FC_DIM),
-                         ("bbox_max_per_class", 1_000_000)):
-            check_int(name, getattr(self, name), 1, hi)
-        check_int("ss_max_side", self.ss_max_side, 16, MAX_DETECTION_SIDE)
-        if self.feature_stride not in (16, 32):
-            raise ValueError(f"feature_stride must be 16 or 32, got {self.feature_stride}")
-        for name in ("ft_lr", "svm_C", "svm_bias_mult", "svm_pos_weight", "feat_norm_mean",
-                     "bbox_lambda"):
-            check_number(name, getattr(self, name), 0, lo_open=True)
-        check_number("ft_lr", self.ft_lr, 0, 10, lo_open=True)
-        check_number("ft_momentum", self.ft_momentum, 0, 1)
-        check_number("ft_weight_decay", self.ft_weight_decay, 0, 1)
-        check_number("svm_hard_thresh", self.svm_hard_thresh)
-        check_number("svm_evict_thresh", self.svm_evict_thresh)
-        for name in ("fg_iou", "bg_iou_lo", "bg_iou_hi", "svm_neg_iou", "svm_neg_nms",
-                     "bbox_iou", "nms_iou"):
-            check_number(name, getattr(self, name), 0, 1)
-        check_number("dropout", self.dropout, 0, 1, hi_open=True)
-        bad = [x for x in self.svm_layers if x not in ("pool5", "fc6", "fc7")]
-        if bad or not self.svm_layers:
-            raise ValueError(f"svm_layers must be a non-empty subset of pool5, fc6, fc7; got "
-                             f"{self.svm_layers}")
-        if self.proposer not in PROPOSERS:
-            raise ValueError(f"proposer must be one of {PROPOSERS}, got {self.proposer!r}")
-        if self.mode not in ("spp", "rcnn"):
-            raise ValueError(f"mode must be spp or rcnn, got {self.mode!r}")
-        if self.score not in ("auto", "svm", "softmax"):
-            raise ValueError(f"score must be auto, svm or softmax, got {self.score!r}")
-        if self.finetune not in ("fc", "e2e"):
-            raise ValueError(f"finetune must be fc or e2e, got {self.finetune!r}")
-        if self.finetune == "e2e" and self.mode != "spp":
-            raise ValueError("finetune e2e trains the trunk through the window pyramid: it "
-                             f"needs mode spp, got mode {self.mode!r}")
-        check_int("e2e_convs", self.e2e_convs, 0)
-        check_number("bbox_loss_weight", self.bbox_loss_weight, 0)
-        if self.cache_dtype not in ("float16", "float32"):
-            raise ValueError(f"cache_dtype must be float16 or float32, got {self.cache_dtype!r}")
-        check_number("fg_fraction", self.fg_fraction, 0, 1, lo_open=True)
-        if not 0 < self.fg_fraction <= 1:
-            raise ValueError(f"fg_fraction must be in (0, 1], got {self.fg_fraction}")
+        self.proposal.validate()
+        self._check_numbers()
+        self._check_choices()
         if not self.bg_iou_lo < self.bg_iou_hi <= self.fg_iou:
             raise ValueError("need bg_iou_lo < bg_iou_hi <= fg_iou, got "
                              f"{self.bg_iou_lo}, {self.bg_iou_hi}, {self.fg_iou}")
 
+    def _check_numbers(self) -> None:
+        for name, lo, hi in (("max_images", 0, None), ("workers", 0, MAX_WORKERS),
+                             ("seed", 0, None), ("map_cache_mb", 0, None),
+                             ("feature_cache_mb", 0, None), ("ft_iters", 1, None),
+                             ("ft_lr_step", 1, None), ("svm_retrain_limit", 1, None),
+                             ("max_dets", 1, MAX_WINDOWS), ("ft_images", 1, 64),
+                             ("ft_batch", 1, MAX_BATCH), ("fc_dim", 1, MAX_FC_DIM),
+                             ("bbox_max_per_class", 1, 1_000_000), ("e2e_convs", 0, None)):
+            check_int(name, getattr(self, name), lo, hi)
+        for name in ("ft_lr", "svm_C", "svm_bias_mult", "svm_pos_weight", "feat_norm_mean",
+                     "bbox_lambda"):
+            check_number(name, getattr(self, name), 0, lo_open=True)
+        check_number("ft_lr", self.ft_lr, 0, 10, lo_open=True)
+        for name in ("ft_momentum", "ft_weight_decay", "fg_iou", "bg_iou_lo", "bg_iou_hi",
+                     "svm_neg_iou", "svm_neg_nms", "bbox_iou", "nms_iou"):
+            check_number(name, getattr(self, name), 0, 1)
+        check_number("svm_hard_thresh", self.svm_hard_thresh)
+        check_number("svm_evict_thresh", self.svm_evict_thresh)
+        check_number("dropout", self.dropout, 0, 1, hi_open=True)
+        check_number("bbox_loss_weight", self.bbox_loss_weight, 0)
+        check_number("fg_fraction", self.fg_fraction, 0, 1, lo_open=True)
+
+    def _check_choices(self) -> None:
+        if self.feature_stride not in (16, 32):
+            raise ValueError(f"feature_stride must be 16 or 32, got {self.feature_stride}")
+        bad = [x for x in self.svm_layers if x not in ("pool5", "fc6", "fc7")]
+        if bad or not self.svm_layers:
+            raise ValueError(f"svm_layers must be a non-empty subset of pool5, fc6, fc7; got "
+                             f"{self.svm_layers}")
+        for name, allowed in (("mode", ("spp", "rcnn")), ("score", ("auto", "svm", "softmax")),
+                              ("finetune", ("fc", "e2e")),
+                              ("cache_dtype", ("float16", "float32"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be {_one_of(allowed)}, got "
+                                 f"{getattr(self, name)!r}")
+        if self.finetune == "e2e" and self.mode != "spp":
+            raise ValueError("finetune e2e trains the trunk through the window pyramid: it "
+                             f"needs mode spp, got mode {self.mode!r}")
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a trained detector detects; stored in its ``detector.json``, changed for one run by
+    ``SPPDetector.configure`` or the ``detect`` / ``eval-det`` flags."""
+
+    scales: tuple[int, ...] = SINGLE_SCALE  # shorter sides the conv maps are computed at
+    levels: tuple[int, ...] = (6, 3, 2, 1)  # the window pyramid (as trained)
+    score: str = "svm"  # svm (the paper's) | softmax (the fine-tuned fc8)
+    svm_layer: str = "fc7"  # which trained SVMs score windows
+    bbox_reg: bool = True  # regress the boxes of the detections
+    nms_iou: float = 0.3  # per-class NMS threshold (SPP/R-CNN: 0.3)
+    max_dets: int = 100  # detections kept per image
+    fc: str = "fp32"  # fc6/fc7 at scoring time: fp32, int8 or svd:R6,R7 (approximations)
+    proposal: ProposalConfig = DEFAULT_PROPOSALS  # the proposals the detector was trained and
+    # evaluated with; detect / eval-det use them
+    mode: str = "spp"  # the feature source the head and SVMs were trained on (spp or rcnn)
+    # box regression: "regressor" = the paper's ridge regression on pool5; "head" = the box
+    # deltas the head learnt in end-to-end fine-tuning
+    bbox_source: str = "regressor"
+    finetune: str = "fc"  # fc (the paper's) or e2e (the trunk trained too; stored with it)
+
+    ALIASES: ClassVar[dict[str, str]] = PROPOSAL_ALIASES
+
+    def validate(self) -> None:
+        """Each field checked, naming it (the same bounds as ``train-det``'s config)."""
+        check_int_tuple("scales", self.scales, MIN_SCALE, hi=MAX_DETECTION_SIDE)
+        check_int_tuple("levels", self.levels, hi=MAX_LEVEL)
+        for name, allowed in (("score", ("svm", "softmax")), ("mode", ("spp", "rcnn")),
+                              ("svm_layer", ("pool5", "fc6", "fc7")),
+                              ("bbox_source", ("regressor", "head")),
+                              ("finetune", ("fc", "e2e"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got "
+                                 f"{getattr(self, name)!r}")
+        if not isinstance(self.bbox_reg, bool):
+            raise ValueError(f"bbox_reg must be true or false, got {self.bbox_reg!r}")
+        check_number("nms_iou", self.nms_iou, 0, 1)
+        check_int("max_dets", self.max_dets, 1, MAX_WINDOWS)
+        self.proposal.validate()
+        _check_fc(self.fc)
+
+
+def fc_spec(fc: str) -> tuple[str, tuple[int, int] | None]:
+    """``fp32``, ``int8`` or ``svd:R6,R7`` (fc6/fc7 at scoring time) as ``(method, (R6, R7)
+    or None)``; a malformed spec raises, naming it."""
+    method, _, ranks = str(fc).partition(":")
+    if method == "svd":
+        try:
+            r6, r7 = (int(r) for r in ranks.split(","))
+        except ValueError:
+            raise ValueError(f"fc must look like svd:R6,R7 (e.g. svd:512,256), got "
+                             f"{fc!r}") from None
+        return method, (r6, r7)
+    if fc not in ("fp32", "int8"):
+        raise ValueError(f"fc must be fp32, int8 or svd:R6,R7, got {fc!r}")
+    return method, None
+
+
+def _check_fc(fc: str) -> None:
+    for r in fc_spec(fc)[1] or ():
+        check_int("fc svd rank", r, 1, MAX_FC_DIM)
+
+
+def _one_of(allowed: tuple[str, ...]) -> str:
+    return ", ".join(allowed[:-1]) + " or " + allowed[-1] if len(allowed) > 1 else allowed[0]
+
+
+def inference_settings(cfg: DetConfig, svm_layers: tuple[str, ...] | list[str],
+                       has_regressor: bool) -> InferenceSettings:
+    """How a detector trained by ``cfg`` scores by default: ``score=auto`` is the paper's SVMs
+    (with its box regression) after fc fine-tuning, and the softmax with the head's own box
+    deltas after end-to-end fine-tuning (its training objective). ``svm_layers``: the layers
+    SVMs were trained on; ``has_regressor``: whether the paper's box regression was."""
+    e2e = cfg.finetune == "e2e"
+    score = cfg.score if cfg.score != "auto" else ("softmax" if e2e else "svm")
+    if score == "svm" and not svm_layers:
+        score = "softmax"
+    head_deltas = e2e and score == "softmax"
+    return InferenceSettings(scales=tuple(cfg.scales), levels=tuple(cfg.levels), score=score,
+                             svm_layer=cfg.svm_layers[-1],
+                             bbox_reg=has_regressor or head_deltas,
+                             bbox_source="head" if head_deltas else "regressor",
+                             nms_iou=cfg.nms_iou, max_dets=cfg.max_dets, proposal=cfg.proposal,
+                             mode=cfg.mode, finetune=cfg.finetune)

@@ -46,10 +46,8 @@ from ..models.backbone import BackboneSpec
 from ..ops import BoxCoder, spp_roi_pool
 from ..utils.checkpoint import (
     CheckpointError,
-    load_checkpoint,
-    optimizer_from_flat,
-    optimizer_to_flat,
-    save_checkpoint,
+    resume_training_state,
+    save_training_state,
     strip_prefix,
     with_prefix,
 )
@@ -57,7 +55,7 @@ from ..utils.distributed import DistInfo, shard
 from ..utils.loss_guard import LossGuard
 from ..utils.lru import ByteLRU
 from .config import DetConfig
-from .finetune import LOG_EVERY, sample_windows
+from .finetune import LOG_EVERY, keep_metrics_up_to, sample_windows
 from .head import DetectionHead
 from .scales import scaled_sizes
 from .targets import WindowSet
@@ -166,29 +164,22 @@ def _state(backbone: nn.Module, head: DetectionHead, trainable: list[nn.Paramete
 
 def _resume(backbone, head, opt, trainable, ckpt: Path, metrics: Path, rank: int,
             guard: LossGuard) -> int:
-    start = 0
-    if ckpt.is_file():
-        try:
-            t, meta = load_checkpoint(ckpt)
-            head.load_state_dict(strip_prefix("head.", t))
-            trunk = strip_prefix("trunk.", t)
-            missing = backbone.load_state_dict(trunk, strict=False).unexpected_keys
-            if missing:
-                raise CheckpointError(f"trunk tensors {missing[:3]} do not fit the backbone")
-            optimizer_from_flat(opt, t, meta["optimizer"])
-            torch.set_rng_state(t[f"rng.torch.{rank}"] if f"rng.torch.{rank}" in t
-                                else t["rng.torch.0"])
-            guard.load_state_dict(meta.get("loss_guard"))
-            start = int(meta["iteration"])
-            log.info("resuming end-to-end fine-tuning from iteration %d (%s)", start, ckpt)
-        except (CheckpointError, KeyError, RuntimeError, ValueError) as e:
-            log.warning("cannot resume from %s (%s); end-to-end fine-tuning from the start",
-                        ckpt, e)
-            start = 0
-    if rank == 0 and metrics.exists():  # keep the records up to the checkpoint only
-        kept = [x for x in metrics.read_text().splitlines()
-                if x.strip() and json.loads(x)["iteration"] <= start]
-        metrics.write_text("".join(x + "\n" for x in kept))
+    """The iteration to start from: that of ``e2e_last.safetensors`` (head, the trunk's
+    trained tensors, optimizer, this rank's RNG and the loss guard restored), else 0; the
+    metrics logged after it dropped (rank 0)."""
+
+    def restore(t: dict[str, Tensor]) -> None:
+        head.load_state_dict(strip_prefix("head.", t))
+        missing = backbone.load_state_dict(strip_prefix("trunk.", t), strict=False)
+        if missing.unexpected_keys:
+            raise CheckpointError(f"trunk tensors {missing.unexpected_keys[:3]} do not fit "
+                                  "the backbone")
+        torch.set_rng_state(t[f"rng.torch.{rank}"] if f"rng.torch.{rank}" in t
+                            else t["rng.torch.0"])
+
+    start = resume_training_state(ckpt, opt, guard, restore, "end-to-end fine-tuning")
+    if rank == 0:  # keep the records up to the checkpoint only
+        keep_metrics_up_to(metrics, start)
     return start
 
 
@@ -258,13 +249,7 @@ def finetune_e2e(backbone: nn.Module, spec: BackboneSpec, head: DetectionHead, d
     device = next(head.parameters()).device
     coder = BoxCoder()
     gts = [a.boxes[~a.difficult] for a in ds]
-    mean, std = target_stats(windows, gts, cfg.fg_iou, coder)
-    head.bbox_mean.copy_(mean)
-    head.bbox_std.copy_(std)
-    trainable = set_trainable(backbone, cfg.e2e_convs)
-    params = list(head.parameters()) + trainable
-    opt = torch.optim.SGD(params, lr=cfg.ft_lr, momentum=cfg.ft_momentum,
-                          weight_decay=cfg.ft_weight_decay)
+    trainable, params, opt = _set_up(backbone, head, windows, gts, cfg, coder)
     ckpt, metrics = out_dir / E2E_CKPT, out_dir / "finetune_metrics.jsonl"
     guard = LossGuard("end-to-end fine-tuning", head.num_classes + 1,
                       f"ft_lr={cfg.ft_lr:g}; lower it with --set ft_lr=...")
@@ -298,11 +283,7 @@ def finetune_e2e(backbone: nn.Module, spec: BackboneSpec, head: DetectionHead, d
         acc["correct"] += float((logits.argmax(1) == y).sum())
         acc["n"] += n
         if (it + 1) % LOG_EVERY == 0 or it + 1 == cfg.ft_iters:
-            rec = {"iteration": it + 1, "loss": acc["loss"] / acc["n"],
-                   "loss_cls": acc["cls"] / acc["n"], "loss_box": acc["box"] / acc["n"],
-                   "accuracy": acc["correct"] / acc["n"], "lr": _lr(cfg, it),
-                   "seconds_per_iteration": (time.perf_counter() - t0) / (it + 1 - start),
-                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            rec = _record(acc, it, cfg, (time.perf_counter() - t0) / (it + 1 - start))
             guard.window(rec["loss"], f"iterations up to {it + 1}")  # far above its start
             if info.is_main:
                 with open(metrics, "a") as f:
@@ -314,6 +295,31 @@ def finetune_e2e(backbone: nn.Module, spec: BackboneSpec, head: DetectionHead, d
     bar.close()
     backbone.requires_grad_(False)
     head.eval()
+
+
+def _set_up(backbone: nn.Module, head: DetectionHead, windows: Sequence[WindowSet],
+            gts: list[np.ndarray], cfg: DetConfig, coder: BoxCoder
+            ) -> tuple[list[nn.Parameter], list[nn.Parameter], torch.optim.Optimizer]:
+    """The head's box-target normalisation (from the training windows), the trunk's trainable
+    convolutions, every trained parameter and their SGD optimizer."""
+    mean, std = target_stats(windows, gts, cfg.fg_iou, coder)
+    head.bbox_mean.copy_(mean)
+    head.bbox_std.copy_(std)
+    trainable = set_trainable(backbone, cfg.e2e_convs)
+    params = list(head.parameters()) + trainable
+    opt = torch.optim.SGD(params, lr=cfg.ft_lr, momentum=cfg.ft_momentum,
+                          weight_decay=cfg.ft_weight_decay)
+    return trainable, params, opt
+
+
+def _record(acc: dict[str, float], it: int, cfg: DetConfig, seconds: float) -> dict:
+    """The metrics line of the iterations up to ``it`` (0-based): mean losses and accuracy,
+    the lr, seconds per iteration, the peak memory so far."""
+    return {"iteration": it + 1, "loss": acc["loss"] / acc["n"],
+            "loss_cls": acc["cls"] / acc["n"], "loss_box": acc["box"] / acc["n"],
+            "accuracy": acc["correct"] / acc["n"], "lr": _lr(cfg, it),
+            "seconds_per_iteration": seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def _average_gradients(params: list[nn.Parameter], info: DistInfo) -> None:
@@ -338,9 +344,7 @@ def _checkpoint(path: Path, backbone, head, opt, trainable, iteration: int,
         dist.all_gather(states, rng)
     if not info.is_main:
         return
-    t, m = optimizer_to_flat(opt)
-    tensors = {**{k: v.cpu() for k, v in _state(backbone, head, trainable).items()},
-               **{k: v.cpu() for k, v in t.items()},
+    tensors = {**_state(backbone, head, trainable),
                **{f"rng.torch.{r}": s for r, s in enumerate(states)}}
-    save_checkpoint(path, tensors, {"iteration": iteration, "optimizer": m,
-                                    "loss_guard": guard.state_dict()})
+    save_training_state(path, tensors, opt, {"iteration": iteration,
+                                             "loss_guard": guard.state_dict()})

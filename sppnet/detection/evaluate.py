@@ -1,4 +1,5 @@
-"""Stage 7: run a detector over a labelled set and score it (VOC07 mAP), with pictures.
+"""Stage 7: run a detector over a labelled set (the run loop, :mod:`.run`) and score it (VOC07
+mAP), with pictures.
 
 Every scoring variant the detector has (SVMs on each trained layer, with and without box
 regression, and the fine-tuned softmax) is evaluated from one feature pass per image, so a table
@@ -8,17 +9,15 @@ like the paper's Table 9 comes from one run.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..data.decode import decode_image
 from ..data.voc import VOCDataset
 from ..evaluation.voc import VOCEvaluator, plot_pr_curves, to_devkit, write_devkit_results
 from .detector import SPPDetector
+from .run import run_images
 from .visualize import draw_detections, image_grid
 
 __all__ = ["variants_of", "evaluate_detector", "draw_threshold", "EVAL_OUTPUTS"]
@@ -61,12 +60,15 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
                       use_07_metric: bool = True, max_images: int | None = None,
                       variants: Sequence[tuple] | None = None, seeds: dict | None = None,
                       inputs: Sequence[str] = ()) -> dict:
-    """Detect on every image of ``ds`` and write ``results.json`` (mAP per variant, per-class AP,
-    seconds per image by stage), ``detections.json``, devkit result files, ``pr_curves.png`` and
-    detection PNGs to ``out_dir`` (boxes scoring above :func:`draw_threshold`)."""
+    """Detect on every image of ``ds`` (the run loop, :func:`sppnet.detection.run.run_images`:
+    every scoring variant from one feature pass per image) and write ``results.json`` (mAP per
+    variant, per-class AP, seconds per image by stage), ``detections.json``, devkit result
+    files, ``pr_curves.png`` and detection PNGs to ``out_dir`` (boxes scoring above
+    :func:`draw_threshold`). ``seeds``: the training run's (evaluation draws none);
+    ``inputs``: the files the numbers come from (recorded by digest)."""
     from tqdm import tqdm
 
-    from ..utils.provenance import record_stage_threads
+    from ..utils.provenance import record_stage_threads, write_results
 
     record_stage_threads("eval")
     out = Path(out_dir)
@@ -75,10 +77,47 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
     main = _default_variant(det)
     if main not in [v[0] for v in variants]:
         main = variants[0][0]
+    anns = _evaluated(det, ds, proposals, max_images)
+    drawn = set(np.linspace(0, len(anns) - 1, min(N_PICTURES, len(anns))).round().astype(int)
+                .tolist())
     evals = {v[0]: VOCEvaluator(det.classes, use_07_metric=use_07_metric) for v in variants}
-    keep_dets: dict[str, list] = {}
-    timings: list[dict] = []
-    pictures = []
+    keep_dets, timings, images = {}, [], {}
+    results = run_images(det, anns, proposals, mode=mode, variants=variants, main=main,
+                         errors="raise")
+    for a, r in zip(anns, tqdm(results, total=len(anns), desc=f"detect ({mode})",
+                               disable=not progress, unit="img")):
+        for name, d in r.variants.items():
+            evals[name].process(a.image_id, to_devkit(a.boxes), a.labels, a.difficult,
+                                to_devkit(d.boxes.numpy()), d.scores.numpy(), d.labels.numpy())
+        keep_dets[a.image_id] = r.detections
+        timings.append(r.timings)
+        if r.index in drawn:  # the pictures are drawn at the end, at one operating point
+            images[r.index] = r.image
+    _pictures(det, anns, keep_dets, images, out)
+    plot_pr_curves(evals[main].class_results(), out / "pr_curves.png",
+                   f"{main} ({mode}), VOC07 AP")
+    write_devkit_results(out / "devkit", det.classes,
+                         [(i, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy())
+                          for i, d in keep_dets.items()])
+    (out / "detections.json").write_text(json.dumps(
+        {i: d.to_json(det.classes) for i, d in keep_dets.items()}))
+    results = {"mode": mode, "main": main, "images": len(anns),
+               "mAP": evals[main].evaluate()["mAP"],
+               "variants": {name: e.evaluate() for name, e in evals.items()},
+               "seconds_per_image_median": _medians(timings),
+               "windows_per_image_mean": float(np.mean([t["windows"] for t in timings]))
+               if timings else 0.0,
+               "scales": list(det.settings.scales)}
+    if ds.coco_ids:  # COCO-format data: the official metrics beside VOC07
+        results["coco"] = _coco_metrics(det, keep_dets, ds, anns)
+    write_results(out / "results.json", results, seeds or {}, inputs=inputs)
+    return results
+
+
+def _evaluated(det: SPPDetector, ds: VOCDataset, proposals: dict, max_images: int | None
+               ) -> list:
+    """The annotations evaluated: those with proposals, the first ``max_images``; refused when
+    none, or when they hold no object to find (the mAP would be undefined)."""
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be >= 1 (or None for all), got {max_images}")
     anns = [a for a in ds if a.image_id in proposals][:max_images]
@@ -89,69 +128,30 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
         raise ValueError(f"the {len(anns)} evaluated image(s) of {ds.root} hold no (non-"
                          f"difficult) object of the classes {list(det.classes)}: the mAP would "
                          "be undefined")
-    drawn = set(np.linspace(0, len(anns) - 1, min(N_PICTURES, len(anns))).round().astype(int)
-                .tolist()) if anns else set()
-    for a in tqdm(anns, desc=f"detect ({mode})", disable=not progress, unit="img"):
-        image = decode_image(a.image_path)
-        boxes = torch.from_numpy(proposals[a.image_id]).float()
-        pooled, inverse, t = det.pooled(image, boxes, mode, reuse_buffer=True)
-        t["windows"] = len(boxes)
-        scored: dict[tuple, tuple[torch.Tensor, float]] = {}  # a variant with and without
-        deltas: dict[str, torch.Tensor | None] = {}  # box regression shares one fc pass
-        for name, score, layer, reg, source in variants:
-            if (score, layer) not in scored:
-                t0 = time.perf_counter()
-                if score == "softmax" and det.head.box_deltas:
-                    sc, deltas["head"] = det.head_outputs(pooled)
-                else:
-                    sc = det.score_pooled(pooled, score, layer)
-                scored[score, layer] = (sc, time.perf_counter() - t0)
-            scores, t_fc = scored[score, layer]
-            t1 = time.perf_counter()
-            if reg and source not in deltas:
-                deltas[source] = det.box_deltas(pooled, source)
-            d = det.postprocess(pooled, boxes, scores, a.image_size, reg, inverse,
-                                deltas=deltas.get(source) if reg else None,
-                                bbox_source=source)
-            if name == main:
-                t.update(fc=t_fc, nms=time.perf_counter() - t1)
-                keep_dets[a.image_id] = d
-            evals[name].process(a.image_id, to_devkit(a.boxes), a.labels, a.difficult,
-                                to_devkit(d.boxes.numpy()), d.scores.numpy(), d.labels.numpy())
-        timings.append(t)
+    return anns
+
+
+def _pictures(det: SPPDetector, anns: list, keep_dets: dict, images: dict, out: Path) -> None:
+    """Detection PNGs of the images kept (spread over the set), drawn at one operating point
+    (:func:`draw_threshold`), and their grid."""
     thresh = draw_threshold(keep_dets.values(), sum(len(a.boxes) for a in anns))
-    for n in sorted(drawn):  # pictures spread over the set, drawn at one operating point
+    pictures = []
+    for n in sorted(images):
         a, d = anns[n], keep_dets[anns[n].image_id]
-        pic = draw_detections(decode_image(a.image_path), d.boxes.numpy(), d.scores.numpy(),
-                              d.labels.numpy(), det.classes, thresh, a.boxes)
+        pic = draw_detections(images[n], d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(),
+                              det.classes, thresh, a.boxes)
         pic.save(out / "images" / f"{a.image_id}.png")
         pictures.append(pic)
     image_grid(pictures, out / "detections_grid.png")
-    plot_pr_curves(evals[main].class_results(), out / "pr_curves.png",
-                   f"{main} ({mode}), VOC07 AP")
-    write_devkit_results(out / "devkit", det.classes,
-                         [(i, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy())
-                          for i, d in keep_dets.items()])
-    (out / "detections.json").write_text(json.dumps(
-        {i: d.to_json(det.classes) for i, d in keep_dets.items()}))
+
+
+def _medians(timings: list[dict]) -> dict:
+    """Median seconds per image of each stage, and their sum."""
     med = {k: float(np.median([t[k] for t in timings])) for k in ("conv", "pool", "fc", "nms")
            } if timings else {}
     if med:
         med["total"] = med["conv"] + med["pool"] + med["fc"] + med["nms"]
-    results = {"mode": mode, "main": main, "images": len(anns),
-               "mAP": evals[main].evaluate()["mAP"],
-               "variants": {name: e.evaluate() for name, e in evals.items()},
-               "seconds_per_image_median": med,
-               "windows_per_image_mean": float(np.mean([t["windows"] for t in timings]))
-               if timings else 0.0,
-               "scales": list(det.settings.scales)}
-    if ds.coco_ids:  # COCO-format data: the official metrics beside VOC07
-        results["coco"] = _coco_metrics(det, keep_dets, ds, anns)
-    from ..utils.provenance import write_results
-
-    # evaluation draws no random numbers: the seeds are the training run's
-    write_results(out / "results.json", results, seeds or {}, inputs=inputs)
-    return results
+    return med
 
 
 def _coco_metrics(det: SPPDetector, keep_dets: dict, ds: VOCDataset, anns: Sequence) -> dict:

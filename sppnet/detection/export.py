@@ -50,7 +50,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import project_boxes, spp_pool_cells
-from .config import ProposalConfig
 from .features import MAX_LONG_SIDE, TARGET_AREA
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -214,8 +213,6 @@ def runner_config(det: SPPDetector, onnx_file: str) -> dict:
     """What a runner needs besides the graph: classes, the scale and resize rule, the input
     normalisation, the proposals the detector was trained with, NMS settings."""
     st = det.settings
-    proposals = ProposalConfig(method=st.proposer, max_side=st.ss_max_side,
-                               max_proposals=st.max_proposals)
     return {
         "format": RUNNER_FORMAT,
         "onnx": onnx_file,
@@ -228,7 +225,7 @@ def runner_config(det: SPPDetector, onnx_file: str) -> dict:
         "max_long_side": MAX_LONG_SIDE,
         "mean": float(det.spec.mean),
         "input_scale": float(det.spec.input_scale),
-        "proposals": {k: v for k, v in asdict(proposals).items() if k != "version"},
+        "proposals": {k: v for k, v in asdict(st.proposal).items() if k != "version"},
         "nms_iou": float(st.nms_iou),
         "max_dets": int(st.max_dets),
         "score": st.score,

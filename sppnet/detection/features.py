@@ -23,15 +23,15 @@ from torch import Tensor, nn
 from ..data.decode import decode_image
 from ..data.transforms import resize_to, to_tensor
 from ..models.backbone import BackboneSpec, load_backbone
-from ..ops import spp_output_dim, spp_roi_pool
+from ..ops import spp_output_dim, spp_pool_cells
 from ..utils.digest import file_digest, load_verified, save_verified
 from ..utils.lru import ByteLRU
 from .scales import FIVE_SCALES, MAX_LONG_SIDE, SINGLE_SCALE, TARGET_AREA, scaled_sizes
 
 __all__ = ["BackboneSpec", "load_backbone", "module_device", "backbone_fingerprint", "scaled_sizes",
-           "select_scales", "compute_maps", "compute_maps_many", "pool_windows", "ConvMapCache",
-           "window_cells", "dedupe_windows", "SINGLE_SCALE", "FIVE_SCALES", "TARGET_AREA",
-           "MAX_LONG_SIDE"]
+           "select_scales", "compute_maps", "compute_maps_many", "pool_windows", "pool_cells",
+           "ConvMapCache", "window_cells", "dedupe_windows", "SINGLE_SCALE", "FIVE_SCALES",
+           "TARGET_AREA", "MAX_LONG_SIDE"]
 
 
 
@@ -58,15 +58,17 @@ def backbone_fingerprint(spec: BackboneSpec) -> str:
 
 
 def select_scales(boxes: Tensor, image_size: tuple[int, int], scales: Sequence[int],
-                  target_area: float = TARGET_AREA) -> Tensor:
+                  target_area: float = TARGET_AREA,
+                  sizes: Sequence[tuple[int, int]] | None = None) -> Tensor:
     """Index of the scale at which each window's area is closest to ``target_area``.
 
     Args:
         boxes (Tensor[R, 4]): windows in original-image pixels.
+        sizes: ``scaled_sizes(image_size, scales)`` when already computed.
     Returns:
         LongTensor[R].
     """
-    sizes = scaled_sizes(image_size, scales)
+    sizes = sizes if sizes is not None else scaled_sizes(image_size, scales)
     h, w = image_size
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).double()  # (R,)
     factors = torch.tensor([(sh / h) * (sw / w) for sh, sw in sizes], dtype=torch.float64,
@@ -76,14 +78,15 @@ def select_scales(boxes: Tensor, image_size: tuple[int, int], scales: Sequence[i
 
 @torch.no_grad()
 def compute_maps(backbone: nn.Module, image: np.ndarray, scales: Sequence[int],
-                 spec: BackboneSpec, flip: bool = False) -> list[Tensor]:
-    """Conv maps ``(C, H', W')`` of the image at each scale (shorter side ``s``), on the
-    backbone's device."""
+                 spec: BackboneSpec, flip: bool = False,
+                 sizes: Sequence[tuple[int, int]] | None = None) -> list[Tensor]:
+    """Conv maps ``(C, H', W')`` of the image at each scale (shorter side ``s``; ``sizes``:
+    the scaled ``(H', W')`` when already computed), on the backbone's device."""
     if flip:
         image = np.ascontiguousarray(image[:, ::-1])
     device = module_device(backbone)
     maps = []
-    for size in scaled_sizes(image.shape[:2], scales):
+    for size in sizes if sizes is not None else scaled_sizes(image.shape[:2], scales):
         x = to_tensor(resize_to(image, size), spec.mean, spec.input_scale)[None]
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         maps.append(backbone.forward_features(x)[0].contiguous())
@@ -108,69 +111,81 @@ def compute_maps_many(backbone: nn.Module, images: Sequence[np.ndarray], scales:
     return [[m[i].contiguous() for m in per_scale] for i in range(len(images))]
 
 
+def window_cells(maps: Sequence[Tensor], image_size: tuple[int, int], scales: Sequence[int],
+                 boxes: Tensor, stride: float, offset: float,
+                 scale_index: Tensor | None = None,
+                 sizes: Sequence[tuple[int, int]] | None = None) -> Tensor:
+    """``(R, 5)`` rows ``(scale, x0, y0, x1, y1)``: the map cells each window is pooled from —
+    each window scaled to its scale (by default :func:`select_scales`) and projected onto that
+    map by :func:`sppnet.ops.project_boxes`. ``sizes``: ``scaled_sizes(image_size, scales)``
+    when already computed."""
+    from ..ops import project_boxes
+
+    if len(maps) != len(scales):
+        raise ValueError(f"got {len(maps)} maps for {len(scales)} scales")
+    device = maps[0].device
+    boxes = boxes.to(device, torch.float32)
+    sizes = sizes if sizes is not None else scaled_sizes(image_size, scales)
+    if scale_index is None:
+        scale_index = select_scales(boxes, image_size, scales, sizes=sizes)
+    scale_index = scale_index.to(device)
+    out = torch.zeros(len(boxes), 5, dtype=torch.long, device=device)
+    out[:, 0] = scale_index
+    h, w = image_size
+    for k, (sh, sw) in enumerate(sizes):
+        idx = (scale_index == k).nonzero().flatten()
+        if idx.numel():
+            b = boxes[idx] * torch.tensor([sw / w, sh / h, sw / w, sh / h], device=device)
+            out[idx, 1:] = project_boxes(b, stride, maps[k].shape[-2:], offset)
+    return out
+
+
+def pool_cells(maps: Sequence[Tensor], cells: Tensor, levels: Sequence[int] = (6, 3, 2, 1),
+               mode: str = "max", out: Tensor | None = None) -> Tensor:
+    """Pool windows given as :func:`window_cells` rows ``(scale, x0, y0, x1, y1)`` ``(R, 5)``
+    from the map of their scale (:func:`sppnet.ops.spp_pool_cells`).
+
+    Args:
+        out: a contiguous ``(R, D)`` tensor to write into (saves a large fresh allocation;
+            when every window uses one scale the pooling writes there directly).
+    Returns:
+        Tensor[R, D] with ``D = C * sum(n*n)``.
+    """
+    device = maps[0].device
+    dim = spp_output_dim(maps[0].shape[0], levels)
+    if out is None:
+        out = torch.empty(len(cells), dim, dtype=maps[0].dtype, device=device)
+    elif out.shape != (len(cells), dim) or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous ({len(cells)}, {dim}) tensor, got "
+                         f"{tuple(out.shape)}")
+    used = torch.unique(cells[:, 0]).tolist()
+    for k in used:
+        idx = (cells[:, 0] == k).nonzero().flatten()
+        batch = torch.zeros(len(idx), dtype=torch.long, device=device)  # (r,) one map
+        if len(used) == 1:  # every window at this scale: pool straight into `out`
+            return spp_pool_cells(maps[k][None], cells[idx, 1:], batch, levels, mode, out=out)
+        out[idx] = spp_pool_cells(maps[k][None], cells[idx, 1:], batch, levels, mode)
+    return out
+
+
 def pool_windows(maps: Sequence[Tensor], image_size: tuple[int, int], scales: Sequence[int],
                  boxes: Tensor, stride: float, offset: float,
                  levels: Sequence[int] = (6, 3, 2, 1), scale_index: Tensor | None = None,
                  mode: str = "max", out: Tensor | None = None) -> Tensor:
-    """Pool each window from the map of its scale.
+    """Pool each window from the map of its scale: :func:`window_cells` (scale and cells per
+    window), then :func:`pool_cells`.
 
     Args:
         maps: one ``(C, H', W')`` map per scale, in ``scales`` order.
         image_size: ``(H, W)`` of the original image the boxes refer to.
         boxes (Tensor[R, 4]): windows in original-image pixels.
         scale_index (LongTensor[R]): scale per window; by default :func:`select_scales`.
-        out: a contiguous ``(R, D)`` tensor to write into (saves a large fresh allocation;
-            when every window uses one scale the pooling writes there directly).
+        out: see :func:`pool_cells`.
     Returns:
         Tensor[R, D] with ``D = C * sum(n*n)``.
     """
-    if len(maps) != len(scales):
-        raise ValueError(f"got {len(maps)} maps for {len(scales)} scales")
-    device = maps[0].device
-    boxes = boxes.to(device, torch.float32)
-    if scale_index is None:
-        scale_index = select_scales(boxes, image_size, scales)
-    scale_index = scale_index.to(device)
-    c = maps[0].shape[0]
-    dim = spp_output_dim(c, levels)
-    if out is None:
-        out = torch.empty(len(boxes), dim, dtype=maps[0].dtype, device=device)
-    elif out.shape != (len(boxes), dim) or not out.is_contiguous():
-        raise ValueError(f"out must be a contiguous ({len(boxes)}, {dim}) tensor, got "
-                         f"{tuple(out.shape)}")
-    h, w = image_size
-    used = torch.unique(scale_index).tolist()
-    for k, (sh, sw) in enumerate(scaled_sizes(image_size, scales)):
-        if k not in used:
-            continue
-        idx = (scale_index == k).nonzero().flatten()
-        b = boxes[idx] * torch.tensor([sw / w, sh / h, sw / w, sh / h], device=device)
-        rois = torch.cat([torch.zeros(len(idx), 1, device=device), b], 1)  # (r, 5) at scale k
-        if len(used) == 1:  # every window at this scale: pool straight into `out`
-            return spp_roi_pool(maps[k][None], rois, levels, stride, offset, mode, out=out)
-        out[idx] = spp_roi_pool(maps[k][None], rois, levels, stride, offset, mode)
-    return out
-
-
-def window_cells(maps: Sequence[Tensor], image_size: tuple[int, int], scales: Sequence[int],
-                 boxes: Tensor, stride: float, offset: float,
-                 scale_index: Tensor | None = None) -> Tensor:
-    """``(R, 5)`` rows ``(scale, x0, y0, x1, y1)``: the map cells each window is pooled from."""
-    from ..ops import project_boxes
-
-    device = maps[0].device
-    boxes = boxes.to(device, torch.float32)
-    if scale_index is None:
-        scale_index = select_scales(boxes, image_size, scales)
-    out = torch.zeros(len(boxes), 5, dtype=torch.long, device=device)
-    out[:, 0] = scale_index
-    h, w = image_size
-    for k, (sh, sw) in enumerate(scaled_sizes(image_size, scales)):
-        idx = (scale_index == k).nonzero().flatten()
-        if idx.numel():
-            b = boxes[idx] * torch.tensor([sw / w, sh / h, sw / w, sh / h], device=device)
-            out[idx, 1:] = project_boxes(b, stride, maps[k].shape[-2:], offset)
-    return out
+    cells = window_cells(maps, image_size, scales, boxes, stride, offset, scale_index)
+    return pool_cells(maps, cells, levels, mode, out)
 
 
 def dedupe_windows(cells: Tensor) -> tuple[Tensor, Tensor]:

@@ -22,11 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..utils.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    optimizer_from_flat,
-    optimizer_to_flat,
-    save_checkpoint,
+    resume_training_state,
+    save_training_state,
     strip_prefix,
     with_prefix,
 )
@@ -64,39 +61,40 @@ def _lr(cfg: DetConfig, it: int) -> float:
 
 
 def _resume(head: DetectionHead, opt: torch.optim.Optimizer, ckpt: Path,
-            metrics_path: Path, guard: LossGuard | None = None) -> int:
+            metrics_path: Path, guard: LossGuard) -> int:
     """The iteration to start from: that of ``finetune_last.safetensors`` (weights, optimizer,
     RNG and loss guard restored; the metrics logged after it dropped, so the resumed run logs
     each iteration once), else 0 with the old metrics removed."""
-    start = 0
-    if ckpt.is_file():
-        try:
-            tensors, meta = load_checkpoint(ckpt)
-            head.load_state_dict(strip_prefix("head.", tensors))
-            optimizer_from_flat(opt, tensors, meta["optimizer"])
-            start = int(meta["iteration"])
-            if guard is not None:
-                guard.load_state_dict(meta.get("loss_guard"))
-            # dropout draws from these generators: the resumed run draws what the unbroken
-            # one would have
-            if "rng.torch" in tensors:
-                torch.set_rng_state(tensors["rng.torch"])
-                if "rng.cuda" in tensors and torch.cuda.is_available():
-                    torch.cuda.set_rng_state(tensors["rng.cuda"])
-            else:
-                log.warning("%s holds no RNG state (an older checkpoint): the resumed run "
-                            "draws other dropout masks than an unbroken run", ckpt)
-            log.info("resuming fine-tuning from iteration %d (%s)", start, ckpt)
-        except (CheckpointError, KeyError, RuntimeError) as e:
-            log.warning("cannot resume from %s (%s); fine-tuning from the start", ckpt, e)
-            start = 0
-    if start == 0 and metrics_path.exists():
-        metrics_path.unlink()
-    elif metrics_path.exists():  # logged after the checkpoint: the resumed run logs them again
-        keep = [ln for ln in metrics_path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("iteration", 0) <= start]
-        metrics_path.write_text("".join(ln + "\n" for ln in keep))
+
+    def restore(tensors: dict[str, Tensor]) -> None:
+        head.load_state_dict(strip_prefix("head.", tensors))
+        # dropout draws from these generators: the resumed run draws what the unbroken one
+        # would have
+        if "rng.torch" in tensors:
+            torch.set_rng_state(tensors["rng.torch"])
+            if "rng.cuda" in tensors and torch.cuda.is_available():
+                torch.cuda.set_rng_state(tensors["rng.cuda"])
+        else:
+            log.warning("%s holds no RNG state (an older checkpoint): the resumed run draws "
+                        "other dropout masks than an unbroken run", ckpt)
+
+    start = resume_training_state(ckpt, opt, guard, restore, "fine-tuning")
+    keep_metrics_up_to(metrics_path, start)
     return start
+
+
+def keep_metrics_up_to(path: Path, iteration: int) -> None:
+    """Drop the lines of a ``metrics.jsonl`` logged after ``iteration`` (the checkpoint a run
+    resumes from: the resumed run logs them again, so each iteration is logged once); the
+    file goes when nothing is left."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines()
+            if ln.strip() and json.loads(ln).get("iteration", 0) <= iteration]
+    if keep:
+        path.write_text("".join(ln + "\n" for ln in keep))
+    else:
+        path.unlink()
 
 
 def _minibatch(windows: Sequence[WindowSet], pool: Callable,
@@ -173,18 +171,23 @@ def finetune(head: DetectionHead, windows: Sequence[WindowSet],
             bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}")
             run_loss = run_acc = run_n = 0.0
         if (it + 1) % CKPT_EVERY == 0 and it + 1 < cfg.ft_iters:
-            t, m = optimizer_to_flat(opt)
-            rng = {"rng.torch": torch.get_rng_state()}
-            if device.type == "cuda":
-                rng["rng.cuda"] = torch.cuda.get_rng_state(device)
-            save_checkpoint(ckpt, {**with_prefix("head.", head.state_dict()),
-                                   **{k: v.cpu() for k, v in t.items()}, **rng},
-                            {"iteration": it + 1, "optimizer": m,
-                             "loss_guard": guard.state_dict()})
+            _checkpoint(ckpt, head, opt, it + 1, guard)
     bar.close()
     head.eval()
     plot_finetune_curves(metrics_path, out_dir / "finetune_curves.png")
     return head
+
+
+def _checkpoint(path: Path, head: DetectionHead, opt: torch.optim.Optimizer, iteration: int,
+                guard: LossGuard) -> None:
+    """What an exact resume of fine-tuning needs after ``iteration``: the head, the optimizer,
+    torch's RNG (and CUDA's where the head is) and the loss guard's state."""
+    device = head.fc6.weight.device
+    rng = {"rng.torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["rng.cuda"] = torch.cuda.get_rng_state(device)
+    save_training_state(path, {**with_prefix("head.", head.state_dict()), **rng}, opt,
+                        {"iteration": iteration, "loss_guard": guard.state_dict()})
 
 
 def plot_finetune_curves(metrics_path: Path, png: Path) -> None:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.spp_nets import fc_activations
+from .config import fc_spec
 
 __all__ = ["DetectionHead"]
 
@@ -71,16 +72,11 @@ class DetectionHead(nn.Module):
 
         from ..nn.compress import compress_linear
 
-        method, _, ranks = fc.partition(":")
+        method, ranks = fc_spec(fc)
         head = copy.deepcopy(self).eval()
-        if method == "svd":
-            try:
-                r6, r7 = (int(r) for r in ranks.split(","))
-            except ValueError:
-                raise ValueError(f"fc must look like svd:R6,R7 (e.g. svd:512,256), "
-                                 f"got {fc!r}") from None
-            head.fc6 = compress_linear(self.fc6, "svd", r6)
-            head.fc7 = compress_linear(self.fc7, "svd", r7)
+        if ranks is not None:
+            head.fc6 = compress_linear(self.fc6, "svd", ranks[0])
+            head.fc7 = compress_linear(self.fc7, "svd", ranks[1])
         else:
             head.fc6 = compress_linear(self.fc6, method)
             head.fc7 = compress_linear(self.fc7, method)

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,33 +21,13 @@ from ..data.decode import decode_image
 from ..data.voc import VOCDataset
 from ..utils.digest import array_digest, file_digest, read_npz_entry, write_npz_entry
 from ..utils.distributed import shard
-from .config import DEFAULT_PROPOSALS, DetConfig, ProposalConfig
+from .config import DEFAULT_PROPOSALS, ProposalConfig
 from .proposals import propose, proposer_parts, union_windows
 
-__all__ = ["ProposalCache", "compute_proposals", "iter_proposals", "propose_many",
+__all__ = ["ProposalCache", "compute_proposals", "proposal_stream", "propose_many",
            "load_proposal_file", "get_proposals"]
 
 log = logging.getLogger(__name__)
-
-
-def _propose_in_worker(image: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
-    import cv2
-
-    cv2.setNumThreads(1)
-    return propose(image, cfg)
-
-
-def propose_many(images: Sequence[np.ndarray], cfg: ProposalConfig = DEFAULT_PROPOSALS,
-                 workers: int = 2) -> list[np.ndarray]:
-    """:func:`propose` for each image, in ``workers`` processes when there are at least three
-    images (starting a process costs about as much as one image's Selective Search)."""
-    if workers <= 1 or len(images) < 3:
-        return [propose(im, cfg) for im in images]
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    with ProcessPoolExecutor(min(workers, len(images)), mp_context=get_context("spawn")) as pool:
-        return list(pool.map(_propose_in_worker, images, [cfg] * len(images)))
 
 
 class ProposalCache:
@@ -101,30 +81,97 @@ def _cached(path: str, cache_dir: str | Path, cfg: ProposalConfig) -> np.ndarray
     return parts[0] if len(parts) == 1 else union_windows(parts)
 
 
-def _work(args: tuple[str, str, ProposalConfig]) -> tuple[str, np.ndarray | None, str, float]:
-    """``(path, boxes or None, error, seconds spent proposing)`` of one image. A joined
-    proposer's parts are cached each under its own key, so a union reuses the windows of
-    runs with one proposer."""
-    path, cache_dir, cfg = args
+def _work(args: tuple) -> tuple[str, np.ndarray | None, str, float, np.ndarray | None]:
+    """``(path, boxes or None, error, seconds spent proposing, the image decoded or None)`` of
+    one image ``args = (path, cache_dir, cfg[, keep_image])``: from the cache, else decoded
+    and proposed (and cached; ``cache_dir`` ``None``: no cache). A joined proposer's parts
+    are cached each under its own key, so a union reuses the windows of runs with one
+    proposer. With ``keep_image`` an image decoded
+    here is handed back, so that the caller does not decode it again."""
+    path, cache_dir, cfg, *keep = args
     import cv2
 
     cv2.setNumThreads(1)
     t0 = time.perf_counter()
     parts, image = [], None
     for part in proposer_parts(cfg):
-        cache = ProposalCache(cache_dir, part)
-        key = cache.key(Path(path))
-        boxes = cache.load(key)
+        cache = ProposalCache(cache_dir, part) if cache_dir is not None else None
+        key = cache.key(Path(path)) if cache is not None else ""
+        boxes = cache.load(key) if cache is not None else None
         if boxes is None:
             try:
                 image = decode_image(path) if image is None else image
                 boxes = propose(image, part)
             except Exception as e:  # a bad image must not take the other workers down
-                return path, None, f"{type(e).__name__}: {e}", time.perf_counter() - t0
-            cache.save(key, boxes)
+                return path, None, f"{type(e).__name__}: {e}", time.perf_counter() - t0, None
+            if cache is not None:
+                cache.save(key, boxes)
         parts.append(boxes)
     boxes = parts[0] if len(parts) == 1 else union_windows(parts)
-    return path, boxes, "", time.perf_counter() - t0
+    return path, boxes, "", time.perf_counter() - t0, image if keep and keep[0] else None
+
+
+def _propose_array(args: tuple[np.ndarray, ProposalConfig]
+                   ) -> tuple[None, np.ndarray | None, str, float, None]:
+    """:func:`_work` for an image already in memory (nothing cached: it has no file)."""
+    image, cfg = args
+    t0 = time.perf_counter()
+    try:
+        boxes = propose(image, cfg)
+    except Exception as e:  # the caller reports it with the image
+        return None, None, f"{type(e).__name__}: {e}", time.perf_counter() - t0, None
+    return None, boxes, "", time.perf_counter() - t0, None
+
+
+def _one_opencv_thread() -> None:
+    """A worker process's OpenCV runs on one thread (the workers are the parallelism)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def proposal_stream(items: Sequence[str | Path | np.ndarray], cfg: ProposalConfig,
+                    cache_dir: str | Path | None = None, workers: int = 2,
+                    ) -> Iterator[tuple[np.ndarray | None, str, float, np.ndarray | None]]:
+    """Per item, in input order: ``(boxes or None, error, seconds proposing, the image decoded
+    for it or None)``. A file's windows come from the cache in ``cache_dir`` or are proposed
+    (and cached), the image then handed back decoded; an image in memory is proposed (no
+    cache). ``workers`` processes work ahead while the caller uses the windows (0: all here;
+    images in memory only go to workers when there are at least three, as starting a process
+    costs about one image's Selective Search). A crashed worker is reported with its image."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    jobs = [(_propose_array, (it, cfg)) if isinstance(it, np.ndarray) else
+            (_work, (str(it), None if cache_dir is None else str(cache_dir), cfg, True))
+            for it in items]
+    in_memory = all(fn is _propose_array for fn, _ in jobs)
+    if workers <= 0 or (in_memory and (workers <= 1 or len(jobs) < 3)):
+        for fn, args in jobs:
+            yield fn(args)[1:]
+        return
+    n = min(workers, len(jobs)) if in_memory else workers
+    with ProcessPoolExecutor(n, mp_context=get_context("spawn"),
+                             initializer=_one_opencv_thread) as pool:
+        futures = [pool.submit(fn, args) for fn, args in jobs]
+        for fut in futures:
+            try:
+                yield fut.result()[1:]
+            except Exception as e:  # a crashed worker: report the image, keep going
+                yield None, f"{type(e).__name__}: {e}", 0.0, None
+
+
+def propose_many(images: Sequence[np.ndarray], cfg: ProposalConfig = DEFAULT_PROPOSALS,
+                 workers: int = 2) -> list[np.ndarray]:
+    """:func:`~sppnet.detection.proposals.propose` for each image (in ``workers`` processes
+    when there are at least three); an image it fails on raises, naming the error."""
+    out = []
+    for k, (boxes, err, _, _) in enumerate(proposal_stream(
+            [np.asarray(im) for im in images], cfg, None, workers)):
+        if boxes is None:
+            raise ValueError(f"no proposals for image {k}: {err}")
+        out.append(boxes)
+    return out
 
 
 def compute_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
@@ -138,10 +185,6 @@ def compute_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
     Images that fail to decode are left out with a warning naming them. A worker that dies
     (OpenCV can crash on odd images) is replaced; an image that kills a worker twice is left out.
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-    from multiprocessing import get_context
-
     from tqdm import tqdm
 
     paths = [str(p) for p in shard(list(image_paths), rank, world_size)]
@@ -149,7 +192,8 @@ def compute_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
     out: dict[str, np.ndarray] = {}
     bar = tqdm(total=len(paths), desc="proposals", disable=not progress, unit="img")
 
-    def record(path: str, boxes: np.ndarray | None, err: str, seconds: float = 0.0) -> None:
+    def record(path: str, boxes: np.ndarray | None, err: str, seconds: float = 0.0,
+               image: np.ndarray | None = None) -> None:
         if boxes is None:
             log.warning("no proposals for %s: %s", path, err)
         else:
@@ -164,51 +208,39 @@ def compute_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
                 missing.append(p)
             else:
                 record(p, boxes, "")
-        paths = missing
         if workers <= 1:
-            for p in paths:
+            for p in missing:
                 record(*_work((p, str(cache_dir), cfg)))
-            return out
-        todo, crashes = list(paths), {p: 0 for p in paths}
-        while todo:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(_work, (p, str(cache_dir), cfg)): p for p in todo}
-                todo = []
-                for fut in as_completed(futures):
-                    p = futures[fut]
-                    try:
-                        record(*fut.result())
-                    except BrokenProcessPool:
-                        crashes[p] += 1
-                        if crashes[p] >= 2:
-                            record(p, None, "Selective Search crashed its worker twice")
-                        else:
-                            todo.append(p)
+        else:
+            _in_workers(missing, str(cache_dir), cfg, workers, record)
         return out
     finally:
         bar.close()
 
 
-def iter_proposals(image_paths: Sequence[str | Path], cache_dir: str | Path,
-                   cfg: ProposalConfig = DEFAULT_PROPOSALS, workers: int = 2):
-    """Yield ``(path, boxes or None, error, seconds)`` in input order while worker processes
-    compute the next images' windows — so the caller's network runs while Selective Search
-    works ahead. ``seconds`` is the time the proposer took on that image (0 if cached)."""
-    from concurrent.futures import ProcessPoolExecutor
+def _in_workers(paths: list[str], cache_dir: str, cfg: ProposalConfig, workers: int,
+                record) -> None:
+    """:func:`_work` of every path in ``workers`` processes, each result to ``record`` as it
+    comes; a crashed worker's image is tried again in a fresh pool, once."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
-    paths = [str(p) for p in image_paths]
-    if workers <= 0:
-        for p in paths:
-            yield _work((p, str(cache_dir), cfg))
-        return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_work, (p, str(cache_dir), cfg)) for p in paths]
-        for p, fut in zip(paths, futures):
-            try:
-                yield fut.result()
-            except Exception as e:  # a crashed worker: report the image, keep going
-                yield p, None, f"{type(e).__name__}: {e}", 0.0
+    todo, crashes = list(paths), {p: 0 for p in paths}
+    while todo:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_work, (p, cache_dir, cfg)): p for p in todo}
+            todo = []
+            for fut in as_completed(futures):
+                p = futures[fut]
+                try:
+                    record(*fut.result())
+                except BrokenProcessPool:
+                    crashes[p] += 1
+                    if crashes[p] >= 2:
+                        record(p, None, "Selective Search crashed its worker twice")
+                    else:
+                        todo.append(p)
 
 
 def _open_npz(path: Path, flag: str = "--proposals"):
@@ -279,16 +311,16 @@ def _check_boxes(boxes: np.ndarray, source: Path) -> np.ndarray:
     return boxes
 
 
-def get_proposals(ds: VOCDataset, cfg: DetConfig, cache_dir: Path, progress: bool,
-                  rank: int = 0, world_size: int = 1) -> dict[str, np.ndarray]:
-    """``{image_id: (R, 4)}`` from ``cfg.proposals`` (precomputed windows) or ``cfg``'s
-    proposer, cached in ``cache_dir/proposals`` (images whose windows could not be computed
-    are left out, named in a warning)."""
+def get_proposals(ds: VOCDataset, proposal: ProposalConfig, cache_dir: str | Path,
+                  given: str = "", workers: int = 2, progress: bool = True, rank: int = 0,
+                  world_size: int = 1) -> dict[str, np.ndarray]:
+    """``{image_id: (R, 4)}`` of a data set: from ``given`` (precomputed windows, a folder of
+    ``<image_id>.npz`` or one ``.npz``), else ``proposal``'s proposer, cached in
+    ``cache_dir/proposals`` and computed by ``workers`` processes (this rank's share under
+    torchrun). Images whose windows could not be computed are left out, named in a warning."""
     ids = [a.image_id for a in ds]
-    if cfg.proposals:
-        return load_proposal_file(cfg.proposals, ids)
-    pcfg = ProposalConfig(method=cfg.proposer, max_side=cfg.ss_max_side,
-                          max_proposals=cfg.max_proposals)
-    by_path = compute_proposals([a.image_path for a in ds], cache_dir / "proposals", pcfg,
-                                cfg.workers, progress, rank, world_size)
+    if given:
+        return load_proposal_file(given, ids)
+    by_path = compute_proposals([a.image_path for a in ds], Path(cache_dir) / "proposals",
+                                proposal, workers, progress, rank, world_size)
     return {a.image_id: by_path[str(a.image_path)] for a in ds if str(a.image_path) in by_path}

@@ -35,21 +35,17 @@ from ..utils.digest import module_digest
 from ..utils.distributed import DistInfo, barrier, env_rank, init_distributed, shard, shutdown
 from ..utils.lru import ByteLRU
 from ..utils.run_dir import (
-    RunFolderError,
-    RunLock,
     atomic_write_text,
     check_cache_dir,
     check_output_dir,
-    config_hash,
-    describe_diff,
-    refuse_other_kind,
-    remove_outputs,
+    claim_outputs,
+    lock_for_job,
     write_run_config,
 )
 from .bbox_fit import fit_box_regressor
 from .bbox_reg import BoxRegressor
-from .config import DetConfig
-from .detector import InferenceSettings, SPPDetector
+from .config import DetConfig, inference_settings
+from .detector import SPPDetector
 from .e2e import finetune_e2e
 from .features import (
     BackboneSpec,
@@ -175,25 +171,28 @@ STAGE_OUTPUTS = ("head.safetensors", "finetune_last.safetensors", "finetune_metr
 
 
 def _check_run_dir(out: Path, cfg: DetConfig, force: bool) -> None:
-    """Claim ``out`` for this run: refuse another kind of run's folder, and a folder whose
-    trained stages came from another configuration unless ``force`` — which deletes them, so
-    every stage is recomputed (the content-keyed caches are kept)."""
+    """Claim ``out`` for this run (:func:`sppnet.utils.run_dir.claim_outputs`): refuse another
+    kind of run's folder, and a folder whose trained stages came from another configuration
+    unless ``force`` — which deletes them, so every stage is recomputed (the content-keyed
+    caches are kept). The same configuration resumes its stages."""
     out = check_output_dir(out)
-    old = refuse_other_kind(out, "train-det")
-    new = json.loads(json.dumps(cfg.to_json()))
-    trained = [p.name for pattern in STAGE_OUTPUTS for p in sorted(out.glob(pattern))]
-    if trained:
-        same = old is not None and old.get("config_hash") == config_hash(new, RUNTIME_FIELDS)
-        if force:
-            gone = remove_outputs(out, STAGE_OUTPUTS)
-            log.warning("--force: removed %s from %s; every stage is recomputed",
-                        ", ".join(gone), out)
-        elif not same:
-            raise RunFolderError(
-                f"{out} holds a train-det run with "
-                f"{describe_diff(old, new, RUNTIME_FIELDS)}; use another "
-                "--output-dir, or --force to recompute every stage")
+    claim_outputs(out, "train-det", cfg.to_json(), STAGE_OUTPUTS, force, RUNTIME_FIELDS,
+                  advice="use another --output-dir, or --force to recompute every stage",
+                  normalise=_in_this_layout)
     write_run_config(out, "train-det", cfg.to_json(), RUNTIME_FIELDS)
+
+
+def _in_this_layout(recorded: dict) -> dict:
+    """A run's recorded config in this version's layout (an earlier layout's names, e.g. the
+    proposal settings as flat fields, read through the config mechanism's aliases); as it is
+    when it does not read."""
+    from ..utils.config import META_KEYS, apply_overrides
+
+    try:
+        fields = {k: v for k, v in recorded.items() if k not in META_KEYS}
+        return json.loads(json.dumps(apply_overrides(DetConfig(), fields).to_json()))
+    except (ValueError, TypeError):
+        return recorded
 
 
 def training_set(cfg: DetConfig) -> VOCDataset:
@@ -229,7 +228,8 @@ def prepare(cfg: DetConfig, progress: bool = True, rank: int = 0,
     cache_dir = Path(cfg.cache_dir or Path(cfg.output_dir) / "cache")
     ds = ds if ds is not None else training_set(cfg)
     cfg = resolve_scales(cfg, ds)
-    props = get_proposals(ds, cfg, cache_dir, progress, rank, world_size)
+    props = get_proposals(ds, cfg.proposal, cache_dir, cfg.proposals, cfg.workers, progress,
+                          rank, world_size)
     if world_size == 1:
         dropped = [a.image_id for a in ds if a.image_id not in props]
         if dropped:
@@ -480,23 +480,6 @@ def _bbox_stage(st: Stages, out: Path, stages: tuple, times: StageTimes,
     return reg
 
 
-def _inference_settings(cfg: DetConfig, svms: dict, reg: BoxRegressor | None):
-    """How the trained detector scores by default: ``score=auto`` is the paper's SVMs (with
-    its box regression) after fc fine-tuning, and the softmax with the head's own box deltas
-    after end-to-end fine-tuning (its training objective)."""
-    e2e = cfg.finetune == "e2e"
-    score = cfg.score if cfg.score != "auto" else ("softmax" if e2e else "svm")
-    if score == "svm" and not svms:
-        score = "softmax"
-    return InferenceSettings(scales=tuple(cfg.scales), levels=tuple(cfg.levels), score=score,
-                             svm_layer=cfg.svm_layers[-1],
-                             bbox_reg=reg is not None or (e2e and score == "softmax"),
-                             bbox_source="head" if e2e and score == "softmax" else "regressor",
-                             nms_iou=cfg.nms_iou, max_dets=cfg.max_dets,
-                             ss_max_side=cfg.ss_max_side, max_proposals=cfg.max_proposals,
-                             mode=cfg.mode, proposer=cfg.proposer, finetune=cfg.finetune)
-
-
 def _input_files(cfg: DetConfig, model_dir: Path) -> list[str]:
     """The files a detector's numbers come from: its backbone's weights or checkpoint and the
     saved detector (their digests go into results.json)."""
@@ -541,7 +524,7 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
                                 f"got {spec.weights or 'none'}")
     info = init_distributed(resolve_device(cfg.device)) if distributed_e2e else DistInfo()
     # the folder is claimed and locked by the main process, for the run's lifetime
-    lock = RunLock(out, "train-det").acquire() if info.is_main else None
+    lock = lock_for_job(out, "train-det", info)
     try:
         if info.is_main:
             _check_run_dir(out, cfg, force)
@@ -560,8 +543,8 @@ def _train_stages(cfg: DetConfig, out: Path, ds: VOCDataset, stages: tuple, prog
     times = StageTimes(out / "train_times.json", write=info.is_main)
     with times("cache"):
         if info.enabled:  # each rank its share of the proposals, then every rank reads all
-            get_proposals(ds, cfg, Path(cfg.cache_dir or out / "cache"), progress and
-                          info.is_main, info.rank, info.world_size)
+            get_proposals(ds, cfg.proposal, Path(cfg.cache_dir or out / "cache"), cfg.proposals,
+                          cfg.workers, progress and info.is_main, info.rank, info.world_size)
             barrier(info)
         st = prepare(cfg, progress and info.is_main, ds=ds, fill=cfg.finetune == "fc")
     if stages == ("cache",):
@@ -581,7 +564,7 @@ def _train_stages(cfg: DetConfig, out: Path, ds: VOCDataset, stages: tuple, prog
     svms = _svm_stage(st, head, out, stages, times, progress)
     reg = _bbox_stage(st, out, stages, times, progress)
     det = SPPDetector(st.backbone.cpu(), st.spec, head.cpu(), st.ds.classes,
-                      _inference_settings(cfg, svms, reg), svms, reg)
+                      inference_settings(cfg, list(svms), reg is not None), svms, reg)
     model_dir = det.save(out / "model")
     shutdown(info)
     det = det.to(resolve_device(cfg.device))
@@ -591,7 +574,8 @@ def _train_stages(cfg: DetConfig, out: Path, ds: VOCDataset, stages: tuple, prog
 
         test = load_dataset(cfg.test_data, cfg.test_split, tuple(st.ds.classes),
                             cfg.test_images)
-        props = get_proposals(test, cfg, Path(cfg.cache_dir or out / "cache"), progress)
+        props = get_proposals(test, cfg.proposal, Path(cfg.cache_dir or out / "cache"),
+                              cfg.proposals, cfg.workers, progress)
         # the run's own evaluation folder: recorded like eval-det's, so another evaluation
         # is not written over it; this run replaces its own evaluation of other settings
         settings = {"model": str((out / "model").resolve()), "test_data": cfg.test_data,

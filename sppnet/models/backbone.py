@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from ..utils.checkpoint import CheckpointError, load_checkpoint, strip_prefix
 from .registry import Norm, get_builder, get_model, input_normalisation, list_models
 
-__all__ = ["BackboneSpec", "backbone_spec", "load_backbone", "load_model", "DEFAULT_MEAN",
+__all__ = ["BackboneSpec", "backbone_spec", "load_backbone", "load_model", "load_weights",
+           "DEFAULT_MEAN",
            "DEFAULT_INPUT_SCALE", "Norm"]
 
 DEFAULT_MEAN = 128.0  # the paper's constant mean; MobileNetV2's TFLite input: (x - 128) / 128
@@ -114,11 +115,11 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
                               f"({meta['arch']!r} with {sorted(kw)}: {e}); it may come from "
                               f"another version (sppnet {meta.get('sppnet_version', '?')})") \
             from None
-    _load_weights(model, tensors, path)
+    load_weights(model, tensors, path)
     return model.eval(), meta
 
 
-def _load_weights(model: nn.Module, tensors: dict[str, Tensor], path: str | Path) -> None:
+def load_weights(model: nn.Module, tensors: dict[str, Tensor], path: str | Path) -> None:
     import torch
 
     weights = strip_prefix("model.", tensors)

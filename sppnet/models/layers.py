@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FrozenBatchNorm2d", "freeze_batchnorm", "Geometry", "walk_geometry", "walk_map_size"]
+__all__ = ["FrozenBatchNorm2d", "freeze_batchnorm", "Geometry", "walk_geometry", "walk_map_size",
+           "torchvision_init"]
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -50,6 +51,23 @@ class FrozenBatchNorm2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
+
+
+def torchvision_init(model: nn.Module, linears: bool = True) -> None:
+    """torchvision's initialisation of its ImageNet nets: He (fan_out, ReLU gain) convs with
+    zero biases, batch norm to identity and, with ``linears``, N(0, 0.01) linears with zero
+    biases (ResNet keeps PyTorch's default for its ``fc``)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif linears and isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import FrozenBatchNorm2d
+from .layers import FrozenBatchNorm2d, torchvision_init
 from .pretrained import IMAGENET_INPUT_SCALE, IMAGENET_MEAN, ImageNetTrunk, load_weights
 from .registry import register_model
 
@@ -192,18 +192,7 @@ class MobileNetV3(ImageNetTrunk):
         self._set_geometry(channels)
 
     def _init_weights(self) -> None:
-        # torchvision's: He (fan_out) convs, BN identity, N(0, 0.01) linears
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        torchvision_init(self)  # torchvision's
 
     def feature_layers(self) -> list[nn.Module]:
         """``features[:13]`` and the expansion of ``features[13]`` (stride 16), or all of

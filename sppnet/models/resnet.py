@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from .layers import FrozenBatchNorm2d
+from .layers import FrozenBatchNorm2d, torchvision_init
 from .pretrained import IMAGENET_INPUT_SCALE, IMAGENET_MEAN, ImageNetTrunk, load_weights
 from .registry import register_model
 
@@ -150,13 +150,7 @@ class ResNet(ImageNetTrunk):
         self._set_geometry(in_ch // 2 if feature_stride == 16 else in_ch)
 
     def _init_weights(self) -> None:
-        # torchvision's: He (fan_out) for convs, BN to identity
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        torchvision_init(self, linears=False)  # torchvision's
 
     def feature_layers(self) -> list[nn.Module]:
         """``conv1, bn1, relu, maxpool, layer1 .. layer3`` (stride 16) or ``.. layer4`` (32);

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from .layers import FrozenBatchNorm2d
+from .layers import FrozenBatchNorm2d, torchvision_init
 from .pretrained import IMAGENET_INPUT_SCALE, IMAGENET_MEAN, ImageNetTrunk, load_weights
 from .registry import register_model
 
@@ -87,17 +87,7 @@ class VGG(ImageNetTrunk):
         self._set_geometry(ch)
 
     def _init_weights(self) -> None:
-        # torchvision's: He (fan_out) convs, N(0, 0.01) linears, zero biases, BN identity
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        torchvision_init(self)  # torchvision's
 
     def convert_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """timm's ``pre_logits.fc1/fc2`` (conv) and ``head.fc`` -> ``classifier.0/3/6``."""

@@ -3,6 +3,7 @@
 Nothing here knows about models, files or the command line.
 """
 
+from ._buffers import set_cache_limit as set_buffer_cache_limit
 from .box_coder import BoxCoder
 from .boxes import batched_nms, box_area, box_iou, clip_boxes, nms, remove_small_boxes
 from .pyramid import bin_edges, spp_output_dim, spp_pool
@@ -29,6 +30,7 @@ __all__ = [
     "numba_available",
     "project_boxes",
     "remove_small_boxes",
+    "set_buffer_cache_limit",
     "spp_output_dim",
     "spp_pool",
     "spp_pool_cells",

@@ -28,6 +28,13 @@ def _bin_end(i, length, n):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline="always")
+def _span(start, i, length, n):  # pragma: no cover - compiled
+    """Bin ``i`` of ``n`` over ``length`` cells from ``start``: ``(first, end)``, end
+    exclusive."""
+    return start + _bin_start(i, length, n), start + _bin_end(i, length, n)
+
+
+@njit(cache=True, inline="always")
 def _window(bidx, cells, r):  # pragma: no cover - compiled
     """Image, first cell ``(x0, y0)`` and size ``(w, h)`` in cells of window ``r``."""
     x0 = cells[r, 0]
@@ -48,22 +55,23 @@ def _add_into(acc, v):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _argmax_into(best, arg, v, pos):  # pragma: no cover - compiled
+def _take_max(best, arg, c, x, a):  # pragma: no cover - compiled
     # adaptive_max_pool2d's rule: first maximum in scan order wins; a NaN takes over.
+    take = (x > best[c]) | (x != x)
+    best[c] = x if take else best[c]
+    arg[c] = a if take else arg[c]
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _argmax_into(best, arg, v, pos):  # pragma: no cover - compiled
     for c in range(best.shape[0]):
-        x = v[c]
-        take = (x > best[c]) | (x != x)
-        best[c] = x if take else best[c]
-        arg[c] = pos if take else arg[c]
+        _take_max(best, arg, c, v[c], pos)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _argmax_pick(best, arg, v, varg):  # pragma: no cover - compiled
     for c in range(best.shape[0]):
-        x = v[c]
-        take = (x > best[c]) | (x != x)
-        best[c] = x if take else best[c]
-        arg[c] = varg[c] if take else arg[c]
+        _take_max(best, arg, c, v[c], varg[c])
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -133,11 +141,9 @@ def window_pool_avg_fwd(feat, bidx, cells, ns, out_off, out):  # pragma: no cove
         for li in range(n_lvl):
             n = ns[li]
             for i in range(n):
-                ys = y0 + _bin_start(i, h, n)
-                ye = y0 + _bin_end(i, h, n)
+                ys, ye = _span(y0, i, h, n)
                 for j in range(n):
-                    xs = x0 + _bin_start(j, w, n)
-                    xe = x0 + _bin_end(j, w, n)
+                    xs, xe = _span(x0, j, w, n)
                     acc[:] = 0.0
                     for yy in range(ys, ye):
                         for xx in range(xs, xe):
@@ -225,11 +231,9 @@ def window_pool_avg_bwd(feat, bidx, cells, ns, out_off, grad_out, chunk,
                 n = ns[li]
                 nn = n * n
                 for i in range(n):
-                    ys = y0 + _bin_start(i, h, n)
-                    ye = y0 + _bin_end(i, h, n)
+                    ys, ye = _span(y0, i, h, n)
                     for j in range(n):
-                        xs = x0 + _bin_start(j, w, n)
-                        xe = x0 + _bin_end(j, w, n)
+                        xs, xe = _span(x0, j, w, n)
                         gbase = out_off[li] + i * n + j
                         inv = 1.0 / ((ye - ys) * (xe - xs))
                         for c in range(c0, c1):

@@ -9,8 +9,10 @@ same folder and renamed into place, so a crash never leaves a half-written check
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "optimizer_to_flat",
-           "optimizer_from_flat", "with_prefix", "strip_prefix"]
+           "optimizer_from_flat", "with_prefix", "strip_prefix", "save_training_state",
+           "resume_training_state"]
 
 FORMAT = "sppnet-checkpoint-v1"
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -95,6 +99,35 @@ def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tenso
             else:
                 scalars.setdefault(str(pid), {})[name] = value
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def save_training_state(path: str | Path, tensors: dict[str, Tensor],
+                        optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> Path:
+    """A resumable training checkpoint: ``tensors`` (weights, RNG states), the optimizer's
+    state (as :func:`optimizer_to_flat` splits it: ``meta["optimizer"]``) and ``meta``."""
+    opt_tensors, opt_meta = optimizer_to_flat(optimizer)
+    return save_checkpoint(path, {**tensors, **opt_tensors}, {**meta, "optimizer": opt_meta})
+
+
+def resume_training_state(path: Path, optimizer: torch.optim.Optimizer, guard: Any,
+                          restore: Callable[[dict[str, Tensor]], None], what: str) -> int:
+    """The iteration a training stage resumes from: that of the checkpoint ``path`` (written
+    by :func:`save_training_state`; ``restore`` loads its weights and RNG state from the
+    tensors, the optimizer and the loss ``guard`` are restored here), or 0 — with a warning
+    naming why — when it is not there or does not fit."""
+    if not path.is_file():
+        return 0
+    try:
+        tensors, meta = load_checkpoint(path)
+        restore(tensors)
+        optimizer_from_flat(optimizer, tensors, meta["optimizer"])
+        guard.load_state_dict(meta.get("loss_guard"))
+        start = int(meta["iteration"])
+    except (CheckpointError, KeyError, RuntimeError, ValueError) as e:
+        log.warning("cannot resume from %s (%s); %s from the start", path, e, what)
+        return 0
+    log.info("resuming %s from iteration %d (%s)", what, start, path)
+    return start
 
 
 def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor],

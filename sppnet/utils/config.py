@@ -4,6 +4,12 @@ Configs are frozen dataclasses with a comment per field. Resolution order: defau
 ``--config FILE.json`` -> explicit command-line flags -> ``--set key=value`` overrides. Values are
 coerced to each field's declared type (``tuple[...]`` fields from ``a,b,c``), so no pipeline
 special-cases another's class. The resolved config is written beside the outputs by the run.
+
+A field may itself be a frozen config dataclass (a group of settings, e.g. the detector's
+proposal settings): it is set as ``group.name=value`` (``--set proposal.method=edgeboxes``), or
+as a whole from a JSON object. A config class may declare ``ALIASES`` (a class variable,
+``{old name: "group.name"}``) so that the names of an earlier, flat layout keep working in
+``--set``, config files and runs' ``config.json``.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
     if _is_tuple_field(f) or isinstance(default, tuple):
         if isinstance(value, str):
             value = [v for v in value.replace(" ", "").split(",") if v]
+        elif isinstance(value, dict):  # key=value entries (an earlier layout's mapping)
+            value = [f"{k}={v}" for k, v in sorted(value.items())]
         elif not isinstance(value, (list, tuple)):
             value = [value]
         texts = "str" in str(f.type)  # tuple[str, ...]: names stay names ("1" is a class)
@@ -78,6 +86,8 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
                 v = None if v.lower() == "none" else _number_or_text(v)
             out.append(str(v) if texts else v)
         return tuple(out)
+    if isinstance(default, str) and isinstance(value, Path):
+        return str(value)  # a path flag of a text field
     if isinstance(default, bool):
         if isinstance(value, str):
             if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
@@ -99,8 +109,45 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
 
 def apply_overrides(cfg: Any, values: dict[str, Any]) -> Any:
     """A copy of the frozen config dataclass ``cfg`` with ``values`` (strings from ``--set`` or
-    JSON values) coerced to each field's type; unknown keys raise naming the known ones."""
-    return dataclasses.replace(cfg, **{k: _coerce(type(cfg), k, v) for k, v in values.items()})
+    JSON values) coerced to each field's type; unknown keys raise naming the known ones.
+    ``group.name`` keys (and a JSON object for a whole group) set a nested config's fields;
+    the class's ``ALIASES`` map earlier names to theirs."""
+    cls = type(cfg)
+    aliases = getattr(cls, "ALIASES", {})
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        head, dot, rest = aliases.get(key, key).partition(".")
+        group = _group_default(cls, head)
+        if group is None:
+            if dot:
+                raise ValueError(f"unknown config key {key!r}: {head} is not a group of "
+                                 "settings")
+            direct[head] = _coerce(cls, head, value)
+        elif dot:
+            nested.setdefault(head, {})[rest] = value
+        elif isinstance(value, dict):
+            nested.setdefault(head, {}).update(value)
+        elif isinstance(value, type(group)):
+            direct[head] = value
+        else:
+            names = ", ".join(f.name for f in dataclasses.fields(group))
+            raise ValueError(f"{head} is a group of settings ({names}): set one as "
+                             f"{head}.<name>=value, got {value!r}")
+    for head, vals in nested.items():
+        direct[head] = apply_overrides(direct.get(head, getattr(cfg, head)), vals)
+    return dataclasses.replace(cfg, **direct)
+
+
+def _group_default(cls: type, name: str) -> Any:
+    """The default of ``cls``'s field ``name`` when it is a nested config dataclass, else
+    ``None``; an unknown name raises, naming the known ones."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        known = sorted([*fields, *getattr(cls, "ALIASES", {})])
+        raise ValueError(f"unknown config key {name!r}; known: {', '.join(known)}")
+    default = fields[name].default
+    return default if dataclasses.is_dataclass(default) else None
 
 
 def parse_set(items: Sequence[str]) -> dict[str, str]:
@@ -155,13 +202,27 @@ def given_fields(cfg_cls: type, args: Any, flags: dict[str, str]) -> set[str]:
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:
-    """``key: old -> new`` for every field that differs (lists and tuples compare equal)."""
+    """``key: old -> new`` for every field that differs (lists and tuples compare equal; a
+    group of settings compared field by field, as ``group.name``)."""
+    old, new = _flat(old), _flat(new)
+
     def norm(v: Any) -> Any:
         return json.loads(json.dumps(v))
 
     keys = sorted((set(old) | set(new)) - set(ignore) - set(META_KEYS))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys
             if norm(old.get(k)) != norm(new.get(k))]
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested groups of settings as ``group.name`` keys."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and prefix + k not in META_KEYS:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 # -- field checks for validate(): each names the field and the bad value (STYLE 13) ------------

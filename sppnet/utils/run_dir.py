@@ -27,7 +27,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ from .config import META_KEYS, config_diff
 
 __all__ = ["RunFolderError", "check_output_dir", "run_kind", "config_hash", "write_run_config",
            "refuse_other_kind", "remove_outputs", "atomic_write_text", "describe_diff",
-           "RunLock", "LOCK_NAME", "lock_holder", "claim_folder", "check_cache_dir",
+           "RunLock", "LOCK_NAME", "lock_holder", "lock_for_job", "claim_folder", "claim_outputs",
+           "check_cache_dir",
            "is_user_os_error", "command_settings", "check_output_file"]
 
 log = logging.getLogger(__name__)
@@ -287,6 +288,25 @@ class RunLock:
         self.release()
 
 
+def lock_for_job(folder: str | Path, kind: str, info: Any = None) -> RunLock | None:
+    """The run folder's lock, held by the main process of a job (``info``: its
+    :class:`~sppnet.utils.distributed.DistInfo`; ``None``: one process) for the run's lifetime.
+    Every process learns whether it was taken, so all of them stop together, with the same
+    error, when another run holds the folder."""
+    from .distributed import DistInfo, all_reduce_sum
+
+    info = info or DistInfo()
+    lock, err = None, None
+    if info.is_main:
+        try:
+            lock = RunLock(folder, kind).acquire()
+        except RunFolderError as e:
+            err = e
+    if all_reduce_sum([1.0 if err else 0.0], info)[0]:
+        raise err if err is not None else RunFolderError(f"{folder} is in use by another run")
+    return lock
+
+
 def lock_holder(folder: str | Path) -> dict[str, Any] | None:
     """The details of the process holding ``folder``'s lock, or ``None`` when nobody holds it
     (this process's own locks count as not held)."""
@@ -312,32 +332,54 @@ def lock_holder(folder: str | Path) -> dict[str, Any] | None:
 # -- ownership of folders written by commands other than training -----------------------------
 
 
+def claim_outputs(out: Path, kind: str, settings: dict[str, Any], outputs: Sequence[str],
+                  force: bool = False, ignore: Sequence[str] = (), reuse_same: bool = True,
+                  flag: str = "--output-dir",
+                  advice: str = "use another folder, or --force to replace them",
+                  remove: bool = True,
+                  normalise: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+                  ) -> dict[str, Any] | None:
+    """The one ownership rule of a run folder, for every command and trainer: another kind of
+    run's folder is refused; ``outputs`` (glob patterns) present from other ``settings`` (or,
+    with ``reuse_same=False``, from any run) are refused — the message names what differs and
+    ``advice`` — unless ``force``, which deletes them (where ``remove``: the process that owns
+    the folder). ``normalise``: the earlier run's recorded config in this version's layout (a
+    config of an earlier layout compares by content). Returns that record (or ``None``)."""
+    old = refuse_other_kind(out, kind)
+    present = [p.name for pattern in outputs for p in sorted(out.glob(pattern))]
+    if not present:
+        return old
+    new = json.loads(json.dumps(settings))
+    before = (normalise(old) if normalise is not None else old) if old is not None else None
+    same = reuse_same and before is not None and config_hash(before, ignore) == config_hash(
+        new, ignore)
+    if force:
+        if remove:
+            gone = remove_outputs(out, outputs)
+            log.warning("--force: removed %s from %s (its run is started over)",
+                        ", ".join(gone), out)
+    elif not same:
+        what = (describe_diff(before, new, ignore) if before is not None else
+                "outputs no sppnet command recorded (no config.json)")
+        raise RunFolderError(f"{flag} {out} already holds {', '.join(present[:3])} (a {kind} "
+                             f"run) with {what}; {advice}")
+    return old
+
+
 def claim_folder(out: str | Path, kind: str, settings: dict[str, Any], outputs: Sequence[str],
                  force: bool = False, flag: str = "--output-dir",
                  ignore: Sequence[str] = ()) -> RunLock:
     """Claim ``out`` for a ``kind`` command whose outputs are a function of ``settings``
-    (evaluations, detections, the SVM protocol, the demo): lock it, refuse another kind of run's
-    folder, refuse a folder whose ``outputs`` (glob patterns) came from other settings (or from
-    an unrecorded command) unless ``force`` — which deletes them — and record ``settings`` in
-    ``out/config.json``. The same settings again are allowed: they recompute the same outputs.
-    Returns the held :class:`RunLock` (release it when the command ends)."""
+    (evaluations, detections, the SVM protocol, the demo): lock it, apply the ownership rule
+    (:func:`claim_outputs`: the same settings again are allowed, they recompute the same
+    outputs; others need ``force``, which deletes them), and record ``settings`` in
+    ``out/config.json``. Returns the held :class:`RunLock` (release it when the command
+    ends)."""
     out = check_output_dir(out, flag)
     lock = RunLock(out, kind).acquire()
     try:
-        old = refuse_other_kind(out, kind)
-        new = json.loads(json.dumps(settings))
-        present = [p.name for pattern in outputs for p in sorted(out.glob(pattern))]
-        same = old is not None and old.get("config_hash") == config_hash(new, ignore)
-        if present and not same:
-            if not force:
-                what = (describe_diff(old, new, ignore) if old is not None else
-                        "outputs no sppnet command recorded (no config.json)")
-                raise RunFolderError(
-                    f"{flag} {out} already holds {', '.join(present[:3])} with {what}; use "
-                    "another folder, or --force to replace them")
-            gone = remove_outputs(out, outputs)
-            log.warning("removed %s from %s (written with other settings)", ", ".join(gone), out)
-        write_run_config(out, kind, new, ignore)
+        claim_outputs(out, kind, settings, outputs, force, ignore, flag=flag)
+        write_run_config(out, kind, json.loads(json.dumps(settings)), ignore)
     except BaseException:
         lock.abandon()
         raise

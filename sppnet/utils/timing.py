@@ -77,6 +77,10 @@ class StageClock:
         self._stages: dict[str, float] = {}
         self._name, self._t = "", 0.0
 
+    def begin(self) -> None:
+        """Start a new item here (the time since the last lap is not its own)."""
+        self._last, self._stages = time.perf_counter(), {}
+
     def start(self, name: str) -> None:
         self._name, self._t = name, time.perf_counter()
 

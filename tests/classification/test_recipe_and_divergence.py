@@ -100,7 +100,7 @@ def test_a_nan_loss_stops_at_its_step_before_saving(shapes_folder, tmp_path, cap
     import importlib
 
     tr = importlib.import_module("sppnet.classification.train")  # the module, not train()
-    real, calls = tr._forward, []
+    real, calls = tr.forward, []
 
     def forward(model, x, sizes, device):
         out = real(model, x, sizes, device)
@@ -110,7 +110,7 @@ def test_a_nan_loss_stops_at_its_step_before_saving(shapes_folder, tmp_path, cap
                 return out * float("nan")
         return out
 
-    monkeypatch.setattr(tr, "_forward", forward)
+    monkeypatch.setattr(tr, "forward", forward)
     out = tmp_path / "run"
     line = cli_error(capsys, ["train-cls", "--data", str(shapes_folder), "--output-dir",
                               str(out), *SMALL, "--epochs", "3"])

@@ -125,7 +125,6 @@ def test_bench_ops_times_the_torchvision_peer_in_the_same_run(tmp_path, monkeypa
     assert tv["available"] and tv["torchvision"] == "0.0-fake"
     assert tv["fraction_of_values_differing"] == 0.0  # the stand-in pools as sppnet does
     assert tv["nms_same_kept_set"] and tv["nms_same_order"]
-    assert tv["ratio_forward"] == tv["roi_pool_forward_s"] / tv["sppnet_forward_s"]
     out = capsys.readouterr().out
     assert "torchvision 0.0-fake peer" in out and "same kept set: true" in out
 

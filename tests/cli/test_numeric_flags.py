@@ -83,10 +83,13 @@ def test_a_bad_number_is_one_line_naming_its_flag(tmp_path, capsys, monkeypatch,
 
 
 def test_inference_settings_are_checked_in_the_api_too():
-    from sppnet.detection.detector import InferenceSettings
+    from sppnet.detection.config import InferenceSettings, ProposalConfig
 
-    for bad, named in [({"scales": (0,)}, "scales"), ({"ss_max_side": -5}, "ss_max_side"),
-                       ({"max_proposals": 0}, "max_proposals"), ({"nms_iou": 2.0}, "nms_iou"),
+    for bad, named in [({"scales": (0,)}, "scales"),
+                       ({"proposal": ProposalConfig(max_side=-5)}, "ss_max_side"),
+                       ({"proposal": ProposalConfig(max_proposals=0)}, "max_proposals"),
+                       ({"proposal": ProposalConfig(method="x")}, "proposer"),
+                       ({"nms_iou": 2.0}, "nms_iou"),
                        ({"fc": "svd:0,5"}, "fc svd rank"), ({"fc": "half"}, "fc"),
                        ({"score": "max"}, "score")]:
         with pytest.raises(ValueError, match=named):

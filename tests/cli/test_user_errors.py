@@ -103,21 +103,30 @@ def test_eval_voc_malformed_detections_named(voc, tmp_path, capsys, content, nam
     assert named in msg and "d.json" in msg
 
 
-def test_resolve_device_rules():
+@pytest.mark.parametrize("cuda,count,name,want", [
+    (False, 0, "auto", "cpu"), (False, 0, None, "cpu"), (False, 0, "cpu", "cpu"),
+    (True, 2, "auto", "cuda"), (True, 2, None, "cuda"), (True, 2, "cpu", "cpu"),
+    (True, 2, "cuda", "cuda"), (True, 2, "cuda:1", "cuda:1"),
+    (False, 0, "cuda", "no CUDA device is available here"),
+    (False, 0, "cuda:1", "no CUDA device is available here"),
+    (True, 2, "cuda:2", "only 2 CUDA device(s) here"),
+    (True, 2, "gpu0", "not a device name"), (True, 2, "meta", "sppnet runs on cpu or cuda"),
+])
+def test_resolve_device_rules(monkeypatch, cuda, count, name, want):
+    """The rule on a machine without CUDA and on one with two devices (torch's answers
+    replaced): auto is cuda exactly when CUDA is there; a device that is not there, or not a
+    device, is an error naming it."""
     import torch
 
     from sppnet.utils.device import resolve_device
 
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device(None) == resolve_device("auto")
-    with pytest.raises(ValueError, match="not a device name"):
-        resolve_device("gpu0")
-    with pytest.raises(ValueError, match="sppnet runs on cpu or cuda"):
-        resolve_device("meta")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA device is available here"):
-            resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    if " " in want:
+        with pytest.raises(ValueError, match=want.replace("(", r"\(").replace(")", r"\)")):
+            resolve_device(name)
+    else:
+        assert resolve_device(name) == torch.device(want)
 
 
 @pytest.mark.parametrize("argv", [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import torch
 from PIL import Image
 
 from sppnet.cli.main import main as cli
-from sppnet.detection import DetConfig, SPPDetector
+from sppnet.detection import DetConfig, ProposalConfig, SPPDetector
 from sppnet.detection.bbox_reg import BoxRegressor
 from sppnet.detection.detector import InferenceSettings
 from sppnet.detection.features import load_backbone
@@ -127,14 +128,57 @@ def test_an_edited_detector_json_is_named_not_ignored(tiny, capsys, tmp_path):
 
 
 def test_an_older_detector_loads_with_default_settings(tiny):
-    def older(t, m):  # before sppnet_version, backbone_files, mode and proposer existed
+    def older(t, m):  # format 1, before sppnet_version, backbone_files, mode and proposer
         for k in ("sppnet_version", "backbone_files"):
             m.pop(k)
-        for k in ("mode", "proposer"):
+        m["format"] = "sppnet-detector-1"
+        for k in ("mode", "proposal"):
             m["settings"].pop(k)
+        m["settings"].update(ss_max_side=300, max_proposals=90)  # format 1's flat fields
     _rewrite(tiny["model"], older)
     det = SPPDetector.load(tiny["model"])
-    assert det.settings.mode == "spp" and det.settings.proposer == "selective_search_fast"
+    assert det.settings.mode == "spp"
+    assert det.settings.proposal == ProposalConfig(method="selective_search_fast", max_side=300,
+                                                   max_proposals=90)
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "detector_v1"
+
+
+def test_a_detector_of_the_previous_format_loads_and_detects_as_it_did():
+    """``fixtures/detector_v1``: a detector saved by sppnet's previous format (written by
+    ``fixtures/make_detector_v1.py`` at commit 6277e8b, its proposal settings flat fields), and
+    what that sppnet detected with it. It loads — its proposal settings as the group — and
+    detects the same boxes, scores and labels."""
+    import sys
+
+    sys.path.insert(0, str(FIXTURE.parent))
+    try:
+        from make_detector_v1 import image_and_windows
+    finally:
+        sys.path.remove(str(FIXTURE.parent))
+    det = SPPDetector.load(FIXTURE / "model", weights=FIXTURE / "backbone.safetensors")
+    assert json.loads((FIXTURE / "model" / "detector.json").read_text())["format"] == \
+        "sppnet-detector-1"
+    assert det.settings.proposal == ProposalConfig(method="edgeboxes", max_side=321,
+                                                   max_proposals=77)
+    assert (det.settings.scales, det.settings.nms_iou, det.settings.max_dets) == ((64, 96),
+                                                                                  0.4, 50)
+    image, windows = image_and_windows()
+    got = det.detect(image, windows)
+    want = json.loads((FIXTURE / "expected.json").read_text())
+    assert got.labels.tolist() == want["labels"]
+    assert got.scores.tolist() == want["scores"]
+    assert got.boxes.tolist() == want["boxes"]
+
+
+def test_a_detector_of_a_newer_format_is_refused_naming_it(tiny, tmp_path, capsys):
+    _rewrite(tiny["model"], lambda t, m: m.update(format="sppnet-detector-3",
+                                                  sppnet_version="0.9.0"))
+    with pytest.raises(CheckpointError, match=r"format 'sppnet-detector-3' \(written by sppnet "
+                                              r"0\.9\.0\).*reads sppnet-detector-1, "
+                                              r"sppnet-detector-2"):
+        SPPDetector.load(tiny["model"])
 
 
 def test_a_moved_weight_file_is_given_with_weights_and_checked(tiny, tmp_path, capsys):

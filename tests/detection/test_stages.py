@@ -31,8 +31,9 @@ from sppnet.detection.proposals import ProposalConfig, selective_search
 from sppnet.detection.rcnn import warp_windows
 from sppnet.detection.svm import mine_hard_negatives
 from sppnet.detection.targets import label_windows
-from sppnet.ops import BoxCoder, project_boxes, spp_pool
+from sppnet.ops import BoxCoder
 from tests.detection.fakes import TinyTrunk
+from tests.reference import ref_project, ref_spp
 
 FIVE = (480, 576, 688, 864, 1200)
 
@@ -96,10 +97,26 @@ def test_load_proposal_file_forms_and_errors(tmp_path):
 
 
 def test_jittered_boxes_surround_the_ground_truth():
-    gt = np.array([[10, 20, 60, 80]], np.float32)
-    b = jitter_boxes(gt, (100, 120), 50, np.random.default_rng(0))
-    assert len(b) > 50 and (b >= 0).all() and (b[:, 2] <= 120).all()
+    gt = np.array([[90, 80, 130, 120]], np.float32)  # 40 x 40, centre (110, 100)
+    size = (200, 240)
+    # no jitter: the ground truth and n exact copies of it, then n // 4 + 1 random windows
+    still = jitter_boxes(gt, size, 8, np.random.default_rng(0), scale=0.0)
+    np.testing.assert_array_equal(still[:9], np.repeat(gt, 9, 0))
+    assert 9 < len(still) <= 9 + 3
+    # jittered by 0.3: centres within 0.3 of the size, sides within a factor e^0.3 (the box
+    # stays inside the image, so nothing is clipped or dropped)
+    b = jitter_boxes(gt, size, 50, np.random.default_rng(0))
     np.testing.assert_array_equal(b[0], gt[0])
+    j = b[1:51].astype(np.float64)
+    w, h = j[:, 2] - j[:, 0], j[:, 3] - j[:, 1]
+    assert (np.abs((j[:, 0] + j[:, 2]) / 2 - 110) <= 0.3 * 40 + 1e-4).all()
+    assert (np.abs((j[:, 1] + j[:, 3]) / 2 - 100) <= 0.3 * 40 + 1e-4).all()
+    assert (np.abs(np.log(w / 40)) <= 0.3 + 1e-5).all()
+    assert (np.abs(np.log(h / 40)) <= 0.3 + 1e-5).all()
+    rand = b[51:]  # the random windows: inside the image, at least a pixel wide and high
+    assert 1 <= len(rand) <= 50 // 4 + 1
+    assert (rand >= 0).all() and (rand[:, [0, 2]] <= 240).all() and (rand[:, [1, 3]] <= 200).all()
+    assert ((rand[:, 2:] - rand[:, :2]) >= 1).all()
 
 
 # ------------------------------------------------------------------------- scales + pooling
@@ -117,23 +134,31 @@ def test_scale_selection_on_known_windows():
 
 
 def test_pool_windows_equals_spp_pool_of_the_projected_crop():
+    """Each window pooled at the scale worked out by hand below, projected and pooled by the
+    slow references (tests/reference.py), equals ``pool_windows``'s row, to the bit."""
     torch.manual_seed(0)
-    image_size = (300, 400)
+    image_size = (300, 400)  # H, W
     scales = (200, 300, 450)
-    sizes = scaled_sizes(image_size, scales)
+    # shorter side 300 -> s: (200, round(400 * 2 / 3) = 267), (300, 400), (450, 600)
+    sizes = [(200, 267), (300, 400), (450, 600)]
+    assert scaled_sizes(image_size, scales) == sizes
     stride, offset = 16, 7.5
     maps = [torch.randn(8, -(-h // stride), -(-w // stride)) for h, w in sizes]
     boxes = torch.tensor([[0, 0, 400, 300], [10, 20, 60, 90], [100, 100, 300, 260],
                           [5, 5, 9, 9]], dtype=torch.float32)
+    # the area at each scale is area * (sh / 300) * (sw / 400), the scale the one closest to
+    # 224^2 = 50176: 120000 -> 53400 | 120000 | 270000: 0; 3500 -> 1557 | 3500 | 7875: 2;
+    # 32000 -> 14240 | 32000 | 72000: 1; 16 -> ... | 36: 2
+    scale_of = [0, 2, 1, 2]
     levels = (3, 2, 1)
     got = pool_windows(maps, image_size, scales, boxes, stride, offset, levels)
-    idx = select_scales(boxes, image_size, scales)
-    for r in range(len(boxes)):
-        k = int(idx[r])
+    for r, k in enumerate(scale_of):
         (sh, sw), m = sizes[k], maps[k]
-        b = boxes[r] * torch.tensor([sw / 400, sh / 300, sw / 400, sh / 300])
-        x0, y0, x1, y1 = project_boxes(b[None], stride, m.shape[-2:], offset)[0].tolist()
-        want = spp_pool(m[None, :, y0:y1 + 1, x0:x1 + 1], levels)[0]
+        # the window at scale k, in float32 as the pooling scales it, then projected
+        f = np.array([sw / 400, sh / 300, sw / 400, sh / 300], np.float32)
+        b = (boxes[r].numpy() * f).astype(np.float64).tolist()
+        x0, y0, x1, y1 = ref_project(b, stride, m.shape[-2:], offset)
+        want = ref_spp(m[None, :, y0:y1 + 1, x0:x1 + 1].double(), levels)[0].float()
         torch.testing.assert_close(got[r], want, rtol=0, atol=0)
 
 
@@ -572,7 +597,8 @@ def test_stored_proposer_is_what_the_detector_uses(monkeypatch):
     monkeypatch.setattr(P, "propose", lambda image, cfg: seen.append(cfg) or np.array(
         [[0, 0, 20, 20]], np.float32))
     det = SPPDetector(TinyTrunk(), BackboneSpec(model="tiny"), DetectionHead(6 * 50, 2, 8),
-                      ["a", "b"], InferenceSettings(proposer="edgeboxes", max_proposals=77,
+                      ["a", "b"], InferenceSettings(proposal=ProposalConfig(
+                                                    method="edgeboxes", max_proposals=77),
                                                     score="softmax", bbox_reg=False))
     det(np.zeros((32, 40, 3), np.uint8))
     assert [(c.method, c.max_proposals) for c in seen] == [("edgeboxes", 77)]

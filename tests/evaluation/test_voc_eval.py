@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sppnet.cli.main import main as cli
+from sppnet.data.voc import load_voc
 from sppnet.evaluation.voc import (
     VOC07_RECALL_THRESHOLDS,
     VOCEvaluator,
@@ -17,6 +18,7 @@ from sppnet.evaluation.voc import (
     voc_ap,
     write_devkit_results,
 )
+from tests.reference import matlab_colon, ref_voc_ap, ref_voc_map
 from tests.shared_data import need
 
 FIXTURE = Path(__file__).parent / "ap_fixture"
@@ -148,7 +150,17 @@ def test_eval_voc_cli_on_voc100_sample_detections(tmp_path, capsys):
     assert cli(["eval-voc", "--annotations", str(root), "--detections", str(det_dir),
                 "--output-dir", str(out), "--classes", ",".join(classes)]) == 0
     res = json.loads((out / "results.json").read_text())
-    assert 0.0 < res["mAP"] <= 1.0 and res["images"] == 100
+    # the devkit's mAP of the same detections, from the slow reference (1-based boxes, +1)
+    gts = {a.image_id: [(list(b), int(lab), bool(d)) for b, lab, d in
+                        zip(to_devkit(a.boxes), a.labels, a.difficult)]
+           for a in load_voc(root, classes=classes, need_images=False)}
+    dets = {}
+    for c, lines in per_class.items():
+        for line in lines:
+            i, sc, *b = line.split()
+            dets.setdefault(i, []).append(([float(v) for v in b], classes.index(c), float(sc)))
+    assert res["mAP"] == pytest.approx(ref_voc_map(gts, dets, classes), abs=1e-12)
+    assert res["images"] == 100
     assert set(res["per_class_AP"]) == set(classes)
     assert (out / "pr_curves.png").stat().st_size > 1000
     assert "mAP" in capsys.readouterr().out
@@ -170,9 +182,23 @@ def test_eval_voc_cli_on_voc100_sample_detections(tmp_path, capsys):
 
 
 def test_voc07_thresholds_are_the_devkits():
-    # MATLAB's 0:0.1:1: the lower half k * 0.1, the upper half 1 - (10 - k) * 0.1
-    assert VOC07_RECALL_THRESHOLDS[3] == 0.30000000000000004
-    assert VOC07_RECALL_THRESHOLDS[6] == 0.6 and VOC07_RECALL_THRESHOLDS[7] == 0.7
+    # the devkit's t = 0:0.1:1, built by MATLAB's colon rule (tests/reference.py), element for
+    # element; NumPy's arange differs at 0.6 and 0.7, where a recall can sit exactly
+    want = matlab_colon(0, 0.1, 1)
+    assert list(VOC07_RECALL_THRESHOLDS) == want
+    assert want[3] == 0.30000000000000004 and want[6] == 0.6 and want[7] == 0.7
+    assert np.arange(0, 1.1, 0.1)[6] != 0.6 and np.arange(0, 1.1, 0.1)[7] != 0.7
+
+
+@pytest.mark.parametrize("iou", [0.1, 0.3, 0.5, 0.75])
+def test_the_slow_reference_gives_the_peer_fixture(iou):
+    """tests/reference.ref_voc_ap (the devkit as loops), which other tests check mAPs
+    against, gives the peer's published values."""
+    gts, dets = _fixture()
+    g = {i: [(list(b), bool(d)) for b, d in zip(*gts[i])] for i in gts}
+    d = [(i, s, list(b)) for i, s, b in dets]
+    assert ref_voc_ap(g, d, iou) == pytest.approx(EXPECTED_11[iou], abs=1e-9)
+    assert ref_voc_ap(g, d, iou, use_07=False) == pytest.approx(EXPECTED_ALL[iou], abs=1e-9)
 
 
 @pytest.mark.parametrize("n_tp,expected_points", [
