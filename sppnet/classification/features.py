@@ -120,15 +120,15 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
     spec.validate()
     cache = None
     if cache_dir is not None:
-        key = _cache_key(spec, samples)
-        cache = Path(cache_dir) / f"features_{key}.npz"
+        cache_key = _cache_key(spec, samples)
+        cache = Path(cache_dir) / f"features_{cache_key}.npz"
         if cache.exists():
             try:
                 with np.load(cache, allow_pickle=False) as z:
                     out = {k: z[k] for k in z.files}
                 stored = (str(out.pop("key", "")), str(out.pop("digest", "")))
-                if stored[0] != key:
-                    raise ValueError(f"it stores the key {stored[0]!r}, not {key!r}")
+                if stored[0] != cache_key:
+                    raise ValueError(f"it stores the key {stored[0]!r}, not {cache_key!r}")
                 if stored[1] != _arrays_digest(out):
                     raise ValueError("its checksum does not match its contents")
                 if len(out.get("ok", [])) != len(samples):
@@ -171,7 +171,7 @@ def extract_features(spec: FeatureSpec, samples: Sequence[Sample], cache_dir: st
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npz")  # unique per process
-        np.savez(tmp, **out, key=np.array(key), digest=np.array(_arrays_digest(out)))
+        np.savez(tmp, **out, key=np.array(cache_key), digest=np.array(_arrays_digest(out)))
         tmp.replace(cache)
     return out
 
