@@ -586,9 +586,7 @@ def _tiny_finetune_setup():
     windows = [label_windows(ann, props, 2)] * 3
     feats = torch.randn(3, len(windows[0].boxes), 24, generator=torch.Generator().manual_seed(0))
 
-    def pool(i, flip, boxes):
-        rows = [next(r for r, b in enumerate(windows[i].boxes) if np.array_equal(b, x))
-                for x in np.asarray(boxes)]
+    def pool(i, flip, rows):
         return feats[i, rows]
 
     return windows, pool
@@ -616,7 +614,7 @@ def test_a_resumed_fine_tuning_logs_each_iteration_once(tmp_path, monkeypatch):
                 raise KeyboardInterrupt
             return pool(*a)
 
-        ft.finetune(DetectionHead(24, 2, 16, cfg.dropout), windows, [100] * 3, pooled, cfg,
+        ft.finetune(DetectionHead(24, 2, 16, cfg.dropout), windows, pooled, cfg,
                     out, progress=False)
         return [json.loads(x) for x in (out / "finetune_metrics.jsonl").read_text().splitlines()]
 
@@ -640,7 +638,7 @@ def test_fine_tuning_with_a_far_too_high_lr_stops_naming_it(tmp_path):
     cfg = DetConfig(data="x", ft_iters=200, ft_images=2, ft_batch=8, ft_lr=10.0, flip=False)
     torch.manual_seed(0)
     with pytest.raises(TrainingDiverged, match=r"fine-tuning: the (mean )?loss .*ft_lr=10"):
-        finetune(DetectionHead(24, 2, 16, 0.5), windows, [100] * 3, pool, cfg, tmp_path,
+        finetune(DetectionHead(24, 2, 16, 0.5), windows, pool, cfg, tmp_path,
                  progress=False)
     ckpt = tmp_path / "finetune_last.safetensors"
     if ckpt.exists():  # whatever was saved before the stop is finite
