@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The timings that need a quiet machine (nothing else running on the two cores): run them with
 # every experiment paused. Each part writes its JSON where the docs' tables read it.
-#   bash docs/experiments/speed.sh [e2e] [ops] [train] [fullview]      (default: all four)
+#   bash docs/experiments/speed.sh [e2e] [ops] [train] [fullview] [traindet] [e2eiter]
+#   (default: all)
 #
 # e2e      `sppnet detect` end to end on the first 21 voc100 photos (~500 x 375; the first is the
 #          warm-up, medians of 20), proposals computed in 2 worker processes while the network
@@ -13,6 +14,12 @@
 # train    `sppnet bench train --weights` (MobileNetV2 regimes too) -> docs/figures/bench_train_epyc.json
 # fullview `sppnet eval-cls --views full` one image at a time against padded batches of 32, on
 #          300 test photos of a fine-tuned SPP run -> docs/results/classification/full_view_batching/
+# traindet `sppnet bench train-det`: both ways trained on the same 16 held-out photos (the first 16
+#          of fruit/test), <= 500 windows each, 300 iterations, stage by stage, with the cost of
+#          the fruit training set at the defaults computed from the measured rates; at the
+#          default scales and at the paper's 688 -> docs/figures/bench_train_det*.json
+# e2eiter  `sppnet bench e2e`: one end-to-end fine-tuning iteration of MobileNetV2 at fruit's
+#          chosen scale (385 x 513) and the window pyramid's share of it -> bench_e2e.json
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 TV=${TV:-}
@@ -20,7 +27,7 @@ W=../shared/data/imagenet_tflite/mobilenet_v2_1.0_224_quant.tflite
 DET=${DET:-runs/det/fruit_spp1/model}
 CLS_RUN=${CLS_RUN:-runs/cls_ft/spp_s2}
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(e2e ops train fullview)
+[ ${#parts[@]} -eq 0 ] && parts=(e2e ops train fullview traindet e2eiter)
 
 e2e() {
   local photos=runs/e2e/photos
@@ -63,6 +70,18 @@ fullview() {
     "$PY" -m sppnet eval-cls --run "$CLS_RUN" --views full --full-size 224 --limit 300 \
       --batch-size "$b" --no-progress --output "$out/batch$b.json"
   done
+}
+
+traindet() {
+  local common=(--data ../shared/data/fruit/test --max-images 16 --max-proposals 500
+                --ft-iters 300 --weights "$W" --no-progress)
+  "$PY" -m sppnet bench train-det "${common[@]}" --json docs/figures/bench_train_det.json
+  "$PY" -m sppnet bench train-det "${common[@]}" --scales 688 \
+    --json docs/figures/bench_train_det_688.json
+}
+
+e2eiter() {
+  "$PY" -m sppnet bench e2e --weights "$W" --image-size 385 513 --json docs/figures/bench_e2e.json
 }
 
 for p in "${parts[@]}"; do

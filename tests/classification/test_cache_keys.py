@@ -71,6 +71,15 @@ def test_a_feature_entry_copied_over_another_key_is_rebuilt(shapes_folder, tmp_p
     b = FeatureSpec(model=str(ckpt), size=48, levels=(1,))
     fa = extract_features(a, samples, tmp_path / "c", progress=False)
     fb = extract_features(b, samples, tmp_path / "c", progress=False)
+    import sppnet.classification.features as feat_mod
+
+    real = feat_mod.load_backbone
+    feat_mod.load_backbone = lambda spec: (_ for _ in ()).throw(AssertionError("recomputed"))
+    try:  # an intact entry is read back, not recomputed
+        np.testing.assert_array_equal(extract_features(a, samples, tmp_path / "c",
+                                                       progress=False)["level_1"], fa["level_1"])
+    finally:
+        feat_mod.load_backbone = real
     (ea,) = set((tmp_path / "c").glob("features_*.npz")) - {max(
         (tmp_path / "c").glob("features_*.npz"), key=lambda q: q.stat().st_mtime_ns)}
     eb = next(q for q in (tmp_path / "c").glob("features_*.npz") if q != ea)
