@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import summarize_bench  # noqa: E402
 import summarize_classification as cls  # noqa: E402
 import summarize_det as det  # noqa: E402
+import summarize_studies as studies  # noqa: E402
 import verdicts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +80,21 @@ def detection() -> str:
     bench = json.loads((ROOT / "docs" / "figures" / "bench_detect.json").read_text())
     one = bench["1scale"]
     lines += ["", "VOC07 mAP (%) of fine-tuned fc7 SVMs with box regression, ≤ 200 Selective "
-              "Search windows per photo, the same windows and schedule for both ways.", "",
+              "Search windows per photo, the same windows and schedule for both ways (the first "
+              "recipe: 600 fine-tuning iterations, no flips)."]
+    lines += ["", "The default recipe now (3000 fine-tuning iterations, flipped photos; seed 0; "
+              "`docs/results/detection/scales/`, `e2e_study/`; — = not run yet):", "",
+              "| test set | SPP 688, ftfc7 SVM + bb | SPP, scale from the data, ftfc7 SVM + bb | "
+              "SPP end to end, softmax + deltas | R-CNN way, ftfc7 SVM + bb |",
+              "|---|---|---|---|---|"]
+    for set_name, label in DET_SETS[:2]:
+        cells = [studies._seed0("scales", f"{set_name}_688", studies.MAIN),
+                 studies._seed0("scales", f"{set_name}_auto1", studies.MAIN),
+                 studies._seed0("e2e_study", f"{set_name}_e2e", "softmax+deltas"),
+                 studies._seed0("scales", f"{set_name}_rcnn", studies.MAIN)]
+        lines.append(f"| {label} | " + " | ".join("—" if v is None else f"{v:.1f}" for v in cells)
+                     + " |")
+    lines += ["",
               f"**Quote:** SPP-net computes conv features {one['speedup_conv']:.0f}× faster than "
               f"the R-CNN way on the same ~{bench['windows_mean']:,.0f} windows per photo "
               f"({one['speedup_total']:.0f}× with the fc layers; full ZF-5 at 1 scale, "

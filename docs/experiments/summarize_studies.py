@@ -164,8 +164,53 @@ def e2e_block() -> str:
     return "\n".join(out) + "\n"
 
 
+def _seed0(study: str, run: str, variant: str) -> float | None:
+    return mAP(load(study, f"{run}_s0"), variant)
+
+
+def _pair(a: float | None, b: float | None) -> str | None:
+    return None if a is None or b is None else f"{a:.1f} against {b:.1f} ({a - b:+.1f})"
+
+
+def findings(set_name: str) -> list[str]:
+    """Seed-0 comparisons on one set as sentences, each only when both of its runs landed."""
+    auto = load("scales", f"{set_name}_auto1_s0")
+    scale = ",".join(map(str, auto["config"].get("scales") or [])) if auto else None
+    facts = [
+        ("before fine-tuning (pool5 SVM), the scale from the data against 688",
+         _pair(_seed0("scales", f"{set_name}_auto1", "pool5-svm"),
+               _seed0("scales", f"{set_name}_688", "pool5-svm"))),
+        ("after fine-tuning the fc layers (ftfc7 SVM + bb), the scale from the data against 688",
+         _pair(_seed0("scales", f"{set_name}_auto1", MAIN), _seed0("scales", f"{set_name}_688", MAIN))),
+        ("end to end (softmax + its deltas) against the paper's way at the same scale",
+         _pair(_seed0("e2e_study", f"{set_name}_e2e", "softmax+deltas"),
+               _seed0("scales", f"{set_name}_auto1", MAIN))),
+        ("end to end (softmax + its deltas) against the R-CNN way (ftfc7 SVM + bb), the same recipe",
+         _pair(_seed0("e2e_study", f"{set_name}_e2e", "softmax+deltas"),
+               _seed0("scales", f"{set_name}_rcnn", MAIN))),
+        ("the paper's way (scale from the data) against the R-CNN way",
+         _pair(_seed0("scales", f"{set_name}_auto1", MAIN), _seed0("scales", f"{set_name}_rcnn", MAIN))),
+    ]
+    got = [f"{what}: {pair}" for what, pair in facts if pair]
+    missing = [what for what, pair in facts if not pair]
+    head = f"**{set_name}**" + (f" (scale chosen from the data: {scale})" if scale else "")
+    lines = [f"- {head}, seed 0, VOC07 mAP (%): " + ("; ".join(got) if got else "no pair of runs complete yet") + "."]
+    if missing:
+        lines.append(f"  Not run yet: {'; '.join(missing)}.")
+    return lines
+
+
+def findings_block() -> str:
+    out = ["Seed 0 of each run (the tables above say which other seeds landed); one seed "
+           "against one seed, each difference below points, none is established.", ""]
+    for set_name, _ in SETS:
+        out += findings(set_name)
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
-    blocks = {"summarize_scales": scales_block(), "summarize_e2e_study": e2e_block()}
+    blocks = {"summarize_scales": scales_block(), "summarize_e2e_study": e2e_block(),
+              "summarize_findings": findings_block()}
     for marker, block in blocks.items():
         print(f"<!-- {marker} -->\n{block}")
     if "--write" in sys.argv[1:]:

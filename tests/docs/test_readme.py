@@ -72,7 +72,8 @@ def test_the_other_generated_blocks_are_current():
         assert f"<!-- {marker}:begin -->\n{block}<!-- {marker}:end -->" in page, marker
     studies = _load("summarize_studies")
     for marker, block in (("summarize_scales", studies.scales_block()),
-                          ("summarize_e2e_study", studies.e2e_block())):
+                          ("summarize_e2e_study", studies.e2e_block()),
+                          ("summarize_findings", studies.findings_block())):
         assert f"<!-- {marker}:begin -->\n{block}<!-- {marker}:end -->" in page, marker
     cls = _load("summarize_classification")
     cls_page = (ROOT / "docs" / "classification.md").read_text()
