@@ -172,6 +172,22 @@ def _pair(a: float | None, b: float | None) -> str | None:
     return None if a is None or b is None else f"{a:.1f} against {b:.1f} ({a - b:+.1f})"
 
 
+def _commit(study: str, run: str) -> str | None:
+    r = load(study, f"{run}_s0")
+    return r["eval"].get("provenance", {}).get("git", {}).get("commit", "")[:7] if r else None
+
+
+def _same_scale(set_name: str) -> str | None:
+    """Why the end-to-end run and the paper's-way run are not a pair, or ``None`` when they are
+    (the same scales and windows)."""
+    a, b = load("e2e_study", f"{set_name}_e2e_s0"), load("scales", f"{set_name}_auto1_s0")
+    if a is None or b is None:
+        return None
+    keys = ("scales", "max_proposals", "proposer", "ss_max_side", "flip", "ft_iters")
+    differ = [k for k in keys if a["config"].get(k) != b["config"].get(k)]
+    return f"they differ in {', '.join(differ)}" if differ else None
+
+
 def findings(set_name: str) -> list[str]:
     """Seed-0 comparisons on one set as sentences, each only when both of its runs landed."""
     auto = load("scales", f"{set_name}_auto1_s0")
@@ -181,20 +197,36 @@ def findings(set_name: str) -> list[str]:
          _pair(_seed0("scales", f"{set_name}_auto1", "pool5-svm"),
                _seed0("scales", f"{set_name}_688", "pool5-svm"))),
         ("after fine-tuning the fc layers (ftfc7 SVM + bb), the scale from the data against 688",
-         _pair(_seed0("scales", f"{set_name}_auto1", MAIN), _seed0("scales", f"{set_name}_688", MAIN))),
+         _pair(_seed0("scales", f"{set_name}_auto1", MAIN),
+               _seed0("scales", f"{set_name}_688", MAIN))),
         ("end to end (softmax + its deltas) against the paper's way at the same scale",
          _pair(_seed0("e2e_study", f"{set_name}_e2e", "softmax+deltas"),
                _seed0("scales", f"{set_name}_auto1", MAIN))),
-        ("end to end (softmax + its deltas) against the R-CNN way (ftfc7 SVM + bb), the same recipe",
+        ("end to end (softmax + its deltas) against the R-CNN way (ftfc7 SVM + bb), the same "
+         "recipe",
          _pair(_seed0("e2e_study", f"{set_name}_e2e", "softmax+deltas"),
                _seed0("scales", f"{set_name}_rcnn", MAIN))),
         ("the paper's way (scale from the data) against the R-CNN way",
-         _pair(_seed0("scales", f"{set_name}_auto1", MAIN), _seed0("scales", f"{set_name}_rcnn", MAIN))),
+         _pair(_seed0("scales", f"{set_name}_auto1", MAIN),
+               _seed0("scales", f"{set_name}_rcnn", MAIN))),
     ]
+    unpaired = _same_scale(set_name)
+    if unpaired:  # not a pair: said below, not listed as not run
+        facts.pop(2)
     got = [f"{what}: {pair}" for what, pair in facts if pair]
     missing = [what for what, pair in facts if not pair]
     head = f"**{set_name}**" + (f" (scale chosen from the data: {scale})" if scale else "")
-    lines = [f"- {head}, seed 0, VOC07 mAP (%): " + ("; ".join(got) if got else "no pair of runs complete yet") + "."]
+    lines = [f"- {head}, seed 0, VOC07 mAP (%): "
+             + ("; ".join(got) if got else "no pair of runs complete yet") + "."]
+    commits = {run: _commit(study, f"{set_name}_{run}") for study, run in
+               (("scales", "688"), ("scales", "auto1"), ("e2e_study", "e2e"), ("scales", "rcnn"))}
+    landed = [f"{run} {c}" for run, c in commits.items() if c]
+    if unpaired:
+        lines.append(f"  End to end and the paper's way are not compared: {unpaired}.")
+    if len({c for c in commits.values() if c}) > 1:
+        lines.append(f"  Code of each run (git commit): {', '.join(landed)}; the runs span "
+                     "commits, so a difference also holds what changed between them (none of "
+                     "the changes between these commits was meant to change a result).")
     if missing:
         lines.append(f"  Not run yet: {'; '.join(missing)}.")
     return lines

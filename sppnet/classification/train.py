@@ -325,7 +325,11 @@ def train(cfg: TrainConfig, resume: bool = False, force: bool = False) -> dict[s
                 break
             size = _train_epoch(run, epoch)
             _end_epoch(run, epoch, size)
-        return _finish(cfg, run.splits, info, device, run.out, run.ckpt_best, run.history)
+        results = _finish(cfg, run.splits, info, device, run.out, run.ckpt_best, run.history)
+        # every rank reaches the end before any tears the process group down (a rank that
+        # destroyed it while rank 0 still wrote results.json could abort in gloo's teardown)
+        distributed.barrier(info)
+        return results
     except BaseException:
         if lock is not None:  # a run refused before writing anything leaves no folder behind
             lock.abandon()

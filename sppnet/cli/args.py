@@ -20,7 +20,8 @@ from ..utils.config import (
 from ..utils.device import DEVICE_HELP
 
 # flag -> the InferenceSettings field it sets (a run's change; the detector's file stays)
-INFERENCE_FLAGS = {"mode": "mode", "scales": "scales", "score": "score", "fc": "fc",
+INFERENCE_FLAGS = {"mode": "mode", "scales": "scales", "score": "score",
+                   "svm_layer": "svm_layer", "fc": "fc",
                    "proposer": "proposal.method", "ss_max_side": "proposal.max_side",
                    "max_proposals": "proposal.max_proposals"}
 
@@ -42,6 +43,9 @@ def add_inference_args(p: argparse.ArgumentParser, score: bool = True) -> None:
                    help="override the detector's scales, e.g. 688 or 480,576,688,864,1200")
     if score:
         p.add_argument("--score", choices=("svm", "softmax"), help="override the scoring")
+        p.add_argument("--svm-layer", choices=("pool5", "fc6", "fc7"),
+                       help="with --score svm: the layer whose SVMs score (one the detector "
+                            "trained SVMs on)")
     p.add_argument("--fc", help="fc6/fc7 at test time: fp32 (default), int8 or svd:R6,R7")
     p.add_argument("--proposals", help="precomputed windows (.npz per image id or one .npz); "
                                        "default: the detector's proposer, cached")
@@ -70,4 +74,8 @@ def load_detectors(args: argparse.Namespace, models: list[Path]) -> list:
     detectors = [SPPDetector.load(m, weights=args.weights).to(device) for m in models]
     for det in detectors:
         det.configure(settings=config_from_args(det.settings, args, INFERENCE_FLAGS))
+    for m, det in zip(models[1:], detectors[1:]):
+        if list(det.classes) != list(detectors[0].classes):
+            raise ValueError(f"the detectors disagree on their classes: {models[0]} has "
+                             f"{list(detectors[0].classes)}, {m} has {list(det.classes)}")
     return detectors

@@ -135,6 +135,8 @@ class _Outputs:
         atomic_write_text(self.out / "detections.json", json.dumps(self.results, indent=1))
         if self.failed:
             atomic_write_text(self.out / "failed.json", json.dumps(self.failed, indent=1))
+        else:  # a rerun in the same folder: an earlier run's failures are not this run's
+            (self.out / "failed.json").unlink(missing_ok=True)
 
 
 def _detect(args: argparse.Namespace, out: Path, detectors: list, paths: list[Path],

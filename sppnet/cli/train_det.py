@@ -44,9 +44,10 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                                        ".npz (default: Selective Search)")
     p.add_argument("--scales",
                    help="shorter sides the conv maps are computed at: e.g. 688 (the paper's 1 "
-                        "scale) or 480,576,688,864,1200 (its 5); auto (1 scale) or auto:N (N "
-                        "scales) chooses them from the training boxes so that a typical object "
-                        "comes out near 224x224, the size the network was trained at")
+                        "scale) or 480,576,688,864,1200 (its 5); auto (the default: 1 scale) or "
+                        "auto:N (N scales) chooses them from the training boxes so that a "
+                        "typical object comes out near 224x224, the size the network was "
+                        "trained at")
     p.add_argument("--mode", choices=("spp", "rcnn"),
                    help="feature source of every stage: spp (default; windows pooled from the "
                         "image's conv map) or rcnn (the R-CNN way: conv net per warped window, "
@@ -85,8 +86,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 def parse_scales(text: str) -> dict:
     """``--scales``: ``auto`` / ``auto:N`` (chosen from the data) or shorter sides ``a,b,...``,
     as DetConfig fields."""
-    if text.strip().lower().startswith("auto"):
-        _, _, n = text.strip().partition(":")
+    head, _, n = text.strip().lower().partition(":")
+    if head == "auto":
         try:
             count = int(n) if n else 1
         except ValueError:

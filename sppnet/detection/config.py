@@ -109,8 +109,9 @@ class DetConfig:
     # features
     mode: str = "spp"  # spp: windows pooled from the image's conv map; rcnn: the R-CNN way
     # (each window warped with 16 px context to 224 x 224, conv net per window, same pyramid)
-    scales: tuple[int, ...] = SINGLE_SCALE  # shorter sides; SPP 1-scale (688) or 5-scale
-    # (480,576,688,864,1200); empty = chosen from the training boxes (scales.auto_scales)
+    scales: tuple[int, ...] = ()  # shorter sides, e.g. the paper's 688 (1 scale) or
+    # 480,576,688,864,1200 (5); empty (the default) = chosen from the training boxes so that the
+    # median object comes out at 224^2 (scales.auto_scales; docs/detection.md: the evidence)
     auto_scales: int = 1  # how many scales to choose when `scales` is empty
     levels: tuple[int, ...] = (6, 3, 2, 1)  # SPP section 4: the 4-level pyramid, 50 bins
     flip: bool = True  # SPP fine-tuning also uses horizontally flipped images

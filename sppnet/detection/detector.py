@@ -114,6 +114,10 @@ class SPPDetector(nn.Module):
                              f"{', '.join(known)}")
         new = apply_overrides(settings or self.settings, changes)
         new.validate()
+        if new.score == "svm" and new.svm_layer not in self.svms:
+            raise ValueError(f"score svm on {new.svm_layer!r}: this detector has SVMs on "
+                             f"{sorted(self.svms) or 'no layer'}; use --svm-layer one of them "
+                             f"or --score softmax")
         old, self.settings = self.settings, new
         if new.fc != old.fc:
             self.scoring_head()  # a bad compression spec fails here

@@ -27,6 +27,7 @@ from ..utils.checkpoint import (
     strip_prefix,
     with_prefix,
 )
+from ..utils.run_dir import atomic_write_text
 from .bbox_reg import BoxRegressor
 from .config import PROPOSAL_ALIASES, InferenceSettings, ProposalConfig
 from .head import DetectionHead
@@ -76,7 +77,7 @@ def write_detector(directory: str | Path, det: Any) -> Path:
             "head": {"in_dim": det.head.in_dim, "fc_dim": det.head.fc_dim,
                      "box_deltas": det.head.box_deltas}}
     save_checkpoint(directory / "detector.safetensors", tensors, meta)
-    (directory / "detector.json").write_text(json.dumps(meta, indent=2))
+    atomic_write_text(directory / "detector.json", json.dumps(meta, indent=2))
     return directory
 
 
@@ -102,8 +103,12 @@ def read_detector(directory: str | Path, weights: str | Path | None = None) -> D
         raise CheckpointError(f"{path}: its box regressors have shape "
                               f"{tuple(reg.weight.shape)}, expected ({len(classes)}, "
                               f"{head_dims[0]}, 4) for its {len(classes)} classes")
-    return DetectorParts(spec, head, classes, settings, svms, reg,
-                         strip_prefix("trunk.", tensors))
+    trunk = strip_prefix("trunk.", tensors)
+    if settings.finetune == "e2e" and not trunk:
+        raise CheckpointError(f"{path}: it was fine-tuned end to end but holds no trunk "
+                              "tensors (its conv layers): detecting with the untrained trunk "
+                              "would be silently wrong")
+    return DetectorParts(spec, head, classes, settings, svms, reg, trunk)
 
 
 def load_trunk(backbone: nn.Module, trunk: dict[str, Tensor], spec: BackboneSpec,

@@ -176,6 +176,9 @@ def _resume(backbone, head, opt, trainable, ckpt: Path, metrics: Path, rank: int
                                   "the backbone")
         torch.set_rng_state(t[f"rng.torch.{rank}"] if f"rng.torch.{rank}" in t
                             else t["rng.torch.0"])
+        device = next(head.parameters()).device
+        if device.type == "cuda" and f"rng.cuda.{rank}" in t:
+            torch.cuda.set_rng_state(t[f"rng.cuda.{rank}"], device)
 
     start = resume_training_state(ckpt, opt, guard, restore, "end-to-end fine-tuning")
     if rank == 0:  # keep the records up to the checkpoint only
@@ -332,19 +335,32 @@ def _average_gradients(params: list[nn.Parameter], info: DistInfo) -> None:
         p.grad /= info.world_size
 
 
+def _gather(state: Tensor, info: DistInfo) -> list[Tensor]:
+    """An RNG state (a CPU byte tensor) from every rank, in rank order (through the device
+    NCCL reduces on, where that is the backend)."""
+    if not info.enabled:
+        return [state]
+    import torch.distributed as dist
+
+    dev = (f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu")
+    x = state.to(dev)
+    out = [torch.empty_like(x) for _ in range(info.world_size)]
+    dist.all_gather(out, x)
+    return [o.cpu() for o in out]
+
+
 def _checkpoint(path: Path, backbone, head, opt, trainable, iteration: int,
                 info: DistInfo, guard: LossGuard) -> None:
-    """Every rank's RNG state is gathered; rank 0 writes."""
-    rng = torch.get_rng_state()
-    states = [rng]
-    if info.enabled:
-        import torch.distributed as dist
-
-        states = [torch.empty_like(rng) for _ in range(info.world_size)]
-        dist.all_gather(states, rng)
+    """Every rank's RNG states (torch's, and CUDA's where the head is) are gathered; rank 0
+    writes."""
+    device = next(head.parameters()).device
+    states = {"torch": _gather(torch.get_rng_state(), info)}
+    if device.type == "cuda":  # dropout on the GPU draws from its generator
+        states["cuda"] = _gather(torch.cuda.get_rng_state(device), info)
     if not info.is_main:
         return
     tensors = {**_state(backbone, head, trainable),
-               **{f"rng.torch.{r}": s for r, s in enumerate(states)}}
+               **{f"rng.{kind}.{r}": st for kind, per_rank in states.items()
+                  for r, st in enumerate(per_rank)}}
     save_training_state(path, tensors, opt, {"iteration": iteration,
                                              "loss_guard": guard.state_dict()})

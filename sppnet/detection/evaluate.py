@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data.voc import VOCDataset
 from ..evaluation.voc import VOCEvaluator, plot_pr_curves, to_devkit, write_devkit_results
+from ..utils.run_dir import atomic_write_text
 from .detector import SPPDetector
 from .run import run_images
 from .visualize import draw_detections, image_grid
@@ -99,7 +100,7 @@ def evaluate_detector(det: SPPDetector, ds: VOCDataset, proposals: dict[str, np.
     write_devkit_results(out / "devkit", det.classes,
                          [(i, d.boxes.numpy(), d.scores.numpy(), d.labels.numpy())
                           for i, d in keep_dets.items()])
-    (out / "detections.json").write_text(json.dumps(
+    atomic_write_text(out / "detections.json", json.dumps(
         {i: d.to_json(det.classes) for i, d in keep_dets.items()}))
     results = {"mode": mode, "main": main, "images": len(anns),
                "mAP": evals[main].evaluate()["mAP"],

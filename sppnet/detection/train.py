@@ -166,6 +166,7 @@ RUNTIME_FIELDS = ("output_dir", "cache_dir", "workers", "test_data", "test_split
                   "feature_cache_mb")
 # what the trained stages write; --force deletes them (the caches are verified and stay)
 STAGE_OUTPUTS = ("head.safetensors", "finetune_last.safetensors", "finetune_metrics.jsonl",
+                 "e2e_last.safetensors", "trunk.safetensors",
                  "finetune_curves.png", "svm_*.safetensors", "bbox_reg.safetensors", "model",
                  "eval", "train_times.json")
 

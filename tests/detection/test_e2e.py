@@ -2,6 +2,7 @@
 pyramid (beyond the paper), on generated images."""
 
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from sppnet.data.synthetic import write_voc_folder
 from sppnet.data.voc import load_voc
 from sppnet.detection import DetConfig, SPPDetector, jitter_boxes, train_detector
 from sppnet.models import get_model
-from sppnet.utils.checkpoint import load_checkpoint, save_checkpoint
+from sppnet.utils.checkpoint import load_checkpoint, save_checkpoint, strip_prefix
 
 CLASSES = ("circle", "cross", "star", "triangle")
 
@@ -165,9 +166,13 @@ def test_e2e_detector_carries_its_trained_trunk(shapes, tmp_path):
     trunk, _ = load_checkpoint(tmp_path / "run" / "trunk.safetensors")
     for k, v in loaded.backbone.state_dict().items():
         assert torch.equal(v, trunk[f"trunk.{k}"]), k
-    # a fresh trunk from the spec alone is the untrained one: the detector really carries its own
-    fresh = SPPDetector.load(model_dir, backbone=get_model("zf5_spp", num_classes=3,
-                                                           width_mult=0.25, fc_dim=64))
+    # the trunk it started from (the checkpoint's own weights): the detector really carries
+    # another one, the trained one
+    start = get_model("zf5_spp", num_classes=3, width_mult=0.25, fc_dim=64)
+    start.load_state_dict(strip_prefix("model.", load_checkpoint(shapes / "zf5.safetensors")[0]))
+    assert any(not torch.equal(v, start.state_dict()[k])
+               for k, v in loaded.backbone.state_dict().items())
+    fresh = SPPDetector.load(model_dir, backbone=start)
     img = decode_image(sorted((shapes / "test").glob("*.jpg"))[0])
     props = np.load(shapes / "proposals.npz")
     boxes = props[sorted((shapes / "test").glob("*.jpg"))[0].stem]
@@ -193,10 +198,11 @@ def test_detections_of_an_image_do_not_depend_on_its_batch(shapes):
     imgs = [rng.integers(0, 255, s, dtype=np.uint8) for s in
             [(120, 150, 3), (90, 200, 3), (120, 150, 3), (200, 80, 3)]]
     props = [np.array([[5, 5, 60, 70], [20, 10, 100, 80], [0, 0, 70, 60]], np.float32)] * 4
-    alone = det(imgs[0], props[0])
     batch = det(imgs, props)
-    for key in ("boxes", "scores", "labels"):
-        assert torch.equal(alone[key], batch[0][key]), key
+    for i in range(len(imgs)):  # image 2 shares image 0's trunk pass
+        alone = det(imgs[i], props[i])
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(alone[key], batch[i][key]), (i, key)
 
 
 @pytest.mark.slow
@@ -226,3 +232,33 @@ def test_e2e_with_a_learning_rate_far_too_high_stops_naming_it(shapes, tmp_path)
     with pytest.raises(TrainingDiverged, match="ft_lr=10"):
         train_detector(_cfg(shapes, tmp_path / "run", ft_lr=10.0, ft_iters=60), progress=False)
     assert not (tmp_path / "run" / "trunk.safetensors").exists()  # nothing of it saved
+
+
+def test_force_starts_end_to_end_fine_tuning_over(shapes, tmp_path, caplog, monkeypatch):
+    """--force on a finished end-to-end run: the checkpoint of the old run is gone, nothing
+    resumes from it, and the new run trains from the starting trunk (it fails before the
+    fix: e2e_last.safetensors was kept and resumed)."""
+    monkeypatch.setattr(e2e, "E2E_CKPT_EVERY", 2)  # the finished run leaves one at iteration 2
+    out = tmp_path / "run"
+    train_detector(_cfg(shapes, out, ft_iters=4, ft_lr_step=3), progress=False)
+    assert (out / e2e.E2E_CKPT).is_file()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train_detector(_cfg(shapes, out, ft_iters=4, ft_lr_step=3, ft_lr=0.002),
+                       progress=False, force=True)
+    assert "resuming" not in caplog.text
+    logged = [json.loads(x) for x in (out / "finetune_metrics.jsonl").read_text().splitlines()]
+    # only the new run's records: its lr after the step at 3 is 0.0002 (the old run's: 0.001)
+    assert [r["lr"] for r in logged] == [pytest.approx(0.0002)]
+
+
+def test_an_e2e_detector_without_its_trunk_is_refused(shapes, tmp_path):
+    from sppnet.utils.checkpoint import CheckpointError
+
+    model_dir = train_detector(_cfg(shapes, tmp_path / "run", ft_iters=4, ft_lr_step=3),
+                               progress=False)
+    tensors, meta = load_checkpoint(model_dir / "detector.safetensors")
+    save_checkpoint(model_dir / "detector.safetensors",
+         {k: v for k, v in tensors.items() if not k.startswith("trunk.")}, meta)
+    with pytest.raises(CheckpointError, match="holds no trunk"):
+        SPPDetector.load(model_dir)

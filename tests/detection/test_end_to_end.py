@@ -321,22 +321,53 @@ def test_detect_odd_folders_keep_every_finished_image(det_small, tiny_zf5, tmp_p
     assert devkit_ids <= set(dets)
 
     # interrupted at the third image (g, strip, x.jpg): what finished is on disk
-    calls = {"n": 0}
-    real = SPPDetector.detect
+    import sppnet.detection.run as run_loop
 
-    def flaky(self, *a, **k):
+    calls = {"n": 0}
+    real = run_loop._detect  # the run loop's one call per image
+
+    def flaky(*a, **k):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(self, *a, **k)
+        return real(*a, **k)
 
-    monkeypatch.setattr(SPPDetector, "detect", flaky)
+    monkeypatch.setattr(run_loop, "_detect", flaky)
     out2 = tmp_path / "det2"
     with pytest.raises(KeyboardInterrupt):
         cli(["detect", str(imgs), "--model", str(model_dir), "--output-dir", str(out2),
              "--proposals", str(tmp_path / "p.npz"), "--no-progress"])
     assert set(json.loads((out2 / "detections.json").read_text())) == {"g"}
     assert list(json.loads((out2 / "failed.json").read_text())) == [str(imgs / "strip.jpg")]
+    monkeypatch.undo()
+
+    # the strip replaced by a good photo, the same command again: no failure is left behind
+    src.save(imgs / "strip.jpg")
+    assert cli(["detect", str(imgs), "--model", str(model_dir), "--output-dir", str(out),
+                "--proposals", str(tmp_path / "p.npz"), "--no-progress"]) == 0
+    assert set(json.loads((out / "detections.json").read_text())) == {"x.jpg", "x.png", "g",
+                                                                       "strip"}
+    assert not (out / "failed.json").exists()
+
+
+def test_detect_configuration_mistakes_are_one_line_before_any_work(det_small, tiny_zf5,
+                                                                     tmp_path, capsys):
+    """Scoring with SVMs the detector does not have, or two detectors with other classes: one
+    line and exit 2, no output folder (they were a skip per image and exit 1)."""
+    cfg = _cfg(det_small, str(tiny_zf5), tmp_path / "run", bbox_reg=False)
+    model_dir = train_detector(cfg, stages=("cache", "finetune", "svm"), progress=False)
+    det = SPPDetector.load(model_dir)
+    det.classes = det.classes[::-1]
+    det.save(tmp_path / "reversed")
+    common = [str(det_small / "test"), "--proposals", str(det_small / "proposals.npz"),
+              "--no-progress"]
+    line = cli_error(capsys, ["detect", *common, "--model", str(model_dir), "--output-dir",
+                              str(tmp_path / "a"), "--score", "svm", "--svm-layer", "fc6"])
+    assert "SVMs on ['fc7', 'pool5']" in line and "'fc6'" in line
+    line = cli_error(capsys, ["detect", *common, "--model", str(model_dir), "--model",
+                              str(tmp_path / "reversed"), "--output-dir", str(tmp_path / "b")])
+    assert "disagree on their classes" in line
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_rcnn_mode_trains_on_its_own_window_features(det_small, tiny_zf5, tmp_path, caplog):

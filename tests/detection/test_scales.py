@@ -59,12 +59,14 @@ def test_scales_flag_parses_auto_and_lists():
     assert parse_scales("688") == {"scales": "688"}
     with pytest.raises(ValueError, match="auto:N"):
         parse_scales("auto:x")
+    assert parse_scales("autox") == {"scales": "autox"}  # not auto: refused as a number list
 
 
 @pytest.mark.slow
 def test_train_det_auto_scales_are_stored_and_used_by_detect(tmp_path):
-    """--scales auto: the chosen scale (from the generated boxes, computed here by hand from
-    the annotations) lands in config.json and in the detector, which detect then uses."""
+    """The default (no --scales: auto, 1 scale): the chosen scale (from the generated boxes,
+    computed here by hand from the annotations) lands in config.json and in the detector, which
+    detect then uses."""
     from sppnet.cli.main import main as cli
     from sppnet.data.synthetic import write_voc_folder
     from sppnet.data.voc import load_voc
@@ -80,7 +82,7 @@ def test_train_det_auto_scales_are_stored_and_used_by_detect(tmp_path):
                                     for a in ds})
     out = tmp_path / "run"
     rc = cli(["train-det", "--data", str(tmp_path / "train"), "--proposals",
-              str(tmp_path / "p.npz"), "--backbone", "zf5_spp", "--scales", "auto",
+              str(tmp_path / "p.npz"), "--backbone", "zf5_spp",
               "--ft-iters", "4", "--svm-layers", "fc7", "--output-dir", str(out),
               "--set", "fc_dim=32", "--set", "ft_batch=16", "--no-progress"])
     assert rc == 0
