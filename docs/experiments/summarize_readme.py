@@ -82,7 +82,7 @@ def detection() -> str:
     lines += ["", "VOC07 mAP (%) of fine-tuned fc7 SVMs with box regression, ≤ 200 Selective "
               "Search windows per photo, the same windows and schedule for both ways (the first "
               "recipe: 600 fine-tuning iterations, no flips)."]
-    lines += ["", "The default recipe now (3000 fine-tuning iterations, flipped photos; seed 0; "
+    lines += ["The default recipe now (3000 fine-tuning iterations, flipped photos; seed 0; "
               "`docs/results/detection/scales/`, `e2e_study/`; — = not run yet):", "",
               "| test set | SPP 688, ftfc7 SVM + bb | SPP, scale from the data, ftfc7 SVM + bb | "
               "SPP end to end, softmax + deltas | R-CNN way, ftfc7 SVM + bb |",
