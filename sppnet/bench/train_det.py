@@ -74,7 +74,10 @@ def run_train_det_benchmark(base: DetConfig, work_dir: str | Path | None = None,
     with tempfile.TemporaryDirectory(prefix="sppnet-bench-train-det-") as tmp:
         root = Path(work_dir or tmp)
         shared = root / "shared_cache"
-        base = dataclasses.replace(base, cache_dir=str(shared), test_data="")
+        # both ways fine-tune the same fc head (the paper's way): the benchmark compares
+        # feature sources, so "auto" (end to end for SPP) is not taken here
+        fine = "fc" if base.finetune == "auto" else base.finetune
+        base = dataclasses.replace(base, cache_dir=str(shared), test_data="", finetune=fine)
         ds = training_set(base)
         base = resolve_scales(base, ds)
         t0 = time.perf_counter()

@@ -55,11 +55,12 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--max-proposals", type=int, help="windows per image")
     p.add_argument("--proposer", choices=PROPOSERS,
                    help="proposal method (default selective_search_fast)")
-    p.add_argument("--finetune", choices=("fc", "e2e"),
+    p.add_argument("--finetune", choices=("auto", "fc", "e2e"),
                    help="fc: the paper's fine-tuning (fc6/fc7/fc8 on pooled windows of the frozen "
                         "trunk); e2e: beyond the paper, the trunk's last --e2e-convs "
                         "convolutions trained with the head through the window pyramid (softmax "
-                        "+ box deltas, Fast R-CNN's loss)")
+                        "+ box deltas, Fast R-CNN's loss); auto (default): e2e in mode spp, fc "
+                        "in mode rcnn")
     p.add_argument("--e2e-convs", type=int,
                    help="with --finetune e2e: how many of the trunk's convolutions train, "
                         "counted from the last")

@@ -284,7 +284,7 @@ def detector_config(cfg: DemoConfig, p: DemoPlan, data: dict, classes: list[str]
                      output_dir=str(out / "detector"), seed=cfg.seed, backbone=str(ckpt),
                      scales=(DET_SCALE,), workers=cfg.workers, ft_iters=p.ft_iters,
                      ft_lr_step=max(1, round(p.ft_iters * 0.7)), svm_layers=("fc7",),
-                     device=cfg.device)
+                     finetune="fc", device=cfg.device)  # the paper's way: its SVMs and speed
 
 
 def _run_demo(cfg: DemoConfig, p: DemoPlan, out: Path) -> dict:

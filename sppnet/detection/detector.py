@@ -114,7 +114,8 @@ class SPPDetector(nn.Module):
                              f"{', '.join(known)}")
         new = apply_overrides(settings or self.settings, changes)
         new.validate()
-        if new.score == "svm" and new.svm_layer not in self.svms:
+        asked = (new.score, new.svm_layer) != (self.settings.score, self.settings.svm_layer)
+        if asked and new.score == "svm" and new.svm_layer not in self.svms:
             raise ValueError(f"score svm on {new.svm_layer!r}: this detector has SVMs on "
                              f"{sorted(self.svms) or 'no layer'}; use --svm-layer one of them "
                              f"or --score softmax")

@@ -92,10 +92,14 @@ def trunk_convs(backbone: nn.Module, probe: int = 64) -> list[nn.Module]:
 
 
 def set_trainable(backbone: nn.Module, n: int) -> list[nn.Parameter]:
-    """Freeze the trunk except its last ``n`` convolutions; returns their parameters."""
+    """Freeze the trunk except its last ``n`` convolutions (all of them when it runs fewer,
+    with a warning: the default of 10 is for deeper trunks than ZF-5); returns their
+    parameters."""
     convs = trunk_convs(backbone)
     if n > len(convs):
-        raise ValueError(f"e2e_convs={n}, but the trunk runs only {len(convs)} convolutions")
+        log.warning("e2e_convs=%d, but the trunk runs only %d convolutions: all %d train", n,
+                    len(convs), len(convs))
+        n = len(convs)
     backbone.requires_grad_(False)
     params: list[nn.Parameter] = []
     for conv in convs[len(convs) - n:] if n else []:

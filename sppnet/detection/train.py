@@ -504,6 +504,7 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
     Under ``torchrun`` with ``stages=("cache",)`` each rank fills its share of the proposal and
     conv-map caches."""
     _check_request(cfg, stages)
+    cfg = cfg.resolved_finetune()  # recorded in config.json and the detector
     out = Path(cfg.output_dir)
     rank, world = env_rank()
     distributed_e2e = world > 1 and cfg.finetune == "e2e" and "finetune" in stages

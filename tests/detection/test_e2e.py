@@ -62,8 +62,9 @@ def test_trunk_convs_are_the_ones_the_trunk_runs_in_order():
     assert len(params) == 4  # two weights, two biases
     assert [c.weight.requires_grad for c in convs] == [False, False, False, True, True]
     assert not any(p.requires_grad for p in model.fc6.parameters())
-    with pytest.raises(ValueError, match="runs only 5 convolutions"):
-        e2e.set_trainable(model, 6)
+    # more than the trunk has: all 5 train (10 weights and biases), with a warning
+    assert len(e2e.set_trainable(model, 6)) == 10
+    assert all(c.weight.requires_grad for c in convs)
 
 
 def test_multitask_loss_by_hand():
@@ -262,3 +263,12 @@ def test_an_e2e_detector_without_its_trunk_is_refused(shapes, tmp_path):
          {k: v for k, v in tensors.items() if not k.startswith("trunk.")}, meta)
     with pytest.raises(CheckpointError, match="holds no trunk"):
         SPPDetector.load(model_dir)
+
+
+def test_the_default_fine_tuning_is_end_to_end_for_spp_and_fc_for_the_rcnn_way():
+    assert DetConfig().finetune == "auto"
+    assert DetConfig().resolved_finetune().finetune == "e2e"
+    assert DetConfig(mode="rcnn").resolved_finetune().finetune == "fc"
+    assert DetConfig(finetune="fc").resolved_finetune().finetune == "fc"
+    with pytest.raises(ValueError, match="needs mode spp"):
+        DetConfig(mode="rcnn", finetune="e2e").validate()

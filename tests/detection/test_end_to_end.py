@@ -61,7 +61,7 @@ def _cfg(root, backbone, out, **kw):
                      output_dir=str(out), backbone=backbone,
                      proposals=str(root / "proposals.npz"), scales=(224,), ft_iters=12,
                      ft_lr_step=8, ft_batch=32, svm_layers=("pool5", "fc7"), svm_retrain_limit=50,
-                     classes=CLASSES, **kw)
+                     classes=CLASSES, **{"finetune": "fc", **kw})
 
 
 def _reference_map(model_dir, root):
@@ -254,7 +254,8 @@ def test_torchrun_shards_the_caches(det_small, tiny_zf5, tmp_path, monkeypatch):
     monkeypatch.setattr(feat_mod, "compute_maps", boom)
     monkeypatch.setattr(prop_mod, "selective_search", boom)
     cfg = DetConfig(data=str(det_small / "train"), backbone=str(tiny_zf5), scales=(224,),
-                    output_dir=str(tmp_path / "run"), cache_dir=str(cache), workers=1)
+                    output_dir=str(tmp_path / "run"), cache_dir=str(cache), workers=1,
+                    finetune="fc")
     train_detector(cfg, stages=("cache",), progress=False)
 
 

@@ -42,7 +42,7 @@ def _train(root, out, monkeypatch):
     cfg = DetConfig(data=str(root / "train"), test_data=str(root / "test"),
                     output_dir=str(out), backbone="edges", proposals=str(root / "proposals.npz"),
                     scales=(320,), ft_iters=300, ft_lr_step=200, ft_lr=1e-2, ft_batch=64,
-                    fc_dim=128, svm_layers=("pool5",), classes=CLASSES)
+                    fc_dim=128, svm_layers=("pool5",), classes=CLASSES, finetune="fc")
     train_detector(cfg, progress=False)
     return json.loads((out / "eval" / "results.json").read_text())
 

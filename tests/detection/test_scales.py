@@ -88,4 +88,5 @@ def test_train_det_auto_scales_are_stored_and_used_by_detect(tmp_path):
     assert rc == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["scales"] == [want] and cfg["auto_scales"] == 1
+    assert cfg["finetune"] == "e2e"  # the default in mode spp: end to end (resolved, recorded)
     assert SPPDetector.load(out / "model").settings.scales == (want,)
