@@ -135,9 +135,39 @@ def replace_block(path: Path, marker: str, block: str) -> None:
     path.write_text(f"{head}{begin}\n{block}{end}{tail}")
 
 
+def train_det_table() -> list[str]:
+    """The two ways trained stage by stage on the same photos and windows
+    (``sppnet bench train-det``, docs/experiments/speed.sh traindet), when measured."""
+    name = "bench_train_det.json"
+    if not (FIG / name).is_file():
+        return ["Not measured yet on a quiet machine: `bash docs/experiments/speed.sh traindet` "
+                f"writes `docs/figures/{name}`."]
+    r = json.loads((FIG / name).read_text())
+    s, spp, rcnn = r["settings"], r["ways"]["spp"], r["ways"]["rcnn"]
+    prov = r.get("provenance", {})
+    lines = [f"`docs/figures/{name}` (measured on {measured_on(name)}, "
+             f"{prov.get('threads', '?')} threads): {r['images']} photos, {r['windows']:,} "
+             f"windows in all, {s['ft_iters']} fine-tuning iterations of the same fc head, "
+             f"scale(s) {r['scales']}, flips {'on' if s['flip'] else 'off'}; the proposals "
+             f"({r['proposals']:.1f} s) are shared and in neither total.", "",
+             "| stage | SPP way | R-CNN way | R-CNN / SPP |", "|---|---|---|---|"]
+    for k, v in spp["seconds"].items():
+        lines.append(f"| {k} | {v:.1f} s | {rcnn['seconds'].get(k, 0):.1f} s | "
+                     f"{r['ratios'].get(k, float('nan')):.2f}× |")
+    lines.append(f"| **total** | {spp['total']:.1f} s | {rcnn['total']:.1f} s | "
+                 f"**{r['ratios']['total']:.2f}×** |")
+    p = r["projected"]
+    lines += ["", f"Computed from the measured rates (not measured): {p['images']} photos × "
+              f"{p['windows_per_image']:,} windows, {p['iterations']:,} iterations: SPP way "
+              f"{p['total']['spp']:,.0f} s, R-CNN way {p['total']['rcnn']:,.0f} s, "
+              f"**{p['ratio']:.1f}×**."]
+    return lines
+
+
 def blocks() -> dict[str, str]:
     return {"summarize_bench": "\n".join(ops_table() + train_table()) + "\n",
-            "summarize_bench_earlier": "\n".join(earlier_table()) + "\n"}
+            "summarize_bench_earlier": "\n".join(earlier_table()) + "\n",
+            "summarize_train_det": "\n".join(train_det_table()) + "\n"}
 
 
 def main() -> None:

@@ -232,11 +232,30 @@ def findings(set_name: str) -> list[str]:
     return lines
 
 
+def e2e_cost(set_name: str) -> str | None:
+    """The end-to-end run's fine-tuning cost from its files (under load: other runs shared the
+    2 cores, so an upper bound, not a timing)."""
+    d = RESULTS / "e2e_study" / f"{set_name}_e2e_s0"
+    if not (d / "train_times.json").is_file():
+        return None
+    times = json.loads((d / "train_times.json").read_text())
+    rows = [json.loads(x) for x in (d / "finetune_metrics.jsonl").read_text().splitlines()]
+    per_it = statistics.median(r["seconds_per_iteration"] for r in rows
+                               if "seconds_per_iteration" in r)
+    return (f"  Cost of the end-to-end run (while other runs shared the 2 cores: an upper bound): "
+            f"fine-tuning {times['finetune'] / 60:.0f} min, {per_it:.2f} s per iteration "
+            f"(median), the whole training {sum(times.values()) / 60:.0f} min after the "
+            "proposals.")
+
+
 def findings_block() -> str:
     out = ["Seed 0 of each run (the tables above say which other seeds landed); one seed "
            "against one seed, each difference below points, none is established.", ""]
     for set_name, _ in SETS:
         out += findings(set_name)
+        cost = e2e_cost(set_name)
+        if cost:
+            out.append(cost)
     return "\n".join(out) + "\n"
 
 
