@@ -145,8 +145,12 @@ def train_det_table() -> list[str]:
     r = json.loads((FIG / name).read_text())
     s, spp, rcnn = r["settings"], r["ways"]["spp"], r["ways"]["rcnn"]
     prov = r.get("provenance", {})
-    lines = [f"`docs/figures/{name}` (measured on {measured_on(name)}, "
-             f"{prov.get('threads', '?')} threads): {r['images']} photos, {r['windows']:,} "
+    threads = (prov.get("threads") or {}).get("torch", "?")
+    gemm = prov.get("cpu_gemm_gflops")
+    lines = [f"`docs/figures/{name}` (measured on {measured_on(name)} with the other jobs "
+             f"paused, {threads} torch threads"
+             + (f", matrix-product rate {gemm:.0f} GFLOP/s" if gemm else "")
+             + f"): {r['images']} photos, {r['windows']:,} "
              f"windows in all, {s['ft_iters']} fine-tuning iterations of the same fc head, "
              f"scale(s) {r['scales']}, flips {'on' if s['flip'] else 'off'}; the proposals "
              f"({r['proposals']:.1f} s) are shared and in neither total.", "",
@@ -161,6 +165,31 @@ def train_det_table() -> list[str]:
               f"{p['windows_per_image']:,} windows, {p['iterations']:,} iterations: SPP way "
               f"{p['total']['spp']:,.0f} s, R-CNN way {p['total']['rcnn']:,.0f} s, "
               f"**{p['ratio']:.1f}×**."]
+    other = FIG / "bench_train_det_688.json"
+    if other.is_file():  # the same command at the paper's scale, run right after
+        o = json.loads(other.read_text())
+        lines += ["", f"The same at the paper's scale {o['scales']} (`{other.name}`, run next): "
+                  f"fine-tuning {o['ways']['spp']['seconds']['finetune']:.1f} s against "
+                  f"{o['ways']['rcnn']['seconds']['finetune']:.1f} s "
+                  f"({o['ratios']['finetune']:.2f}×), whole training "
+                  f"{o['ratios']['total']:.2f}×, computed for the larger set "
+                  f"{o['projected']['ratio']:.1f}×. The R-CNN way's cache stage, the same work "
+                  f"in both files, took {rcnn['seconds']['cache']:.0f} s and "
+                  f"{o['ways']['rcnn']['seconds']['cache']:.0f} s: differences of that size "
+                  "between the two ways' fine-tuning are noise."]
+    e2e = FIG / "bench_e2e.json"
+    if e2e.is_file():
+        b = json.loads(e2e.read_text())
+        sec = b["seconds"]
+        lines += ["", f"One end-to-end fine-tuning iteration (`sppnet bench e2e`, `{e2e.name}`: "
+                  f"{b['backbone']}, {b['images']} photos of {b['image_size'][0]} × "
+                  f"{b['image_size'][1]}, {b['windows_per_image']} windows each, the last "
+                  f"{b['trained_convs']} convolutions trained): {1e3 * sec['iteration']:.0f} ms, "
+                  f"of which the window pyramid's forward and backward "
+                  f"{1e3 * sec['pyramid_forward_backward']:.0f} ms "
+                  f"({100 * b['pyramid_share']:.0f}%); peak memory {b['peak_rss_mb']:,.0f} MB. "
+                  f"At that rate 3000 iterations take {3000 * sec['iteration'] / 60:.0f} min "
+                  "(computed)."]
     return lines
 
 
