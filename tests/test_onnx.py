@@ -35,6 +35,7 @@ def export(model, path, channels):
 
 
 @pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.slow
 def test_spp_layer_exports_with_dynamic_sizes(tmp_path, mode):
     layer = SpatialPyramidPooling((6, 3, 2, 1), mode)
     session = export(layer, tmp_path / "spp.onnx", 4)
@@ -48,6 +49,7 @@ def test_spp_layer_exports_with_dynamic_sizes(tmp_path, mode):
             torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_conv_spp_fc_net_exports_with_dynamic_sizes(tmp_path):
     torch.manual_seed(0)
     model = TinySPPNet()

@@ -143,6 +143,7 @@ def test_heads_pool_as_documented(tflite):
         get_model("mobilenet_v2_spp")
 
 
+@pytest.mark.slow
 def test_mobilenet_fine_tunes_resumes_exactly_and_serves_every_consumer(shapes_folder, tflite,
                                                                         tmp_path, capsys):
     from PIL import Image

@@ -60,6 +60,7 @@ def test_full_batch_holds_each_image_at_its_own_aspect(tmp_path):
     assert float(x[1, :, :72, :48].min()) == 200 and float(x[1, :, :, 48:].abs().max()) == 0
 
 
+@pytest.mark.slow
 def test_full_image_training_end_to_end_and_deterministic(shapes_folder, tmp_path):
     runs = []
     for name in ("a", "b"):

@@ -99,6 +99,7 @@ def _cli(*args):
     return [sys.executable, "-m", "sppnet.cli.main", "train-cls", *args]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_mid_epoch_is_exact(shapes_folder, tmp_path):
     common = ["--data", str(shapes_folder), "--sizes", "48", "--epochs", "2",
               "--checkpoint-every", "1", "--set", "dropout=0.5", *SMALL]

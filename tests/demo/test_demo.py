@@ -36,6 +36,7 @@ def test_plan_scales_with_minutes():
         plan(0)
 
 
+@pytest.mark.slow
 def test_demo_writes_results_pictures_and_report(demo_run, capsys, tmp_path):
     r = json.loads((demo_run / "results.json").read_text())
     p = plan(0.1)
@@ -67,6 +68,7 @@ def test_demo_writes_results_pictures_and_report(demo_run, capsys, tmp_path):
     assert "http://" not in html and "https://" not in html  # nothing fetched from anywhere
 
 
+@pytest.mark.slow
 def test_demo_rerun_reuses_finished_stages(demo_run, capsys):
     before = {p: p.stat().st_mtime_ns for p in (demo_run / "classifier").glob("*.safetensors")}
     assert main(["demo", "--output-dir", str(demo_run), *ARGS]) == 0
@@ -114,6 +116,7 @@ def test_report_renders_in_chromium(demo_run, tmp_path):
     assert px.std() > 20  # pictures and text, not a blank page
 
 
+@pytest.mark.slow
 def test_demo_on_a_voc_folder(tmp_path):
     """``--data``: a VOC folder without a split holds back every 5th image."""
     voc = tmp_path / "voc"

@@ -97,6 +97,7 @@ def _reference_map(model_dir, root):
     return ref_voc_map(gts, dets, CLASSES)
 
 
+@pytest.mark.slow
 def test_train_detect_evaluate_resume(det_small, tiny_zf5, tmp_path, monkeypatch, caplog,
                                       capsys):
     out = tmp_path / "run"
@@ -259,6 +260,7 @@ def test_torchrun_shards_the_caches(det_small, tiny_zf5, tmp_path, monkeypatch):
     train_detector(cfg, stages=("cache",), progress=False)
 
 
+@pytest.mark.slow
 def test_detect_with_selective_search_overlapped(det_small, tiny_zf5, tmp_path):
     """No --proposals: Selective Search runs in worker processes ahead of the network."""
     cfg = _cfg(det_small, str(tiny_zf5), tmp_path / "run", bbox_reg=False,
@@ -286,6 +288,7 @@ def test_detect_with_selective_search_overlapped(det_small, tiny_zf5, tmp_path):
     assert timing["settings"]["max_proposals"] == 40 and timing["settings"]["fc"] == "int8"
 
 
+@pytest.mark.slow
 def test_detect_odd_folders_keep_every_finished_image(det_small, tiny_zf5, tmp_path,
                                                       monkeypatch):
     """x.jpg beside x.png, a GIF, a 20000 x 20 strip; an interrupted run keeps what it did."""
@@ -371,6 +374,7 @@ def test_detect_configuration_mistakes_are_one_line_before_any_work(det_small, t
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_rcnn_mode_trains_on_its_own_window_features(det_small, tiny_zf5, tmp_path, caplog):
     """train-det --mode rcnn on 3 images: every stage reads the R-CNN way's per-window features,
     which are exactly those the detector computes at test time, cached and verified."""
@@ -436,6 +440,7 @@ def test_force_recomputes_every_trained_stage(det_small, tiny_zf5, tmp_path):
     assert any((tmp_path / "cache" / "maps").iterdir())
 
 
+@pytest.mark.slow
 def test_detector_api_in_three_lines(det_small, tiny_zf5, tmp_path):
     """load_detector + a call on paths, arrays, PIL images and tensors: the same detections
     as SPPDetector.detect on the same windows, torchvision-style dicts with names."""

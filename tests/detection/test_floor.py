@@ -47,6 +47,7 @@ def _train(root, out, monkeypatch):
     return json.loads((out / "eval" / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_trained_detector_reaches_the_floor_and_is_reproducible(shapes, tmp_path, monkeypatch):
     first = _train(shapes, tmp_path / "a", monkeypatch)
     # the known values: this run is bit-reproducible (below); with the locked versions
@@ -65,6 +66,7 @@ def test_trained_detector_reaches_the_floor_and_is_reproducible(shapes, tmp_path
     assert first["variants"] == second["variants"]
 
 
+@pytest.mark.slow
 def test_the_same_detector_on_the_coco_conversion_gives_the_same_voc_map_and_coco_metrics(
         shapes, tmp_path, monkeypatch):
     pytest.importorskip("pycocotools", reason="COCO metrics need pycocotools")

@@ -679,6 +679,7 @@ def _iou_loop(a, b):
     return inter / union if union > 0 else 0.0
 
 
+@pytest.mark.slow
 def test_window_labels_need_memory_linear_in_the_boxes(monkeypatch):
     """An XML of 10,000 boxes: the overlaps are computed a block at a time (the full matrix
     with its temporaries was 9 GB), and equal a slow loop's on a smaller case."""

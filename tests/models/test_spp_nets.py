@@ -54,6 +54,7 @@ def test_table1_map_sizes_output_dims_and_geometry(name):
         assert model.pooled_dim == c * 36  # pool5 = 6x6 at 224
 
 
+@pytest.mark.slow
 def test_full_width_dims():
     zf = get_model("zf5_spp", num_classes=1000)
     assert zf.feature_channels == 256 and zf.pooled_dim == 12800  # the paper's 12,800-d

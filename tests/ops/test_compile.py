@@ -18,6 +18,7 @@ def _inputs():
     return feats, torch.tensor([0, 1, 1]), cells
 
 
+@pytest.mark.slow
 def test_opcheck():
     feats, bidx, cells = _inputs()
     for mode in ("max", "avg"):

@@ -122,6 +122,7 @@ def test_random_maps_and_windows(h, w, n_rois, levels, seed):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.slow
 def test_zero_windows(backend, mode):
     feats = torch.randn(2, 4, 5, 5, requires_grad=True)
     out = spp_roi_pool(feats, torch.zeros(0, 5), mode=mode, backend=backend)
@@ -238,6 +239,7 @@ def test_bad_cells():
         spp_pool_cells(feats, torch.tensor([[0, 0, 1, 1]]), torch.tensor([0, 0]))
 
 
+@pytest.mark.slow
 def test_the_numba_kernels_leave_torchs_thread_count_alone():
     """numba's OpenMP layer, launched by the first window pooling, set the process-wide OpenMP
     thread count to all cores, and torch with it: a process started with OMP_NUM_THREADS=1 (or
