@@ -29,7 +29,7 @@ R=../shared/data/raccoon
 FIVE=480,576,688,864,1200
 ZF5=runs/caltech/zf5_spp_single_s0/best.safetensors  # from docs/experiments/caltech_cls.sh
 # the paper's one scale, named: these runs predate the scales chosen from the data (the default now)
-COMMON=(--scales 688 --svm-layers pool5,fc7 --ft-iters 600 --max-proposals 200
+COMMON=(--scales 688 --finetune fc --svm-layers pool5,fc7 --ft-iters 600 --max-proposals 200
         --set ft_lr_step=400 --set flip=false --no-progress)
 fruit=(--data $F/train --test-data $F/test --cache-dir runs/det/cache_fruit)
 raccoon=(--data $R --split docs/experiments/raccoon_train.txt --test-data $R

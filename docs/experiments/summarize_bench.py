@@ -147,11 +147,11 @@ def train_det_table() -> list[str]:
     prov = r.get("provenance", {})
     threads = (prov.get("threads") or {}).get("torch", "?")
     gemm = prov.get("cpu_gemm_gflops")
-    lines = [f"`docs/figures/{name}` (measured on {measured_on(name)} with the other jobs "
-             f"paused, {threads} torch threads"
+    lines = [f"`docs/figures/{name}` (measured on {measured_on(name)}, {threads} torch threads"
              + (f", matrix-product rate {gemm:.0f} GFLOP/s" if gemm else "")
              + f"): {r['images']} photos, {r['windows']:,} "
-             f"windows in all, {s['ft_iters']} fine-tuning iterations of the same fc head, "
+             f"windows in all, {s['ft_iters']} fine-tuning iterations of the same fc head "
+             "(`--finetune fc`, the paper's way; the default end-to-end iteration is below), "
              f"scale(s) {r['scales']}, flips {'on' if s['flip'] else 'off'}; the proposals "
              f"({r['proposals']:.1f} s) are shared and in neither total.", "",
              "| stage | SPP way | R-CNN way | R-CNN / SPP |", "|---|---|---|---|"]
@@ -177,6 +177,13 @@ def train_det_table() -> list[str]:
                   f"in both files, took {rcnn['seconds']['cache']:.0f} s and "
                   f"{o['ways']['rcnn']['seconds']['cache']:.0f} s: differences of that size "
                   "between the two ways' fine-tuning are noise."]
+    rates = [(f, json.loads((FIG / f).read_text()).get("provenance", {}).get("cpu_gemm_gflops"))
+             for f in (name, "bench_train_det_688.json", "bench_e2e.json") if (FIG / f).is_file()]
+    rates = [(f, g) for f, g in rates if g]
+    if len(rates) > 1:
+        lines += ["", "The study's runs were paused for these benchmarks; the matrix-product rate "
+                  "each file recorded (" + ", ".join(f"{g:.0f}" for _, g in rates) + " GFLOP/s) "
+                  "shows the machine was still not perfectly steady."]
     e2e = FIG / "bench_e2e.json"
     if e2e.is_file():
         b = json.loads(e2e.read_text())
@@ -189,7 +196,8 @@ def train_det_table() -> list[str]:
                   f"{1e3 * sec['pyramid_forward_backward']:.0f} ms "
                   f"({100 * b['pyramid_share']:.0f}%); peak memory {b['peak_rss_mb']:,.0f} MB. "
                   f"At that rate 3000 iterations take {3000 * sec['iteration'] / 60:.0f} min "
-                  "(computed)."]
+                  "(computed; the study's end-to-end runs took longer: they shared the 2 cores "
+                  "with other runs)."]
     return lines
 
 

@@ -39,8 +39,11 @@ def load(study: str, run: str) -> dict | None:
     d = RESULTS / study / run
     if not (d / "eval" / "results.json").is_file():
         return None
-    return {"eval": json.loads((d / "eval" / "results.json").read_text()),
-            "config": json.loads((d / "config.json").read_text())}
+    config = json.loads((d / "config.json").read_text())
+    if study == "scales" and config.get("finetune", "fc") != "fc":
+        sys.exit(f"{d}: fine-tuned {config['finetune']!r}; the scales study compares the "
+                 "paper's fc fine-tuning (detection_scales.sh passes --finetune fc)")
+    return {"eval": json.loads((d / "eval" / "results.json").read_text()), "config": config}
 
 
 def mAP(run: dict | None, variant: str) -> float | None:
@@ -202,6 +205,9 @@ def findings(set_name: str) -> list[str]:
         ("end to end (softmax + its deltas) against the paper's way at the same scale",
          _pair(_seed0("e2e_study", f"{set_name}_e2e", "softmax+deltas"),
                _seed0("scales", f"{set_name}_auto1", MAIN))),
+        ("end to end (softmax + its deltas) against the paper's way at 688 (ftfc7 SVM + bb)",
+         _pair(_seed0("e2e_study", f"{set_name}_e2e", "softmax+deltas"),
+               _seed0("scales", f"{set_name}_688", MAIN))),
         ("end to end (softmax + its deltas) against the R-CNN way (ftfc7 SVM + bb), the same "
          "recipe",
          _pair(_seed0("e2e_study", f"{set_name}_e2e", "softmax+deltas"),

@@ -76,8 +76,11 @@ def run_train_det_benchmark(base: DetConfig, work_dir: str | Path | None = None,
         shared = root / "shared_cache"
         # both ways fine-tune the same fc head (the paper's way): the benchmark compares
         # feature sources, so "auto" (end to end for SPP) is not taken here
-        fine = "fc" if base.finetune == "auto" else base.finetune
-        base = dataclasses.replace(base, cache_dir=str(shared), test_data="", finetune=fine)
+        if base.finetune == "e2e":
+            raise ValueError("bench train-det times the two ways with the same fc head; "
+                             "finetune e2e has no R-CNN counterpart (sppnet bench e2e times "
+                             "an end-to-end iteration)")
+        base = dataclasses.replace(base, cache_dir=str(shared), test_data="", finetune="fc")
         ds = training_set(base)
         base = resolve_scales(base, ds)
         t0 = time.perf_counter()

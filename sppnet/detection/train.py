@@ -191,7 +191,9 @@ def _in_this_layout(recorded: dict) -> dict:
 
     try:
         fields = {k: v for k, v in recorded.items() if k not in META_KEYS}
-        return json.loads(json.dumps(apply_overrides(DetConfig(), fields).to_json()))
+        fields.setdefault("finetune", "fc")  # the only kind before the field existed
+        cfg = apply_overrides(DetConfig(), fields).resolved_finetune()
+        return json.loads(json.dumps(cfg.to_json()))
     except (ValueError, TypeError):
         return recorded
 
@@ -513,7 +515,8 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
             raise ValueError("under torchrun only --stages cache runs (it shards the caches), or "
                              "end-to-end fine-tuning (--finetune e2e); train on one process "
                              "afterwards")
-        prepare(cfg, progress and rank == 0, rank, world)
+        # conv maps only for fc fine-tuning: end to end changes the trunk they would come from
+        prepare(cfg, progress and rank == 0, rank, world, fill=cfg.finetune == "fc")
         return out / "cache"
     check_output_dir(out)
     if cfg.cache_dir:

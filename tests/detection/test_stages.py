@@ -721,3 +721,23 @@ def test_window_labels_need_memory_linear_in_the_boxes(monkeypatch):
                                boxes(2000, 2000), 4)
     assert len(ws.boxes) == 12_000 and max(sizes) <= 1 << 20
     assert ws.max_iou[:10_000].min() == pytest.approx(1.0)  # each gt box overlaps itself
+
+
+def test_a_run_folder_from_before_the_finetune_field_resumes_as_fc(tmp_path):
+    """A config.json written before ``finetune`` existed records an fc run: continuing it with
+    fc fine-tuning is the same configuration, with end to end another (it was refused as
+    'auto' -> 'fc' before the fix)."""
+    from sppnet.detection.train import _check_run_dir
+    from sppnet.utils.run_dir import RunFolderError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    fc = DetConfig(data="x", finetune="fc")
+    _check_run_dir(out, fc, False)  # writes config.json
+    recorded = json.loads((out / "config.json").read_text())
+    del recorded["finetune"]
+    (out / "config.json").write_text(json.dumps(recorded))
+    (out / "head.safetensors").write_bytes(b"")  # a finished stage
+    _check_run_dir(out, fc, False)
+    with pytest.raises(RunFolderError, match="finetune: 'fc' -> 'e2e'"):
+        _check_run_dir(out, DetConfig(data="x").resolved_finetune(), False)
