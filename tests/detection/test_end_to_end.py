@@ -235,7 +235,8 @@ def test_torchrun_shards_the_caches(det_small, tiny_zf5, tmp_path, monkeypatch):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "sppnet.cli.main", "train-det", "--data", str(det_small / "train"),
          "--backbone", str(tiny_zf5), "--output-dir", str(tmp_path / "run"), "--cache-dir",
-         str(cache), "--scales", "224", "--workers", "1", "--stages", "cache", "--no-progress"],
+         str(cache), "--scales", "224", "--workers", "1", "--stages", "cache", "--no-progress",
+         "--finetune", "fc"],  # conv maps are cached for fc fine-tuning (end to end: proposals)
         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     import hashlib
