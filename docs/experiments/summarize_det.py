@@ -200,16 +200,20 @@ def replace_block(path: Path, block: str, marker: str = "summarize_det") -> None
     path.write_text(f"{head}{begin}\n{block}{end}{tail}")
 
 
-def main() -> None:
-    blocks = {"summarize_det": build(), "summarize_sec45": sec45(), "summarize_e2e": e2e()}
+def print_and_write(blocks: dict[str, str], page: Path) -> None:
+    """Print the blocks; with ``--write`` replace those between their markers in ``page``."""
     for marker, block in blocks.items():
         print(f"<!-- {marker} -->\n{block}")
     if "--write" in sys.argv[1:]:
-        for p in (ROOT / "docs" / "detection.md",):
-            for marker, block in blocks.items():
-                if f"<!-- {marker}:begin -->" in p.read_text():
-                    replace_block(p, block, marker)
-            print(f"wrote {p}")
+        for marker, block in blocks.items():
+            if f"<!-- {marker}:begin -->" in page.read_text():
+                replace_block(page, block, marker)
+        print(f"wrote {page}")
+
+
+def main() -> None:
+    print_and_write({"summarize_det": build(), "summarize_sec45": sec45(),
+                     "summarize_e2e": e2e()}, ROOT / "docs" / "detection.md")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from summarize_det import replace_block  # noqa: E402
+from summarize_det import print_and_write  # noqa: E402
 from verdicts import bonferroni_note, critical_t, paired_t, survives_bonferroni, verdict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -268,14 +268,7 @@ def findings_block() -> str:
 def main() -> None:
     blocks = {"summarize_scales": scales_block(), "summarize_e2e_study": e2e_block(),
               "summarize_findings": findings_block()}
-    for marker, block in blocks.items():
-        print(f"<!-- {marker} -->\n{block}")
-    if "--write" in sys.argv[1:]:
-        p = ROOT / "docs" / "detection.md"
-        for marker, block in blocks.items():
-            if f"<!-- {marker}:begin -->" in p.read_text():
-                replace_block(p, block, marker)
-        print(f"wrote {p}")
+    print_and_write(blocks, ROOT / "docs" / "detection.md")
 
 
 if __name__ == "__main__":

@@ -40,3 +40,19 @@ class EdgeTrunk(torch.nn.Module):
     def forward_features(self, x):
         g = torch.relu(torch.nn.functional.conv2d(x, self.k, padding=1))
         return torch.nn.functional.avg_pool2d(g, 4, 4)
+
+
+def write_jittered_windows(root, classes, jitter: float) -> None:
+    """``root/proposals.npz``: for every image of ``root/train`` then ``root/test``, windows
+    jittered around its ground truth (``jitter`` px, one seeded generator in that order)."""
+    import numpy as np
+
+    from sppnet.data.synthetic import jitter_boxes
+    from sppnet.data.voc import load_voc
+
+    rng = np.random.default_rng(0)
+    props = {}
+    for part in ("train", "test"):
+        for a in load_voc(root / part, classes=classes):
+            props[a.image_id] = jitter_boxes(a.boxes, a.image_size, jitter, rng)
+    np.savez(root / "proposals.npz", **props)

@@ -13,10 +13,10 @@ import torch
 
 import sppnet.detection.e2e as e2e
 from sppnet.data.synthetic import write_voc_folder
-from sppnet.data.voc import load_voc
-from sppnet.detection import DetConfig, SPPDetector, jitter_boxes, train_detector
+from sppnet.detection import DetConfig, SPPDetector, train_detector
 from sppnet.models import get_model
 from sppnet.utils.checkpoint import load_checkpoint, save_checkpoint, strip_prefix
+from tests.detection.fakes import write_jittered_windows
 
 CLASSES = ("circle", "cross", "star", "triangle")
 
@@ -28,12 +28,7 @@ def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     write_voc_folder(root / "train", 8, seed=21, prefix="tr")
     write_voc_folder(root / "test", 3, seed=22, prefix="te")
-    rng = np.random.default_rng(0)
-    props = {}
-    for part in ("train", "test"):
-        for a in load_voc(root / part, classes=CLASSES):
-            props[a.image_id] = jitter_boxes(a.boxes, a.image_size, 40, rng)
-    np.savez(root / "proposals.npz", **props)
+    write_jittered_windows(root, CLASSES, 40)
     torch.manual_seed(0)
     kw = {"width_mult": 0.25, "fc_dim": 64}
     model = get_model("zf5_spp", num_classes=3, **kw)

@@ -17,6 +17,7 @@ from sppnet.detection import DetConfig, ProposalConfig, SPPDetector, jitter_boxe
 from sppnet.models import get_model
 from sppnet.utils.checkpoint import save_checkpoint
 from tests.cli_util import cli_error
+from tests.detection.fakes import write_jittered_windows
 
 CLASSES = ("circle", "cross", "star", "triangle")
 
@@ -29,18 +30,12 @@ def det_small(tmp_path_factory):
     root = tmp_path_factory.mktemp("det_small")
     write_voc_folder(root / "train", 8, seed=11, prefix="tr")
     write_voc_folder(root / "test", 3, seed=12, prefix="te")
-    rng = np.random.default_rng(0)
     # an image with no objects (its XML lists none)
     shutil.copy(root / "train" / "tr_00000.jpg", root / "train" / "empty_1.jpg")
     (root / "train" / "empty_1.xml").write_text(
         "<annotation><filename>empty_1.jpg</filename><size><width>0</width>"
         "<height>0</height></size></annotation>")
-    props = {}
-    for part in ("train", "test"):
-        ds = load_voc(root / part, classes=CLASSES)
-        for a in ds:
-            props[a.image_id] = jitter_boxes(a.boxes, a.image_size, 60, rng)
-    np.savez(root / "proposals.npz", **props)
+    write_jittered_windows(root, CLASSES, 60)
     return root
 
 

@@ -11,10 +11,9 @@ import torch
 
 import sppnet.detection.train as train_mod
 from sppnet.data.synthetic import write_voc_folder
-from sppnet.data.voc import load_voc
-from sppnet.detection import DetConfig, jitter_boxes, train_detector
+from sppnet.detection import DetConfig, train_detector
 from sppnet.utils.checkpoint import load_checkpoint
-from tests.detection.fakes import EdgeTrunk
+from tests.detection.fakes import EdgeTrunk, write_jittered_windows
 
 CLASSES = ("circle", "cross", "star", "triangle")
 # VOC07 mAP per scoring variant of the detector _train makes (measured at commit 6277e8b and
@@ -28,12 +27,7 @@ def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
     write_voc_folder(root / "train", 60, seed=21, prefix="tr")
     write_voc_folder(root / "test", 20, seed=22, prefix="te")
-    rng = np.random.default_rng(0)
-    props = {}
-    for part in ("train", "test"):
-        for a in load_voc(root / part, classes=CLASSES):
-            props[a.image_id] = jitter_boxes(a.boxes, a.image_size, 60, rng)
-    np.savez(root / "proposals.npz", **props)
+    write_jittered_windows(root, CLASSES, 60)
     return root
 
 
