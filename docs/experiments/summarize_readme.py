@@ -82,18 +82,18 @@ def detection() -> str:
     lines += ["", "VOC07 mAP (%) of fine-tuned fc7 SVMs with box regression, ≤ 200 Selective "
               "Search windows per photo, the same windows and schedule for both ways (the first "
               "recipe: 600 fine-tuning iterations, no flips)."]
-    lines += ["The default recipe now (3000 fine-tuning iterations, flipped photos; seed 0; "
+    lines += ["The default recipe now (3000 fine-tuning iterations, flipped photos; mean ± std "
+              "over the seeds that landed, each seed in brackets; "
               "`docs/results/detection/scales/`, `e2e_study/`; — = not run yet):", "",
               "| test set | SPP 688, ftfc7 SVM + bb | SPP, scale from the data, ftfc7 SVM + bb | "
               "SPP end to end, softmax + deltas | R-CNN way, ftfc7 SVM + bb |",
               "|---|---|---|---|---|"]
     for set_name, label in DET_SETS[:2]:
-        cells = [studies._seed0("scales", f"{set_name}_688", studies.MAIN),
-                 studies._seed0("scales", f"{set_name}_auto1", studies.MAIN),
-                 studies._seed0("e2e_study", f"{set_name}_e2e", "softmax+deltas"),
-                 studies._seed0("scales", f"{set_name}_rcnn", studies.MAIN)]
-        lines.append(f"| {label} | " + " | ".join("—" if v is None else f"{v:.1f}" for v in cells)
-                     + " |")
+        cells = [studies.seeds_cell("scales", f"{set_name}_688", studies.MAIN),
+                 studies.seeds_cell("scales", f"{set_name}_auto1", studies.MAIN),
+                 studies.seeds_cell("e2e_study", f"{set_name}_e2e", "softmax+deltas"),
+                 studies.seeds_cell("scales", f"{set_name}_rcnn", studies.MAIN)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["",
               f"**Quote:** SPP-net computes conv features {one['speedup_conv']:.0f}× faster than "
               f"the R-CNN way on the same ~{bench['windows_mean']:,.0f} windows per photo "

@@ -34,8 +34,9 @@ SCALE_ROWS = (("688", "SPP, 1 scale: the paper's 688"),
 
 
 def load(study: str, run: str) -> dict | None:
-    """A run's evaluation and config, or ``None`` when it has not landed. (Its stage times are
-    not read: the study's runs shared the CPU; quiet timings come from ``sppnet bench``.)"""
+    """A run's evaluation, config and stage wall times, or ``None`` when it has not landed. (The
+    study's runs shared the CPU: their times are upper bounds; quiet timings come from
+    ``sppnet bench``.)"""
     d = RESULTS / study / run
     if not (d / "eval" / "results.json").is_file():
         return None
@@ -43,7 +44,9 @@ def load(study: str, run: str) -> dict | None:
     if study == "scales" and config.get("finetune", "fc") != "fc":
         sys.exit(f"{d}: fine-tuned {config['finetune']!r}; the scales study compares the "
                  "paper's fc fine-tuning (detection_scales.sh passes --finetune fc)")
-    return {"eval": json.loads((d / "eval" / "results.json").read_text()), "config": config}
+    times = d / "train_times.json"
+    return {"eval": json.loads((d / "eval" / "results.json").read_text()), "config": config,
+            "times": json.loads(times.read_text()) if times.is_file() else {}}
 
 
 def mAP(run: dict | None, variant: str) -> float | None:
@@ -132,30 +135,55 @@ def scales_block() -> str:
     return "\n".join(out) + "\n"
 
 
-E2E_ROWS = (("SPP, the paper's way (fc fine-tuning + SVMs + bb)", "scales", "auto1", MAIN),
+E2E_ROWS = (("SPP, the paper's way (fc fine-tuning + SVMs + bb), the same scale", "scales", "auto1",
+             MAIN),
+            ("SPP, the paper's way at the paper's 688", "scales", "688", MAIN),
             ("SPP, end to end (softmax + its box deltas)", "e2e_study", "e2e", "softmax+deltas"),
             ("SPP, end to end + SVMs + bb (the paper's stages on the new trunk)", "e2e_study",
              "e2e", MAIN),
             ("R-CNN way, trained its own way (SVMs + bb)", "scales", "rcnn", MAIN))
 
 
+def _stage_minutes(runs: list[dict | None]) -> str:
+    """Mean wall minutes of the landed runs' stages: the caches (conv maps or pooled features,
+    and for end to end its proposals), fine-tuning, SVMs and box regression together."""
+    got = [r["times"] for r in runs if r and r["times"]]
+    if not got:
+        return "—"
+    parts = [[sum(v for k, v in t.items() if k.startswith("cache")) for t in got],
+             [t.get("finetune", 0.0) for t in got],
+             [sum(v for k, v in t.items() if k.startswith("svm") or k == "bbox") for t in got]]
+    return " / ".join(f"{statistics.mean(p) / 60:.0f}" for p in parts)
+
+
+def _test_seconds(runs: list[dict | None]) -> str:
+    got = [r["eval"]["seconds_per_image_median"]["total"] for r in runs
+           if r and "seconds_per_image_median" in r["eval"]]
+    return f"{statistics.mean(got):.2f}" if got else "—"
+
+
 def e2e_block() -> str:
     out = []
     for set_name, title in SETS:
-        out += [f"**{title}** — VOC07 mAP (%), 2 seeds", "",
-                "| way | mAP: mean (each seed) |", "|---|---|"]
+        out += [f"**{title}** — VOC07 mAP (%), 2 seeds; the run's wall time per training stage "
+                "and its test seconds per photo (median), mean over the seeds that landed, "
+                "measured while another run shared the 2 cores (upper bounds; quiet figures: "
+                "docs/speed.md)", "",
+                "| way | mAP: mean (each seed) | train wall, min: cache / fine-tune / SVMs + bb "
+                "| test s/photo |", "|---|---|---|---|"]
         for label, study, key, variant in E2E_ROWS:
             runs = [load(study, f"{set_name}_{key}_s{s}") for s in E2E_SEEDS]
             vals = [mAP(r, variant) for r in runs]
             got = [v for v in vals if v is not None]
             cell = (f"{statistics.mean(got):.1f} ({', '.join(f'{v:.1f}' for v in got)})"
                     if got else "—")
-            out.append(f"| {label} | {cell} |")
+            out.append(f"| {label} | {cell} | {_stage_minutes(runs)} | {_test_seconds(runs)} |")
         e2e, paper, rcnn = (("e2e_study", "e2e", "softmax+deltas"), ("scales", "auto1", MAIN),
                             ("scales", "rcnn", MAIN))
         rows, _ = claims(set_name, [
             ("end to end vs the paper's way", e2e, paper),
             ("end to end + SVMs + bb vs the paper's way", ("e2e_study", "e2e", MAIN), paper),
+            ("end to end vs the paper's way at 688", e2e, ("scales", "688", MAIN)),
             ("end to end vs the R-CNN way", e2e, rcnn)], seeds=E2E_SEEDS)
         out += ["", *CLAIM_HEAD, *rows, ""]
         out += [f"Trunk convolutions trained (the Fast R-CNN Table 5 analog, {set_name}, seed 0, "
@@ -165,6 +193,11 @@ def e2e_block() -> str:
             out.append(f"| {n} | {f'{v:.1f}' if v is not None else '—'} |")
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def seeds_cell(study: str, run: str, variant: str) -> str:
+    """``mean ± std (each seed)`` of a run over the seeds that landed (``run`` without ``_s<N>``)."""
+    return _cell([mAP(load(study, f"{run}_s{s}"), variant) for s in SEEDS])
 
 
 def _seed0(study: str, run: str, variant: str) -> float | None:
