@@ -23,6 +23,7 @@ from sppnet.detection.features import (
     pool_windows,
     scaled_sizes,
     select_scales,
+    window_cells,
 )
 from sppnet.detection.finetune import sample_windows
 from sppnet.detection.head import DetectionHead
@@ -160,6 +161,30 @@ def test_pool_windows_equals_spp_pool_of_the_projected_crop():
         x0, y0, x1, y1 = ref_project(b, stride, m.shape[-2:], offset)
         want = ref_spp(m[None, :, y0:y1 + 1, x0:x1 + 1].double(), levels)[0].float()
         torch.testing.assert_close(got[r], want, rtol=0, atol=0)
+
+
+def test_pool_windows_scales_x_by_the_width_and_y_by_the_height():
+    """A scaled image keeps its aspect only up to rounding: 300 x 401 at shorter side 200 is
+    200 x round(267.33) = 267, so x scales by 267 / 401 = 0.66584 and y by 200 / 300 = 0.66667.
+    The window's right and bottom edges land within 0.2 px of a cell edge (stride 16, offset
+    7.5: 7.5 + 16 * 16 = 263.5 and 7.5 + 16 * 11 = 183.5), on the side each factor puts them;
+    the two factors swapped, both edges move by one cell."""
+    torch.manual_seed(0)
+    image_size = (300, 401)  # H, W
+    assert scaled_sizes(image_size, (200,)) == [(200, 267)]
+    maps = [torch.randn(3, 13, 17)]  # (ceil(200 / 16), ceil(267 / 16)): not square
+    boxes = torch.tensor([[30.0, 40.0, 395.5, 275.4]])
+    # x0: 30 * 0.66584 = 19.98, floor((19.98 - 7.5) / 16) + 1 = floor(0.78) + 1 = 1
+    # y0: 40 * 2 / 3 = 26.67, floor((26.67 - 7.5) / 16) + 1 = floor(1.20) + 1 = 2
+    # x1: 395.5 * 0.66584 = 263.34, ceil((263.34 - 7.5) / 16) - 1 = ceil(15.990) - 1 = 15
+    #     (by 2/3: 263.67 -> ceil(16.010) - 1 = 16)
+    # y1: 275.4 * 2 / 3 = 183.6, ceil((183.6 - 7.5) / 16) - 1 = ceil(11.006) - 1 = 11
+    #     (by 0.66584: 183.37 -> ceil(10.992) - 1 = 10)
+    cells = window_cells(maps, image_size, (200,), boxes, 16, 7.5)
+    assert cells.tolist() == [[0, 1, 2, 15, 11]]  # (scale, x0, y0, x1, y1)
+    got = pool_windows(maps, image_size, (200,), boxes, 16, 7.5, (2, 1))
+    want = ref_spp(maps[0][None, :, 2:12, 1:16].double(), (2, 1))[0].float()  # rows y, cols x
+    torch.testing.assert_close(got[0], want, rtol=0, atol=0)
 
 
 def test_conv_map_cache_reuses_and_rebuilds_corrupt_entries(tmp_path, caplog):
