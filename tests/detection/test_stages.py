@@ -326,6 +326,27 @@ def test_negatives_are_pruned_per_class_not_against_other_windows():
     assert m.neg_keys == {(0, 2), (0, 3)}
 
 
+def test_svm_negatives_are_the_windows_under_iou_0_3_with_the_class():
+    """SPP-net section 4.1 (as R-CNN): an SVM negative overlaps every ground truth of its
+    class by at most 0.3 IoU (R-CNN's rcnn_train.m: below 0.3). Windows at IoU 0.2, 0.35,
+    0.45, 0.6 and 0 with the one object (no two overlapping each other by more than 0.25, so
+    the 0.7 pruning among negatives removes none): the 0.2 and the 0 ones are the negatives."""
+    assert DetConfig().svm_neg_iou == 0.3
+    ann = _ann([[100, 100, 200, 200]], [0], size=(300, 300))  # area 10000
+    props = np.array([[100, 100, 200, 120],  # inside it, 100 x 20: IoU 2000 / 10000 = 0.2
+                      [100, 165, 200, 200],  # inside it, 100 x 35: 0.35
+                      [100, 100, 145, 200],  # inside it, 45 x 100: 0.45
+                      [125, 100, 225, 200],  # 25 px right: 7500 / 12500 = 0.6
+                      [0, 0, 50, 50]], np.float32)  # apart: 0
+    ws = label_windows(ann, props, 1)  # rows: gt, then the windows
+    np.testing.assert_allclose(ws.class_iou[:, 0], [1, 0.2, 0.35, 0.45, 0.6, 0], atol=1e-6)
+    x = np.eye(6, dtype=np.float32) * 3
+    m, = mine_hard_negatives([ws], lambda i, rows: x if rows is None else x[rows], 1,
+                             DetConfig(svm_C=1.0), progress=False)
+    # the first image's negatives are all added (R-CNN), so the cache is the eligible set
+    assert m.neg_keys == {(0, 1), (0, 5)}
+
+
 def test_first_svm_trains_after_the_first_image_then_only_hard_negatives():
     # image 0: the object (e0) and two negatives (e1). Image 1: the object, two negatives far
     # along e1 (easy for an SVM trained on image 0: score < -1.0001) and one that looks like the
