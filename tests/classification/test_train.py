@@ -3,10 +3,12 @@ checkpoint mismatches, and torchrun with 2 processes against 1."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,8 +34,20 @@ def weights(path):
 
 
 def test_train_writes_everything_and_skips_bad_files(shapes_folder, tmp_path, caplog):
+    # the shapes folder's split (12, 2 per class; seed 3) puts its corrupt discs/img_999.jpg in
+    # the training part; a copy with two of the validation images and one test image made
+    # undecodable as well, so every split has a known number of bad files: train 1, val 2,
+    # test 1
+    data = tmp_path / "data"
+    shutil.copytree(shapes_folder, data)
+    train_part, val, test_part = split_per_class(ClassFolder.scan(data).samples, [12, 2, None], 3)
+    assert [s.path.name for s in train_part].count("img_999.jpg") == 1
+    val_bad = [next(s.path for s in val if s.label == label) for label in (0, 1)]
+    test_bad = [test_part[0].path]
+    for path in val_bad + test_bad:
+        path.write_bytes(b"not an image at all")
     out = tmp_path / "run"
-    rc = main(["train-cls", "--data", str(shapes_folder), "--output-dir", str(out),
+    rc = main(["train-cls", "--data", str(data), "--output-dir", str(out),
                "--sizes", "48,40", "--epochs", "2", *SMALL])
     assert rc == 0
     for name in ("config.json", "metrics.jsonl", "curves.png", "last.safetensors",
@@ -45,7 +59,6 @@ def test_train_writes_everything_and_skips_bad_files(shapes_folder, tmp_path, ca
     # validation top-1 recounted by hand: the best checkpoint, one val image at a time (the
     # centre 48 px of the image resized to 56), the run's split (12, 2 per class; seed 3)
     best, _ = load_model(out / "best.safetensors")
-    val = split_per_class(ClassFolder.scan(shapes_folder).samples, [12, 2, None], 3)[1]
     correct = n = 0
     for sample in val:
         try:
@@ -56,10 +69,17 @@ def test_train_writes_everything_and_skips_bad_files(shapes_folder, tmp_path, ca
         with torch.no_grad():
             correct += int(best.eval()(x).argmax(1).item() == sample.label)
         n += 1
-    assert results["best_val"]["n"] == n == 6 - sum(s.path.name == "img_999.jpg" for s in val)
+    assert results["best_val"]["n"] == n == 6 - 2
     assert results["best_val"]["top1"] == max(m["val_top1"] for m in metrics) == correct / n
-    assert any("img_999.jpg" in f for f in results["undecodable_files"])
-    assert "img_999.jpg" in caplog.text
+    # the bad files each split skipped: val 2, test 1; the training epochs 0, the corrupt
+    # training image having left the epoch order when the images were decoded up front
+    assert results["best_val"]["skipped"] == 2
+    assert results["test"]["skipped"] == 1 and results["test"]["n"] == 7 - 1
+    assert [m["skipped_files"] for m in metrics] == [0, 0]
+    bad = sorted(str(p) for p in [data / "discs" / "img_999.jpg", *val_bad, *test_bad])
+    assert results["undecodable_files"] == bad
+    for path in bad:
+        assert Path(path).name in caplog.text
     # provenance: the threads the training stage ran with (--threads 1), no weights file given
     assert results["provenance"]["stage_threads"]["train"]["torch"] == 1
     assert results["provenance"]["inputs"] == {}

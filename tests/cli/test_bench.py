@@ -92,9 +92,10 @@ def test_python_dash_m_sppnet():
     assert res.stdout.startswith("sppnet ")
 
 
-def _fake_torchvision(monkeypatch, drop_one_nms_box=False):
+def _fake_torchvision(monkeypatch, drop_one_nms_box=False, nms_thresholds=None):
     """A stand-in for torchvision (not installed here): roi_pool per level made of sppnet's own
-    pooling (so no value differs), batched_nms sppnet's (or one box short)."""
+    pooling (so no value differs), batched_nms sppnet's (or one box short); the IoU threshold
+    of each NMS call is appended to ``nms_thresholds``."""
     import types
 
     import torch
@@ -106,6 +107,8 @@ def _fake_torchvision(monkeypatch, drop_one_nms_box=False):
         return spp_roi_pool(x, rois, (n,), 16).reshape(len(rois), x.shape[1], n, n)
 
     def tv_nms(boxes, scores, idxs, thr):
+        if nms_thresholds is not None:
+            nms_thresholds.append(thr)
         keep = batched_nms(boxes, scores, idxs, thr)
         return keep[:-1] if drop_one_nms_box else keep
 
@@ -119,14 +122,43 @@ def _fake_torchvision(monkeypatch, drop_one_nms_box=False):
 
 
 def test_bench_ops_times_the_torchvision_peer_in_the_same_run(tmp_path, monkeypatch, capsys):
-    _fake_torchvision(monkeypatch)
+    import sppnet.ops
+    import sppnet.ops.boxes as box_ops
+
+    # the IoU threshold of every NMS call, per side: the kept sets are compared (and the
+    # report says "IoU 0.3") only if both sides, and both of the CPU NMS paths, use 0.3. The
+    # bench's 20 small random windows in 20 classes barely overlap, so another threshold on
+    # one side would not show in the kept sets.
+    theirs, ours, numpy_path, compiled = [], [], [], []
+    _fake_torchvision(monkeypatch, nms_thresholds=theirs)
+
+    def recorded(fn, calls):
+        def wrapper(*args):
+            calls.append(args[-1])
+            return fn(*args)
+        return wrapper
+
+    monkeypatch.setattr(sppnet.ops, "batched_nms", recorded(sppnet.ops.batched_nms, ours))
+    monkeypatch.setattr(box_ops, "_nms_sorted_numpy",
+                        recorded(box_ops._nms_sorted_numpy, numpy_path))
+    if box_ops._box_kernels is not None:
+        monkeypatch.setattr(box_ops._box_kernels, "nms_sorted",
+                            recorded(box_ops._box_kernels.nms_sorted, compiled))
     assert main([*BENCH_OPS, "--json", str(tmp_path / "o.json")]) == 0
-    tv = json.loads((tmp_path / "o.json").read_text())["torchvision"]
+    data = json.loads((tmp_path / "o.json").read_text())
+    tv = data["torchvision"]
     assert tv["available"] and tv["torchvision"] == "0.0-fake"
     assert tv["fraction_of_values_differing"] == 0.0  # the stand-in pools as sppnet does
     assert tv["nms_same_kept_set"] and tv["nms_same_order"]
+    assert theirs and set(theirs) == {0.3}
+    assert ours and set(ours) == {0.3}
+    if box_ops._box_kernels is not None:  # the CPU NMS comparison runs only with numba
+        assert numpy_path and set(numpy_path) == {0.3}
+        assert compiled and set(compiled) == {0.3}
+        assert data["nms"]["case"] == "20 windows x 20 classes, IoU 0.3"
     out = capsys.readouterr().out
     assert "torchvision 0.0-fake peer" in out and "same kept set: true" in out
+    assert "batched NMS (20 classes, IoU 0.3)" in out
 
 
 def test_bench_ops_fails_when_the_peer_keeps_other_boxes(tmp_path, monkeypatch, capsys):

@@ -23,6 +23,7 @@ from sppnet.detection.features import (
     pool_windows,
     scaled_sizes,
     select_scales,
+    window_cells,
 )
 from sppnet.detection.finetune import sample_windows
 from sppnet.detection.head import DetectionHead
@@ -162,6 +163,30 @@ def test_pool_windows_equals_spp_pool_of_the_projected_crop():
         torch.testing.assert_close(got[r], want, rtol=0, atol=0)
 
 
+def test_pool_windows_scales_x_by_the_width_and_y_by_the_height():
+    """A scaled image keeps its aspect only up to rounding: 300 x 401 at shorter side 200 is
+    200 x round(267.33) = 267, so x scales by 267 / 401 = 0.66584 and y by 200 / 300 = 0.66667.
+    The window's right and bottom edges land within 0.2 px of a cell edge (stride 16, offset
+    7.5: 7.5 + 16 * 16 = 263.5 and 7.5 + 16 * 11 = 183.5), on the side each factor puts them;
+    the two factors swapped, both edges move by one cell."""
+    torch.manual_seed(0)
+    image_size = (300, 401)  # H, W
+    assert scaled_sizes(image_size, (200,)) == [(200, 267)]
+    maps = [torch.randn(3, 13, 17)]  # (ceil(200 / 16), ceil(267 / 16)): not square
+    boxes = torch.tensor([[30.0, 40.0, 395.5, 275.4]])
+    # x0: 30 * 0.66584 = 19.98, floor((19.98 - 7.5) / 16) + 1 = floor(0.78) + 1 = 1
+    # y0: 40 * 2 / 3 = 26.67, floor((26.67 - 7.5) / 16) + 1 = floor(1.20) + 1 = 2
+    # x1: 395.5 * 0.66584 = 263.34, ceil((263.34 - 7.5) / 16) - 1 = ceil(15.990) - 1 = 15
+    #     (by 2/3: 263.67 -> ceil(16.010) - 1 = 16)
+    # y1: 275.4 * 2 / 3 = 183.6, ceil((183.6 - 7.5) / 16) - 1 = ceil(11.006) - 1 = 11
+    #     (by 0.66584: 183.37 -> ceil(10.992) - 1 = 10)
+    cells = window_cells(maps, image_size, (200,), boxes, 16, 7.5)
+    assert cells.tolist() == [[0, 1, 2, 15, 11]]  # (scale, x0, y0, x1, y1)
+    got = pool_windows(maps, image_size, (200,), boxes, 16, 7.5, (2, 1))
+    want = ref_spp(maps[0][None, :, 2:12, 1:16].double(), (2, 1))[0].float()  # rows y, cols x
+    torch.testing.assert_close(got[0], want, rtol=0, atol=0)
+
+
 def test_conv_map_cache_reuses_and_rebuilds_corrupt_entries(tmp_path, caplog):
     from PIL import Image
 
@@ -299,6 +324,27 @@ def test_negatives_are_pruned_per_class_not_against_other_windows():
     m, = mine_hard_negatives([ws], lambda i, rows: x if rows is None else x[rows], 1,
                              DetConfig(svm_C=1.0), progress=False)
     assert m.neg_keys == {(0, 2), (0, 3)}
+
+
+def test_svm_negatives_are_the_windows_under_iou_0_3_with_the_class():
+    """SPP-net section 4.1 (as R-CNN): an SVM negative overlaps every ground truth of its
+    class by at most 0.3 IoU (R-CNN's rcnn_train.m: below 0.3). Windows at IoU 0.2, 0.35,
+    0.45, 0.6 and 0 with the one object (no two overlapping each other by more than 0.25, so
+    the 0.7 pruning among negatives removes none): the 0.2 and the 0 ones are the negatives."""
+    assert DetConfig().svm_neg_iou == 0.3
+    ann = _ann([[100, 100, 200, 200]], [0], size=(300, 300))  # area 10000
+    props = np.array([[100, 100, 200, 120],  # inside it, 100 x 20: IoU 2000 / 10000 = 0.2
+                      [100, 165, 200, 200],  # inside it, 100 x 35: 0.35
+                      [100, 100, 145, 200],  # inside it, 45 x 100: 0.45
+                      [125, 100, 225, 200],  # 25 px right: 7500 / 12500 = 0.6
+                      [0, 0, 50, 50]], np.float32)  # apart: 0
+    ws = label_windows(ann, props, 1)  # rows: gt, then the windows
+    np.testing.assert_allclose(ws.class_iou[:, 0], [1, 0.2, 0.35, 0.45, 0.6, 0], atol=1e-6)
+    x = np.eye(6, dtype=np.float32) * 3
+    m, = mine_hard_negatives([ws], lambda i, rows: x if rows is None else x[rows], 1,
+                             DetConfig(svm_C=1.0), progress=False)
+    # the first image's negatives are all added (R-CNN), so the cache is the eligible set
+    assert m.neg_keys == {(0, 1), (0, 5)}
 
 
 def test_first_svm_trains_after_the_first_image_then_only_hard_negatives():

@@ -186,6 +186,35 @@ def test_spp_pool_cells_direct():
     assert out.tolist() == [[31.0, 21.0, 23.0, 29.0, 31.0], [10.0, 5.0, 6.0, 9.0, 10.0]]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_square_map_and_unequal_window_sides_by_hand(backend):
+    """A 3 x 5 map holding 5 * y + x, windows wider than tall and taller than wide away from
+    the diagonal: reading x for y anywhere (projection, clamp or kernel) gives other values."""
+    feats = torch.arange(15, dtype=torch.float32).reshape(1, 1, 3, 5)
+    #  0  1  2  3  4
+    #  5  6  7  8  9
+    # 10 11 12 13 14
+    rois = torch.tensor([[0.0, 20.0, 4.0, 70.0, 30.0],  # 50 px wide, 26 tall
+                         [0.0, 40.0, 10.0, 200.0, 60.0]])  # runs off the right and bottom
+    # stride 16, offset 0: x0 = floor(20 / 16) + 1 = 2, x1 = ceil(70 / 16) - 1 = 4,
+    # y0 = floor(4 / 16) + 1 = 1, y1 = ceil(30 / 16) - 1 = 1;
+    # x0 = floor(2.5) + 1 = 3, x1 = ceil(12.5) - 1 = 12 -> W - 1 = 4,
+    # y0 = floor(0.625) + 1 = 1, y1 = ceil(3.75) - 1 = 3 -> H - 1 = 2
+    cells = project_boxes(rois[:, 1:], 16, (3, 5))
+    assert cells.tolist() == [[2, 1, 4, 1], [3, 1, 4, 2]]
+    # levels (1, 2). Crop [[7, 8, 9]]: 1 x 1 -> 9; 2 x 2 bins, rows [0, 1) [0, 1) (one row),
+    # cols [0, 2) [1, 3) -> 8 9 / 8 9. Crop [[8, 9], [13, 14]]: 14; 8 9 / 13 14.
+    want = [[9.0, 8.0, 9.0, 8.0, 9.0], [14.0, 8.0, 9.0, 13.0, 14.0]]
+    assert spp_roi_pool(feats, rois, (1, 2), 16, backend=backend).tolist() == want
+    got = spp_pool_cells(feats, cells, torch.zeros(2, dtype=torch.long), (1, 2), backend=backend)
+    assert got.tolist() == want
+    # cells given directly: rows 1-2 x cols 0-1 = [[5, 6], [10, 11]] (read as x 1-2, y 0-1 it
+    # would be [[1, 2], [6, 7]])
+    got = spp_pool_cells(feats, torch.tensor([[0, 1, 1, 2]]), torch.zeros(1, dtype=torch.long),
+                         (1, 2), backend=backend)
+    assert got.tolist() == [[11.0, 5.0, 6.0, 10.0, 11.0]]
+
+
 # ---------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("rois,err,match", [
