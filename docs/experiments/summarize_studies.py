@@ -310,9 +310,75 @@ def findings_block() -> str:
     return "\n".join(out) + "\n"
 
 
+STABILITY_ROWS = (
+    ("raccoon_spp1/earlier_run", "the committed recipe, first run", "2 / 2"),
+    ("raccoon_spp1", "the committed recipe, the run kept", "1 / 2"),
+    ("scales/raccoon_recipe600_t1cache", "the same recipe at this code, as the kept run", "1 / 2"),
+    ("scales/raccoon_recipe600_t2", "the same recipe at this code, 2 threads throughout",
+     "2 / 2"))
+
+
+def _main_score(path: str) -> float | None:
+    f = RESULTS / path / "eval" / "results.json"
+    return 100 * json.loads(f.read_text())["variants"][MAIN]["mAP"] if f.is_file() else None
+
+
+def _stability_verdict() -> str:
+    """Code change or thread count: the kept run against this code with the kept run's threads,
+    and this code with 1 thread for the maps against 2."""
+    kept, t1, t2 = (_main_score(p) for p, _, _ in STABILITY_ROWS[1:])
+    if t1 is None or kept is None:
+        return "Whether a code change or the thread count moved the score: open (runs not landed)."
+    same = abs(t1 - kept) < 0.05
+    out = [f"With the kept run's threads this code gives {t1:.1f} against its {kept:.1f} (ftfc7 "
+           "SVM + bb): " + ("the same score, so no code change since moved it." if same else
+                            f"{t1 - kept:+.1f}, so the code changed since moves the score "
+                            "(or the run is not repeatable).")]
+    if t2 is not None:
+        out.append(f"Only the conv maps' thread count changed (1 → 2): {t1:.1f} → {t2:.1f} "
+                   f"({t2 - t1:+.1f}).")
+    return " ".join(out)
+
+
+def stability_block() -> str:
+    """The same command and seed run at other times, thread counts and code, and the spread over
+    seeds of the default recipe: how far a fine-tuned score moves."""
+    lines = ["The committed raccoon recipe (688, 600 fine-tuning iterations, lr step 400, no "
+             "flips, seed 0), VOC07 mAP (%):", "",
+             "| run | what | torch threads: conv maps / later stages | code (git) | "
+             + " | ".join(h for h, _ in VARIANTS) + " |",
+             "|---|---|---|---|" + "---|" * len(VARIANTS)]
+    for path, what, threads in STABILITY_ROWS:
+        f = RESULTS / path / "eval" / "results.json"
+        if not f.is_file():
+            lines.append(f"| {path} | {what} | {threads} | — |" + " — |" * len(VARIANTS))
+            continue
+        r = json.loads(f.read_text())
+        commit = r.get("provenance", {}).get("git", {}).get("commit", "")[:7] or "not recorded"
+        cells = [f"{100 * r['variants'][v]['mAP']:.1f}" if v in r["variants"] else "—"
+                 for _, v in VARIANTS]
+        lines.append(f"| {path} | {what} | {threads} | {commit} | " + " | ".join(cells) + " |")
+    lines += ["", _stability_verdict()]
+    spreads = []
+    for set_name, _ in SETS:
+        for key, _ in SCALE_ROWS:
+            got = [v for v in (mAP(load("scales", f"{set_name}_{key}_s{s}"), MAIN) for s in SEEDS)
+                   if v is not None]
+            if len(got) > 1:
+                spreads.append(f"{set_name} {key} {max(got) - min(got):.1f} ({len(got)} seeds)")
+        got = [v for v in (mAP(load("e2e_study", f"{set_name}_e2e_s{s}"), "softmax+deltas")
+                           for s in E2E_SEEDS) if v is not None]
+        if len(got) > 1:
+            spreads.append(f"{set_name} e2e {max(got) - min(got):.1f} ({len(got)} seeds)")
+    lines += ["", "Range (max − min) over seeds of the default recipe's main score (ftfc7 SVM + "
+              "bb; end to end: softmax + deltas), the tables above: "
+              + ("; ".join(spreads) if spreads else "no run has two seeds yet") + "."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     blocks = {"summarize_scales": scales_block(), "summarize_e2e_study": e2e_block(),
-              "summarize_findings": findings_block()}
+              "summarize_findings": findings_block(), "summarize_stability": stability_block()}
     print_and_write(blocks, ROOT / "docs" / "detection.md")
 
 
