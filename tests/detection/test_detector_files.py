@@ -339,3 +339,19 @@ def test_eval_det_and_detect_never_replace_another_runs_outputs(tiny, tmp_path, 
     assert cli(["eval-det", "--data", str(voc), "--output-dir", str(ev), "--scales", "128",
                 "--force", *base]) == 0
     assert json.loads((ev / "results.json").read_text())["scales"] == [128]
+
+
+def test_combined_detectors_time_every_network_stage(tiny, tmp_path):
+    """detect --model A --model B writes the same per-stage seconds as one detector (conv,
+    pool, fc, nms), summed over the detectors; the combined path used to record none."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.fromarray(tiny["image"]).save(imgs / "img.png")
+    out = tmp_path / "comb"
+    assert cli(["detect", str(imgs), "--model", str(tiny["model"]), "--model",
+                str(tiny["model"]), "--output-dir", str(out), "--proposals",
+                str(tiny["root"] / "props.npz"), "--no-progress"]) == 0
+    per_image = json.loads((out / "detections.json").read_text())["img"]["seconds"]
+    assert {"conv", "pool", "fc", "nms"} <= set(per_image)
+    assert {"conv", "pool", "fc", "nms"} <= set(
+        json.loads((out / "timing.json").read_text())["median"])
