@@ -15,6 +15,8 @@
 #   recipe600_t1cache   conv maps computed with 1 torch thread, later stages with 2 (as the
 #                       committed run was made)
 #   recipe600_t2        2 threads throughout (as the rerun)
+#   recipe600_t1cache_rerun   recipe600_t1cache's later stages again on its cache (after it):
+#                       does the same run on the same machine repeat to the digit?
 # Each finished run's small outputs go to docs/results/detection/scales/<run>/ (collect_det.py).
 # Usage: THREADS=1 bash docs/experiments/detection_scales.sh RUN...   (names as above, e.g.
 #        raccoon_auto1_s0 fruit_rcnn_s2 raccoon_320_s0 raccoon_recipe600_t2)
@@ -52,6 +54,9 @@ for t in "$@"; do
         --cache-dir runs/det/cache_raccoon_t1 --output-dir "runs/det/scales/$t" "${old[@]}" \
         --stages cache
       OMP_NUM_THREADS=2 NUMBA_NUM_THREADS=2 run "$t" raccoon cache_raccoon_t1 "${old[@]}" ;;
+    recipe600_t1cache_rerun)  # the t1cache run again on its cache: is a run repeatable?
+      OMP_NUM_THREADS=2 NUMBA_NUM_THREADS=2 run "$t" raccoon cache_raccoon_t1 --scales 688 \
+        --ft-iters 600 --set ft_lr_step=400 --set flip=false ;;
     recipe600_t2)
       OMP_NUM_THREADS=2 NUMBA_NUM_THREADS=2 run "$t" raccoon cache_raccoon_t2 --scales 688 \
         --ft-iters 600 --set ft_lr_step=400 --set flip=false ;;
