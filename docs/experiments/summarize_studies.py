@@ -88,12 +88,20 @@ def claims(set_name: str, pairs: list[tuple[str, Side, Side]],
     per claim (for the Bonferroni note)."""
     rows, diffs_all = [], []
     for label, (sa, ka, va), (sb, kb, vb) in pairs:
-        diffs = []
+        diffs, differ = [], set()
         for s in seeds:
-            x = mAP(load(sa, f"{set_name}_{ka}_s{s}"), va)
-            y = mAP(load(sb, f"{set_name}_{kb}_s{s}"), vb)
+            ra, rb = load(sa, f"{set_name}_{ka}_s{s}"), load(sb, f"{set_name}_{kb}_s{s}")
+            x, y = mAP(ra, va), mAP(rb, vb)
             if x is not None and y is not None:
-                diffs.append(x - y)
+                d = recipe_diff(ra["config"], rb["config"])
+                differ.update(d)
+                if not d:
+                    diffs.append(x - y)
+        if differ:
+            rows.append(f"| {label} | — | — | — | — | not paired: the runs differ in "
+                        f"{', '.join(sorted(differ))} |")
+            diffs_all.append((label, []))
+            continue
         t = paired_t(diffs)
         mean = f"{statistics.mean(diffs):+.1f}" if diffs else "—"
         sd = f" ± {statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""
@@ -135,49 +143,61 @@ def scales_block() -> str:
     return "\n".join(out) + "\n"
 
 
-E2E_ROWS = (("SPP, the paper's way (fc fine-tuning + SVMs + bb), the same scale", "scales", "auto1",
-             MAIN),
-            ("SPP, the paper's way at the paper's 688", "scales", "688", MAIN),
-            ("SPP, end to end (softmax + its box deltas)", "e2e_study", "e2e", "softmax+deltas"),
-            ("SPP, end to end + SVMs + bb (the paper's stages on the new trunk)", "e2e_study",
-             "e2e", MAIN),
-            ("R-CNN way, trained its own way (SVMs + bb)", "scales", "rcnn", MAIN))
+E2E_ROWS = (  # (label, study, run key, variant, uses the SVMs + box regression)
+    ("SPP, the paper's way (fc fine-tuning + SVMs + bb), the same scale", "scales", "auto1",
+     MAIN, True),
+    ("SPP, the paper's way at the paper's 688", "scales", "688", MAIN, True),
+    ("SPP, end to end (softmax + its box deltas)", "e2e_study", "e2e", "softmax+deltas", False),
+    ("SPP, end to end + SVMs + bb (the paper's stages on the new trunk)", "e2e_study", "e2e",
+     MAIN, True),
+    ("R-CNN way, trained its own way (SVMs + bb)", "scales", "rcnn", MAIN, True))
 
 
-def _stage_minutes(runs: list[dict | None]) -> str:
-    """Mean wall minutes of the landed runs' stages: the caches (conv maps or pooled features,
-    and for end to end its proposals), fine-tuning, SVMs and box regression together."""
-    got = [r["times"] for r in runs if r and r["times"]]
+def _fastest(runs: list[dict | None], seconds) -> str:
+    """The smallest of ``seconds(run)`` over the landed runs, with its seed: every run shared
+    the CPU, so the fastest is the tightest bound."""
+    got = [(seconds(r), s) for s, r in zip(E2E_SEEDS, runs) if r]
+    got = [(v, s) for v, s in got if v is not None]
     if not got:
         return "—"
-    parts = [[sum(v for k, v in t.items() if k.startswith("cache")) for t in got],
-             [t.get("finetune", 0.0) for t in got],
-             [sum(v for k, v in t.items() if k.startswith("svm") or k == "bbox") for t in got]]
-    return " / ".join(f"{statistics.mean(p) / 60:.0f}" for p in parts)
+    v, s = min(got)
+    return f"{v:.2f} (s{s})" if v < 10 else f"{v:.0f} (s{s})"
 
 
-def _test_seconds(runs: list[dict | None]) -> str:
-    got = [r["eval"]["seconds_per_image_median"]["total"] for r in runs
-           if r and "seconds_per_image_median" in r["eval"]]
-    return f"{statistics.mean(got):.2f}" if got else "—"
+def _finetune_min(r: dict) -> float | None:
+    return r["times"]["finetune"] / 60 if "finetune" in r["times"] else None
+
+
+def _svm_bb_min(r: dict) -> float | None:
+    """SVMs of the scored layer (fc7) and box regression: the stages the main scoring needs."""
+    t = r["times"]
+    return (t["svm_fc7"] + t.get("bbox", 0.0)) / 60 if "svm_fc7" in t else None
+
+
+def _test_net_s(r: dict) -> float | None:
+    return r["eval"].get("seconds_per_image_median", {}).get("total")
 
 
 def e2e_block() -> str:
     out = []
     for set_name, title in SETS:
-        out += [f"**{title}** — VOC07 mAP (%), 2 seeds; the run's wall time per training stage "
-                "and its test seconds per photo (median), mean over the seeds that landed, "
-                "measured while another run shared the 2 cores (upper bounds; quiet figures: "
-                "docs/speed.md)", "",
-                "| way | mAP: mean (each seed) | train wall, min: cache / fine-tune / SVMs + bb "
-                "| test s/photo |", "|---|---|---|---|"]
-        for label, study, key, variant in E2E_ROWS:
+        out += [f"**{title}** — VOC07 mAP (%), mean ± std over the seeds that landed (each "
+                "seed); rows are not paired (the paired differences follow)", "",
+                "| way | mAP | fine-tuning, min | SVMs (fc7) + bb, min | test network s/photo |",
+                "|---|---|---|---|---|"]
+        for label, study, key, variant, svms in E2E_ROWS:
             runs = [load(study, f"{set_name}_{key}_s{s}") for s in E2E_SEEDS]
-            vals = [mAP(r, variant) for r in runs]
-            got = [v for v in vals if v is not None]
-            cell = (f"{statistics.mean(got):.1f} ({', '.join(f'{v:.1f}' for v in got)})"
-                    if got else "—")
-            out.append(f"| {label} | {cell} | {_stage_minutes(runs)} | {_test_seconds(runs)} |")
+            cells = [_cell([mAP(r, variant) for r in runs]), _fastest(runs, _finetune_min),
+                     _fastest(runs, _svm_bb_min) if svms else "not used",
+                     _fastest(runs, _test_net_s)]
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+        out += ["", "Times: the fastest seed's (sN), from the run's `train_times.json` and its "
+                "evaluation (conv + pool + fc + NMS per photo, median; decoding and Selective "
+                "Search not included). Every run shared the 2 cores with another, and the runs "
+                "span commits, so a time bounds that run's cost from above and does not rank "
+                "the rows; the conv-map and proposal caches are left out (a run found them "
+                "filled or not by the order the runs went in). Quiet per-stage figures: "
+                "[speed.md](speed.md) (`sppnet bench train-det`, `bench e2e`)."]
         e2e, paper, rcnn = (("e2e_study", "e2e", "softmax+deltas"), ("scales", "auto1", MAIN),
                             ("scales", "rcnn", MAIN))
         rows, _ = claims(set_name, [
@@ -201,14 +221,48 @@ def seeds_cell(study: str, run: str, variant: str) -> str:
 
 
 Run = tuple[str, str, str]  # (study, run without _s<N>, variant)
+INTENDED = ("scales", "auto_scales", "finetune", "mode", "e2e_convs")  # what a study varies
+RECIPE = ("data", "split", "test_data", "test_split", "weights", "backbone", "seed", "levels",
+          "flip", "ft_iters", "ft_lr", "ft_lr_step", "ft_images", "ft_batch", "fg_fraction",
+          "svm_C", "svm_neg_iou", "bbox_reg", "nms_iou", "max_dets")
+
+
+def recipe(config: dict) -> dict:
+    """The settings two runs of a comparison must share: the windows (the proposal settings,
+    under their old or new keys) and the training recipe."""
+    # configs from before the proposer field knew one proposer: Selective Search (fast)
+    prop = config.get("proposal") or {"method": config.get("proposer", "selective_search_fast"),
+                                      "max_side": config.get("ss_max_side"),
+                                      "max_proposals": config.get("max_proposals")}
+    out = {k: config.get(k) for k in RECIPE}
+    out.update({f"proposal.{k}": prop.get(k) for k in ("method", "max_side", "max_proposals")})
+    return out
+
+
+def recipe_diff(a: dict, b: dict) -> list[str]:
+    """The recipe settings in which two runs' configs differ (what a study varies on purpose,
+    ``INTENDED``, is not in the recipe)."""
+    ra, rb = recipe(a), recipe(b)
+    return [k for k in ra if ra[k] != rb[k]]
 
 
 def _pair(a: Run, b: Run) -> str | None:
     """A against B over the seeds both landed: the means and the paired differences, or
-    ``None`` when no seed has both."""
-    both = [(x, y) for x, y in ((mAP(load(a[0], f"{a[1]}_s{s}"), a[2]),
-                                 mAP(load(b[0], f"{b[1]}_s{s}"), b[2])) for s in SEEDS)
-            if x is not None and y is not None]
+    ``None`` when no seed has both. Runs whose recipes differ are not paired; the settings in
+    which they differ are named."""
+    both, differ = [], set()
+    for s in SEEDS:
+        ra, rb = load(a[0], f"{a[1]}_s{s}"), load(b[0], f"{b[1]}_s{s}")
+        x, y = mAP(ra, a[2]), mAP(rb, b[2])
+        if x is None or y is None:
+            continue
+        d = recipe_diff(ra["config"], rb["config"])
+        if d:
+            differ.update(d)
+        else:
+            both.append((x, y))
+    if differ:
+        return f"not paired: the runs differ in {', '.join(sorted(differ))}"
     if not both:
         return None
     xs, ys = zip(*both)
@@ -227,19 +281,9 @@ def _commit(study: str, run: str) -> str | None:
     return "/".join(dict.fromkeys(got)) if got else None
 
 
-def _same_scale(set_name: str) -> str | None:
-    """Why the end-to-end run and the paper's-way run are not a pair, or ``None`` when they are
-    (the same scales and windows)."""
-    a, b = load("e2e_study", f"{set_name}_e2e_s0"), load("scales", f"{set_name}_auto1_s0")
-    if a is None or b is None:
-        return None
-    keys = ("scales", "max_proposals", "proposer", "ss_max_side", "flip", "ft_iters")
-    differ = [k for k in keys if a["config"].get(k) != b["config"].get(k)]
-    return f"they differ in {', '.join(differ)}" if differ else None
-
-
 def findings(set_name: str) -> list[str]:
-    """Seed-0 comparisons on one set as sentences, each only when both of its runs landed."""
+    """One set's comparisons as sentences, paired over the seeds both runs landed; what has no
+    pair yet is listed as not run."""
     auto = load("scales", f"{set_name}_auto1_s0")
     scale = ",".join(map(str, auto["config"].get("scales") or [])) if auto else None
     e2e = ("e2e_study", f"{set_name}_e2e", "softmax+deltas")
@@ -260,19 +304,15 @@ def findings(set_name: str) -> list[str]:
         ("the paper's way (scale from the data) against the R-CNN way", _pair(auto1, rcnn)),
         ("the paper's way at 688 against the R-CNN way", _pair(at688, rcnn)),
     ]
-    unpaired = _same_scale(set_name)
-    if unpaired:  # not a pair: said below, not listed as not run
-        facts.pop(2)
     got = [f"{what}: {pair}" for what, pair in facts if pair]
     missing = [what for what, pair in facts if not pair]
     head = f"**{set_name}**" + (f" (scale chosen from the data: {scale})" if scale else "")
-    lines = [f"- {head}, VOC07 mAP (%), A against B (A − B), means over the seeds both landed: "
+    lines = [f"- {head}, VOC07 mAP (%), A against B (A − B), means over the seeds both "
+             "landed: "
              + ("; ".join(got) if got else "no pair of runs complete yet") + "."]
     commits = {run: _commit(study, f"{set_name}_{run}") for study, run in
                (("scales", "688"), ("scales", "auto1"), ("e2e_study", "e2e"), ("scales", "rcnn"))}
     landed = [f"{run} {c}" for run, c in commits.items() if c]
-    if unpaired:
-        lines.append(f"  End to end and the paper's way are not compared: {unpaired}.")
     if len({x for c in commits.values() if c for x in c.split("/")}) > 1:
         lines.append(f"  Code of each run (git commit): {', '.join(landed)}; the runs span "
                      "commits, so a difference also holds what changed between them (none of "
@@ -282,31 +322,12 @@ def findings(set_name: str) -> list[str]:
     return lines
 
 
-def e2e_cost(set_name: str) -> str | None:
-    """The end-to-end run's fine-tuning cost from its files (under load: other runs shared the
-    2 cores, so an upper bound, not a timing)."""
-    d = RESULTS / "e2e_study" / f"{set_name}_e2e_s0"
-    if not (d / "train_times.json").is_file():
-        return None
-    times = json.loads((d / "train_times.json").read_text())
-    rows = [json.loads(x) for x in (d / "finetune_metrics.jsonl").read_text().splitlines()]
-    per_it = statistics.median(r["seconds_per_iteration"] for r in rows
-                               if "seconds_per_iteration" in r)
-    return (f"  Cost of the end-to-end run (while other runs shared the 2 cores: an upper bound): "
-            f"fine-tuning {times['finetune'] / 60:.0f} min, {per_it:.2f} s per iteration "
-            f"(median), the whole training {sum(times.values()) / 60:.0f} min after the "
-            "proposals.")
-
-
 def findings_block() -> str:
     out = ["Each comparison pairs the runs of the same seed (the same windows, fine-tuning draws "
            "and SVM data); with one or two seeds a difference points, the tables above give "
            "the verdicts where a claim has its seeds.", ""]
     for set_name, _ in SETS:
         out += findings(set_name)
-        cost = e2e_cost(set_name)
-        if cost:
-            out.append(cost)
     return "\n".join(out) + "\n"
 
 
@@ -320,32 +341,62 @@ STABILITY_ROWS = (
      "2 / 2"))
 
 
-def _main_score(path: str) -> float | None:
+def _scores(path: str) -> dict | None:
+    """Every scoring's mAP (%) of a stability run, or ``None`` when it has not landed."""
     f = RESULTS / path / "eval" / "results.json"
-    return 100 * json.loads(f.read_text())["variants"][MAIN]["mAP"] if f.is_file() else None
+    if not f.is_file():
+        return None
+    v = json.loads(f.read_text())["variants"]
+    return {name: 100 * v[key]["mAP"] for name, key in VARIANTS if key in v}
+
+
+def _against(a: dict, b: dict) -> str:
+    """A − B for every scoring both have: "the same on every scoring" (to the last bit) or
+    the differences."""
+    both = [k for k in a if k in b]
+    if all(a[k] == b[k] for k in both):
+        return "the same on every scoring"
+    return ", ".join(f"{k} {a[k] - b[k]:+.2f}" for k in both)
 
 
 def _stability_verdict() -> str:
-    """Repeatable, code, threads: this code run twice on one machine, this code against the kept
-    run with the kept run's thread counts, and 1 thread for the maps against 2."""
-    kept, t1, again, t2 = (_main_score(p) for p, _, _ in STABILITY_ROWS[1:])
-    if t1 is None or kept is None:
-        return "Whether a code change or the thread count moved the score: open (runs not landed)."
+    """Repeatable, code, threads: this code run twice on one machine; this code against the
+    earlier runs at their thread counts; 1 thread for the maps against 2."""
+    first, kept, t1, again, t2 = (_scores(p) for p, _, _ in STABILITY_ROWS)
     out = []
-    if again is not None:
-        out.append(f"Run twice on one machine with the same threads, this code gives {t1:.1f} and "
-                   f"{again:.1f} (ftfc7 SVM + bb)"
-                   + (": it repeats." if abs(again - t1) < 0.05 else ": it does not repeat."))
-    out.append(f"With the kept run's thread counts it gives {t1:.1f} against the kept run's "
-               f"{kept:.1f} ({t1 - kept:+.1f})"
-               + ("." if abs(t1 - kept) < 0.05 else
-                  ": what differs between the two runs is the code since and how the kept run's "
-                  "threads were set (its README: torch was reset to 2 threads at its first "
-                  "window pooling) and perhaps the machine, not the data or the seed."))
-    if t2 is not None:
-        out.append(f"Only the conv maps' thread count changed (1 → 2): {t1:.1f} → {t2:.1f} "
-                   f"({t2 - t1:+.1f}).")
-    return " ".join(out)
+    if t1 is not None and again is not None:
+        out.append("Run twice on one machine with the same threads, this code gives "
+                   + ("the same mAP on every scoring: it repeats." if _against(again, t1)
+                      == "the same on every scoring" else
+                      f"different scores ({_against(again, t1)}): it does not repeat."))
+    for mine, theirs, what in ((t1, kept, "the kept run (maps on 1 thread, 2 after)"),
+                               (t2, first, "the first run (2 threads throughout)")):
+        if mine is not None and theirs is not None:
+            out.append(f"This code against {what}, A − B: {_against(mine, theirs)}.")
+    if t1 is not None and t2 is not None:
+        out.append(f"This code, maps on 2 threads against 1 (all else equal): "
+                   f"{_against(t2, t1)}.")
+    if not out:
+        return "Open: the reruns have not landed."
+    return " ".join(out) + (" Between this code and an earlier run differ the code since, how "
+                            "the earlier run's threads were set (the kept run's README: torch "
+                            "was reset to 2 threads at its first window pooling) and perhaps "
+                            "the machine; the data, the windows and the seed are the same.")
+
+
+def _recipe_check() -> str:
+    """Each stability run's recipe against the kept run's (the same command, other folders)."""
+    kept = RESULTS / STABILITY_ROWS[1][0] / "config.json"
+    base = json.loads(kept.read_text())
+    odd = []
+    for path, _, _ in STABILITY_ROWS:
+        f = RESULTS / path / "config.json"
+        if f.is_file():
+            d = recipe_diff(json.loads(f.read_text()), base)
+            if d:
+                odd.append(f"{path} differs in {', '.join(d)}")
+    return ("Every row's recipe (windows, schedule, seed) is the kept run's." if not odd else
+            "Recipes differ: " + "; ".join(odd) + ".")
 
 
 def stability_block() -> str:
@@ -366,7 +417,10 @@ def stability_block() -> str:
         cells = [f"{100 * r['variants'][v]['mAP']:.1f}" if v in r["variants"] else "—"
                  for _, v in VARIANTS]
         lines.append(f"| {path} | {what} | {threads} | {commit} | " + " | ".join(cells) + " |")
-    lines += ["", _stability_verdict()]
+    lines += ["", "Thread counts as the script sets them (`detection_scales.sh`; a run's own "
+              "`results.json` records the threads of the process that wrote it, which for "
+              "t1cache is the second, 2-thread one). " + _recipe_check(), "",
+              _stability_verdict()]
     spreads = []
     for set_name, _ in SETS:
         for key, _ in SCALE_ROWS:
@@ -380,14 +434,20 @@ def stability_block() -> str:
             spreads.append(f"{set_name} e2e {max(got) - min(got):.1f} ({len(got)} seeds)")
     lines += ["", "Range (max − min) over seeds of the default recipe's main score (ftfc7 SVM + "
               "bb; end to end: softmax + deltas), the tables above: "
-              + ("; ".join(spreads) if spreads else "no run has two seeds yet") + "."]
+              + ("; ".join(spreads) if spreads else "no run has two seeds yet")
+              + " (the seeds of a run were made at different commits, listed under the findings "
+              "above, with the same recipe)."]
     return "\n".join(lines) + "\n"
 
 
+def blocks() -> dict[str, str]:
+    """Every generated block of docs/detection.md this script owns, by marker."""
+    return {"summarize_scales": scales_block(), "summarize_e2e_study": e2e_block(),
+            "summarize_findings": findings_block(), "summarize_stability": stability_block()}
+
+
 def main() -> None:
-    blocks = {"summarize_scales": scales_block(), "summarize_e2e_study": e2e_block(),
-              "summarize_findings": findings_block(), "summarize_stability": stability_block()}
-    print_and_write(blocks, ROOT / "docs" / "detection.md")
+    print_and_write(blocks(), ROOT / "docs" / "detection.md")
 
 
 if __name__ == "__main__":

@@ -71,9 +71,7 @@ def test_the_other_generated_blocks_are_current():
                           ("summarize_e2e", det.e2e())):
         assert f"<!-- {marker}:begin -->\n{block}<!-- {marker}:end -->" in page, marker
     studies = _load("summarize_studies")
-    for marker, block in (("summarize_scales", studies.scales_block()),
-                          ("summarize_e2e_study", studies.e2e_block()),
-                          ("summarize_findings", studies.findings_block())):
+    for marker, block in studies.blocks().items():
         assert f"<!-- {marker}:begin -->\n{block}<!-- {marker}:end -->" in page, marker
     cls = _load("summarize_classification")
     cls_page = (ROOT / "docs" / "classification.md").read_text()
