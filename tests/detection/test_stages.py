@@ -456,6 +456,57 @@ def test_combination_is_nms_on_the_union():
     assert combine_detections([a, b], 0.3, max_dets=1).boxes.shape == (1, 4)
 
 
+def _e2e_detector(seed):
+    """A TinyTrunk detector scored the end-to-end way: fc8 softmax, boxes from the head's own
+    deltas (large enough to move the boxes)."""
+    from sppnet.detection.detector import InferenceSettings
+
+    torch.manual_seed(seed)
+    head = DetectionHead(6 * 14, 2, 16, box_deltas=True)
+    with torch.no_grad():
+        head.bbox_pred.weight.normal_(std=0.05)
+    return SPPDetector(TinyTrunk(), BackboneSpec(model="tiny"), head, ["a", "b"],
+                       InferenceSettings(scales=(60, 90), levels=(3, 2, 1), score="softmax",
+                                         bbox_source="head", bbox_reg=True))
+
+
+def test_combined_end_to_end_detectors_run_their_fc_head_once():
+    """detect_combined with detectors scored by the softmax and regressed by the head's own
+    deltas: one fc pass per detector (it used to be two: one for the scores, one for the
+    deltas), and the detections of the old two-pass way, bit for bit."""
+    from sppnet.detection.combine import detect_combined
+    from sppnet.detection.run import postprocess, window_features
+
+    dets = [_e2e_detector(0), _e2e_detector(1)]
+    img = _photo()
+    boxes = torch.from_numpy(jitter_boxes(np.array([[30, 20, 90, 70], [100, 60, 150, 110]],
+                                                   np.float32), img.shape[:2], 40,
+                                          np.random.default_rng(0)))
+    passes = [0, 0]
+    hooks = [d.head.fc6.register_forward_hook(
+        lambda *_, i=i: passes.__setitem__(i, passes[i] + 1)) for i, d in enumerate(dets)]
+    got = detect_combined(dets, img, boxes)
+    for h in hooks:
+        h.remove()
+    assert passes == [1, 1]
+    # the old way: scores from one fc pass, the head's deltas from another inside postprocess
+    cands = []
+    for d in dets:
+        pooled, inverse, _ = window_features(d, img, boxes)
+        scores = d.score_pooled(pooled)
+        cands.append(postprocess(d, pooled, boxes, scores, img.shape[:2], inverse=inverse,
+                                 nms_iou=1.0, max_dets=len(boxes) * 2))
+    want = combine_detections(cands, 0.3, 100)
+    assert len(want.boxes) > 10
+    assert torch.equal(got.boxes, want.boxes) and torch.equal(got.scores, want.scores)
+    assert torch.equal(got.labels, want.labels)
+    # the head's deltas moved the boxes: some detections are none of the windows
+    assert not all(any(torch.equal(b, w) for w in boxes) for b in got.boxes)
+    # both detectors' candidates are in the union
+    for c in cands:
+        assert any(bool((got.scores == s).any()) for s in c.scores)
+
+
 def test_deduplicated_windows_give_the_same_detections():
     from sppnet.detection.detector import InferenceSettings, SPPDetector
 
