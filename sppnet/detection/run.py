@@ -197,11 +197,13 @@ def own_variant(det: Any) -> Variant:
 
 @torch.no_grad()
 def score_windows(det: Any, pooled: Tensor, boxes: Tensor, inverse: Tensor | None,
-                  image_size: tuple[int, int], variants: Sequence[Variant], main: str
+                  image_size: tuple[int, int], variants: Sequence[Variant], main: str, *,
+                  nms_iou: float | None = None, max_dets: int | None = None
                   ) -> tuple[dict[str, Detections], dict[str, float]]:
     """Detections of every variant from one set of pooled windows: the fc pass of a scoring
     (and the head's deltas with it) is shared by the variants that use it, with and without
-    box regression. Returns them by name and the seconds of ``main``'s ``fc`` and ``nms``."""
+    box regression. Returns them by name and the seconds of ``main``'s ``fc`` and ``nms``.
+    ``nms_iou``, ``max_dets``: as :func:`postprocess` (default: the detector's settings)."""
     scored: dict[tuple, tuple[Tensor, float]] = {}
     deltas: dict[str, Tensor | None] = {}
     out, seconds = {}, {}
@@ -219,7 +221,8 @@ def score_windows(det: Any, pooled: Tensor, boxes: Tensor, inverse: Tensor | Non
         if reg and source not in deltas:
             deltas[source] = det.box_deltas(pooled, source)
         out[name] = postprocess(det, pooled, boxes, scores, image_size, reg, inverse,
-                                deltas=deltas.get(source) if reg else None, bbox_source=source)
+                                nms_iou, max_dets, deltas=deltas.get(source) if reg else None,
+                                bbox_source=source)
         if name == main:
             seconds = {"fc": t_fc, "nms": time.perf_counter() - t1}
     return out, seconds
@@ -298,7 +301,10 @@ def combine_detections(dets: Sequence[Detections], nms_iou: float = 0.3,
 def detect_combined(detectors: Sequence[Any], image: np.ndarray,
                     boxes: Tensor | np.ndarray, mode: str = "spp") -> Detections:
     """Every detector scores (and regresses) all windows with its own NMS turned off; then one
-    per-class NMS at the first detector's threshold keeps the best ``max_dets`` of the union."""
+    per-class NMS at the first detector's threshold keeps the best ``max_dets`` of the union.
+    Each detector scores the way one detector does (:func:`score_windows`: one fc pass for the
+    scores and the head's deltas); ``timings`` holds ``conv``, ``pool``, ``fc`` and ``nms``
+    summed over the detectors."""
     if not detectors:
         raise ValueError("detect_combined needs at least one detector")
     classes = detectors[0].classes
@@ -310,17 +316,15 @@ def detect_combined(detectors: Sequence[Any], image: np.ndarray,
     seconds = {"conv": 0.0, "pool": 0.0, "fc": 0.0, "nms": 0.0}  # summed over the detectors
     for d in detectors:
         pooled, inverse, t = window_features(d, image, boxes, mode)
-        t0 = time.perf_counter()
-        scores = d.score_pooled(pooled)
-        _sync(scores.device)
-        t1 = time.perf_counter()
-        # every candidate of every detector, before NMS; the NMS runs once on the union
-        cands.append(postprocess(d, pooled, boxes, scores, image.shape[:2], inverse=inverse,
-                                 nms_iou=1.0, max_dets=len(boxes) * scores.shape[1]))
+        # every candidate of every detector, before NMS (the NMS runs once on the union),
+        # scored as one detector scores (one fc pass for the scores and the head's deltas)
+        by_name, s = score_windows(d, pooled, boxes, inverse, image.shape[:2], [own_variant(d)],
+                                   "detector", nms_iou=1.0, max_dets=len(boxes) * len(d.classes))
+        cands.append(by_name["detector"])
         seconds["conv"] += t["conv"]
         seconds["pool"] += t["pool"]
-        seconds["fc"] += t1 - t0
-        seconds["nms"] += time.perf_counter() - t1
+        seconds["fc"] += s["fc"]
+        seconds["nms"] += s["nms"]
     first = detectors[0].settings
     t0 = time.perf_counter()
     out = combine_detections(cands, first.nms_iou, first.max_dets)

@@ -328,23 +328,33 @@ def test_negatives_are_pruned_per_class_not_against_other_windows():
 
 def test_svm_negatives_are_the_windows_under_iou_0_3_with_the_class():
     """SPP-net section 4.1 (as R-CNN): an SVM negative overlaps every ground truth of its
-    class by at most 0.3 IoU (R-CNN's rcnn_train.m: below 0.3). Windows at IoU 0.2, 0.35,
-    0.45, 0.6 and 0 with the one object (no two overlapping each other by more than 0.25, so
-    the 0.7 pruning among negatives removes none): the 0.2 and the 0 ones are the negatives."""
+    class by less than 0.3 IoU (R-CNN's rcnn_train.m: below 0.3, strictly). Windows at IoU
+    0.2, 0.35, 0.45, 0.6, 0, 0.28, 0.32 and exactly 0.3 with the one object (no two overlapping
+    each other by more than 0.3, so the 0.7 pruning among negatives removes none): the 0.2, 0
+    and 0.28 ones are the negatives — the threshold is in (0.28, 0.3] and 0.3 itself is out."""
+    from sppnet.ops import box_iou
+
     assert DetConfig().svm_neg_iou == 0.3
     ann = _ann([[100, 100, 200, 200]], [0], size=(300, 300))  # area 10000
     props = np.array([[100, 100, 200, 120],  # inside it, 100 x 20: IoU 2000 / 10000 = 0.2
                       [100, 165, 200, 200],  # inside it, 100 x 35: 0.35
                       [100, 100, 145, 200],  # inside it, 45 x 100: 0.45
                       [125, 100, 225, 200],  # 25 px right: 7500 / 12500 = 0.6
-                      [0, 0, 50, 50]], np.float32)  # apart: 0
+                      [0, 0, 50, 50],  # apart: 0
+                      [172, 100, 200, 200],  # inside it, 28 x 100: 0.28
+                      [100, 120, 200, 152],  # inside it, 100 x 32: 0.32
+                      [142, 100, 172, 200]], np.float32)  # inside it, 30 x 100: 0.3
+    # the most two windows overlap: the 0.6 one and the 0.3 one inside it, 3000 / 10000
+    pair = box_iou(torch.from_numpy(props), torch.from_numpy(props)).fill_diagonal_(0)
+    assert float(pair.max()) == pytest.approx(0.3)
     ws = label_windows(ann, props, 1)  # rows: gt, then the windows
-    np.testing.assert_allclose(ws.class_iou[:, 0], [1, 0.2, 0.35, 0.45, 0.6, 0], atol=1e-6)
-    x = np.eye(6, dtype=np.float32) * 3
+    np.testing.assert_allclose(ws.class_iou[:, 0], [1, 0.2, 0.35, 0.45, 0.6, 0, 0.28, 0.32, 0.3],
+                               atol=1e-6)
+    x = np.eye(9, dtype=np.float32) * 3
     m, = mine_hard_negatives([ws], lambda i, rows: x if rows is None else x[rows], 1,
                              DetConfig(svm_C=1.0), progress=False)
     # the first image's negatives are all added (R-CNN), so the cache is the eligible set
-    assert m.neg_keys == {(0, 1), (0, 5)}
+    assert m.neg_keys == {(0, 1), (0, 5), (0, 6)}
 
 
 def test_first_svm_trains_after_the_first_image_then_only_hard_negatives():
@@ -454,6 +464,57 @@ def test_combination_is_nms_on_the_union():
     c = combine_detections([a, b], 0.3)
     np.testing.assert_allclose(c.scores.numpy(), [0.95, 0.2])  # a's box is suppressed by b's
     assert combine_detections([a, b], 0.3, max_dets=1).boxes.shape == (1, 4)
+
+
+def _e2e_detector(seed):
+    """A TinyTrunk detector scored the end-to-end way: fc8 softmax, boxes from the head's own
+    deltas (large enough to move the boxes)."""
+    from sppnet.detection.detector import InferenceSettings
+
+    torch.manual_seed(seed)
+    head = DetectionHead(6 * 14, 2, 16, box_deltas=True)
+    with torch.no_grad():
+        head.bbox_pred.weight.normal_(std=0.05)
+    return SPPDetector(TinyTrunk(), BackboneSpec(model="tiny"), head, ["a", "b"],
+                       InferenceSettings(scales=(60, 90), levels=(3, 2, 1), score="softmax",
+                                         bbox_source="head", bbox_reg=True))
+
+
+def test_combined_end_to_end_detectors_run_their_fc_head_once():
+    """detect_combined with detectors scored by the softmax and regressed by the head's own
+    deltas: one fc pass per detector (it used to be two: one for the scores, one for the
+    deltas), and the detections of the old two-pass way, bit for bit."""
+    from sppnet.detection.combine import detect_combined
+    from sppnet.detection.run import postprocess, window_features
+
+    dets = [_e2e_detector(0), _e2e_detector(1)]
+    img = _photo()
+    boxes = torch.from_numpy(jitter_boxes(np.array([[30, 20, 90, 70], [100, 60, 150, 110]],
+                                                   np.float32), img.shape[:2], 40,
+                                          np.random.default_rng(0)))
+    passes = [0, 0]
+    hooks = [d.head.fc6.register_forward_hook(
+        lambda *_, i=i: passes.__setitem__(i, passes[i] + 1)) for i, d in enumerate(dets)]
+    got = detect_combined(dets, img, boxes)
+    for h in hooks:
+        h.remove()
+    assert passes == [1, 1]
+    # the old way: scores from one fc pass, the head's deltas from another inside postprocess
+    cands = []
+    for d in dets:
+        pooled, inverse, _ = window_features(d, img, boxes)
+        scores = d.score_pooled(pooled)
+        cands.append(postprocess(d, pooled, boxes, scores, img.shape[:2], inverse=inverse,
+                                 nms_iou=1.0, max_dets=len(boxes) * 2))
+    want = combine_detections(cands, 0.3, 100)
+    assert len(want.boxes) > 10
+    assert torch.equal(got.boxes, want.boxes) and torch.equal(got.scores, want.scores)
+    assert torch.equal(got.labels, want.labels)
+    # the head's deltas moved the boxes: some detections are none of the windows
+    assert not all(any(torch.equal(b, w) for w in boxes) for b in got.boxes)
+    # both detectors' candidates are in the union
+    for c in cands:
+        assert any(bool((got.scores == s).any()) for s in c.scores)
 
 
 def test_deduplicated_windows_give_the_same_detections():
