@@ -155,6 +155,11 @@ def reliability() -> str:
         moves.append(abs(mb - ma))
         lines.append(f"| `train-det`, {run.replace('_spp1', '')} SPP 1-scale, mAP | "
                      f"{ma:.1f} → {mb:.1f} | {why} |")
+    t1, t2 = (det.load_eval(f"scales/raccoon_recipe600_{t}") for t in ("t1cache", "t2"))
+    ma, mb = 100 * t1["variants"][key]["mAP"], 100 * t2["variants"][key]["mAP"]
+    moves.append(abs(mb - ma))
+    lines.append(f"| `train-det`, raccoon SPP 1-scale, mAP, one commit, one machine | "
+                 f"{ma:.1f} → {mb:.1f} | conv maps on 1 thread against 2, all else equal |")
     base = ROOT / "docs" / "results" / "classification" / "zf5_spp_single_s0_18ep"
     r0, r1 = (json.loads((d / "results.json").read_text()) for d in (base, base / "rerun"))
     lines.append(f"| `train-cls`, ZF-5 ¼ 18 epochs, seed 0, test top-1 % | "

@@ -384,6 +384,39 @@ def _stability_verdict() -> str:
                             "the machine; the data, the windows and the seed are the same.")
 
 
+def _main_score(path: str) -> float | None:
+    f = RESULTS / path / "eval" / "results.json"
+    return 100 * json.loads(f.read_text())["variants"][MAIN]["mAP"] if f.is_file() else None
+
+
+def _allpoint(path: str) -> float | None:
+    f = RESULTS / path / "eval_allpoint" / "results.json"
+    return 100 * json.loads(f.read_text())["mAP"] if f.is_file() else None
+
+
+def _why_it_moves() -> str:
+    """All-point AP of the two thread counts (is it the 11-point rule?) and how many test
+    photos' top detection sits near the IoU 0.5 line, per run (localization_margin.py)."""
+    out = []
+    t1, t2 = _allpoint(STABILITY_ROWS[2][0]), _allpoint(STABILITY_ROWS[4][0])
+    s1, s2 = _main_score(STABILITY_ROWS[2][0]), _main_score(STABILITY_ROWS[4][0])
+    if None not in (t1, t2, s1, s2):
+        out.append(f"Maps on 2 threads against 1, ftfc7 SVM + bb: the 11-point AP moves by "
+                   f"{s2 - s1:+.1f}, the all-point AP (area under the curve, `eval_allpoint/`) "
+                   f"by {t2 - t1:+.1f} ({t1:.1f} → {t2:.1f}).")
+    near = []
+    for path in sorted(RESULTS.glob("*/raccoon_*/eval_margin/results.json")):
+        m = json.loads(path.read_text())
+        near.append(f"{path.parent.parent.name} {m['top_detection_iou_0.4_to_0.6']} of "
+                    f"{m['images']}")
+    if near:
+        out.append("Photos whose top-scored detection has IoU within 0.1 of 0.5 with the ground "
+                   "truth, where a small change turns a true positive false or back "
+                   "(`eval_margin/`, docs/experiments/localization_margin.py): "
+                   + "; ".join(near) + ".")
+    return " ".join(out)
+
+
 def _recipe_check() -> str:
     """Each stability run's recipe against the kept run's (the same command, other folders)."""
     kept = RESULTS / STABILITY_ROWS[1][0] / "config.json"
@@ -420,7 +453,7 @@ def stability_block() -> str:
     lines += ["", "Thread counts as the script sets them (`detection_scales.sh`; a run's own "
               "`results.json` records the threads of the process that wrote it, which for "
               "t1cache is the second, 2-thread one). " + _recipe_check(), "",
-              _stability_verdict()]
+              _stability_verdict(), "", _why_it_moves()]
     spreads = []
     for set_name, _ in SETS:
         for key, _ in SCALE_ROWS:
