@@ -30,7 +30,7 @@ VARIANTS = (("pool5 SVM", "pool5-svm"), ("ftfc7 SVM", "fc7-svm"), ("ftfc7 SVM + 
 SCALE_ROWS = (("688", "SPP, 1 scale: the paper's 688"),
               ("auto1", "SPP, 1 scale chosen from the data"),
               ("auto5", "SPP, 5 scales chosen from the data"),
-              ("rcnn", "R-CNN way (every window warped to 224²)"))
+              ("rcnn", "R-CNN way"))
 
 
 def load(study: str, run: str) -> dict | None:
@@ -74,7 +74,9 @@ def scales_table(set_name: str, title: str) -> list[str]:
         runs = [load("scales", f"{set_name}_{key}_s{s}") for s in SEEDS]
         scales = next((r["config"]["scales"] for r in runs if r), None)
         cells = [_cell([mAP(r, v) for r in runs]) for _, v in VARIANTS]
-        lines.append(f"| {label} | {','.join(map(str, scales)) if scales else '—'} | "
+        where = ("each window warped to 224²" if key == "rcnn" else  # its config's scales: unused
+                 ",".join(map(str, scales)) if scales else "—")
+        lines.append(f"| {label} | {where} | "
                      + " | ".join(cells) + " |")
     return lines
 
