@@ -332,8 +332,7 @@ def format_report(r: dict) -> str:
             f"spp_roi_pool {tv['sppnet_forward_backward_s'] * ms:8.1f} ms   "
             f"sppnet faster {tv['ratio_forward_backward']:5.1f}x",
             f"  batched NMS (20 classes, IoU {NMS_IOU}): torchvision "
-            f"{tv['batched_nms_s'] * ms:7.2f} ms"
-            f"   sppnet {tv['sppnet_batched_nms_s'] * ms:7.2f} ms   sppnet faster "
-            f"{tv['ratio_nms']:5.1f}x   same kept set: {_b(tv['nms_same_kept_set'])} "
-            f"({tv['nms_kept']} kept)"]
+            f"{tv['batched_nms_s'] * ms:7.2f} ms   sppnet {tv['sppnet_batched_nms_s'] * ms:7.2f} ms"
+            f"   sppnet faster {tv['ratio_nms']:5.1f}x   same kept set: "
+            f"{_b(tv['nms_same_kept_set'])} ({tv['nms_kept']} kept)"]
     return "\n".join(lines)
