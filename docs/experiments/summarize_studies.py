@@ -387,8 +387,9 @@ def _stability_verdict() -> str:
 
 
 def _main_score(path: str) -> float | None:
-    f = RESULTS / path / "eval" / "results.json"
-    return 100 * json.loads(f.read_text())["variants"][MAIN]["mAP"] if f.is_file() else None
+    """The main scoring's mAP (%) of a stability run (from :func:`_scores`)."""
+    got = _scores(path)
+    return got.get(dict((v, h) for h, v in VARIANTS)[MAIN]) if got else None
 
 
 def _allpoint(path: str) -> float | None:
