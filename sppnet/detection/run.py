@@ -443,6 +443,7 @@ def run_images(detector: Any, images: Iterable, proposals: Any = None, *,
                 res.detections, res.variants = _detect(dets[0], res.image, res.boxes, mode,
                                                        maps, variants, main)
         except (_NoWindows, *DETECTION_ERRORS) as e:
+            held.pop(k, None)  # a skipped image's shared maps are not kept
             if errors != "skip":
                 raise
             res.error = _report(item, e)
@@ -472,12 +473,13 @@ def _report(item: _Item, e: Exception) -> str:
 
 def _maps(det: Any, items: list[_Item], passes: dict[int, list[int]],
           held: dict[int, list[Tensor]], k: int, mode: str) -> list[Tensor] | None:
-    """Image ``k``'s conv maps when it shares a batched trunk pass (computed for its whole
-    batch at its first image, held for the others), else ``None`` (computed alone)."""
+    """Image ``k``'s conv maps when it shares a batched trunk pass (computed at the first of
+    its batch that gets this far, for it and the batch's images still to come; held for
+    those), else ``None`` (computed alone)."""
     if k not in passes:
         return None
     if k not in held:
-        chunk = passes[k]
+        chunk = [j for j in passes[k] if j >= k]  # earlier ones were skipped
         maps = compute_maps_many(det.backbone, [items[j].image for j in chunk],
                                  det.settings.scales, det.spec)
         held.update(zip(chunk, maps))

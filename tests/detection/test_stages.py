@@ -517,6 +517,28 @@ def test_combined_end_to_end_detectors_run_their_fc_head_once():
         assert any(bool((got.scores == s).any()) for s in c.scores)
 
 
+def test_an_image_skipped_before_its_shared_pass_is_not_computed_or_held(monkeypatch):
+    """Three photos of one size share one trunk pass; the first has no windows (skipped): the
+    pass is made for the other two only, and their detections are those of each photo alone."""
+    import sppnet.detection.run as R
+
+    det = _e2e_detector(0)
+    imgs = [_photo(seed=s) for s in (0, 1, 2)]
+    boxes = torch.tensor([[30.0, 20, 90, 70], [100, 60, 150, 110], [10, 10, 60, 50]])
+    seen = []
+    real = R.compute_maps_many
+    monkeypatch.setattr(R, "compute_maps_many",
+                        lambda b, ims, *a: (seen.append(len(ims)), real(b, ims, *a))[1])
+    out = list(R.run_images(det, imgs, {"1": boxes, "2": boxes}, batch_size=8))
+    assert [r.ok for r in out] == [False, True, True]
+    assert out[0].error == "no proposals: none given for '0'"
+    assert seen == [2]  # images 1 and 2 only (the skipped image 0 used to be computed too)
+    for r, img in zip(out[1:], imgs[1:]):
+        alone = R.detect_image(det, img, boxes)
+        torch.testing.assert_close(r.detections.boxes, alone.boxes, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(r.detections.scores, alone.scores, rtol=1e-4, atol=1e-4)
+
+
 def test_deduplicated_windows_give_the_same_detections():
     from sppnet.detection.detector import InferenceSettings, SPPDetector
 
