@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from sppnet.utils.provenance import read_stage_times
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results" / "detection"
 SETS = [("fruit", "fruit (3 classes, 240 train / 60 test photos), ImageNet MobileNetV2"),
@@ -42,8 +44,7 @@ def load(run: str) -> dict | None:
         return None
     out = {"results": json.loads((d / "eval" / "results.json").read_text()),
            "config": json.loads((d / "config.json").read_text())}
-    t = d / "train_times.json"
-    out["times"] = json.loads(t.read_text()) if t.is_file() else {}
+    out["times"] = read_stage_times(d / "train_times.json")
     return out
 
 

@@ -14,6 +14,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from sppnet.utils.provenance import read_stage_times
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summarize_det import print_and_write  # noqa: E402
 from verdicts import bonferroni_note, critical_t, paired_t, survives_bonferroni, verdict  # noqa: E402
@@ -44,9 +46,8 @@ def load(study: str, run: str) -> dict | None:
     if study == "scales" and config.get("finetune", "fc") != "fc":
         sys.exit(f"{d}: fine-tuned {config['finetune']!r}; the scales study compares the "
                  "paper's fc fine-tuning (detection_scales.sh passes --finetune fc)")
-    times = d / "train_times.json"
     return {"eval": json.loads((d / "eval" / "results.json").read_text()), "config": config,
-            "times": json.loads(times.read_text()) if times.is_file() else {}}
+            "times": read_stage_times(d / "train_times.json")}
 
 
 def mAP(run: dict | None, variant: str) -> float | None:

@@ -13,7 +13,6 @@ iterations): labelled as computed, not measured.
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -50,11 +49,12 @@ def project(rates: dict[str, float], cfg: DetConfig, images: int, windows: int,
 
 def _train_one(cfg: DetConfig, images: int, windows: int, progress: bool) -> dict:
     from ..detection.train import train_detector
+    from ..utils.provenance import read_stage_times
 
     t0 = time.perf_counter()
     train_detector(cfg, stages=("cache", "finetune", "svm", "bbox"), progress=progress)
     wall = time.perf_counter() - t0
-    times = json.loads((Path(cfg.output_dir) / "train_times.json").read_text())
+    times = read_stage_times(Path(cfg.output_dir) / "train_times.json")
     counts = _stage_counts(cfg, images, windows)
     rates = {k: counts[k] / v for k, v in times.items() if v > 0 and k in counts}
     return {"seconds": times, "total": sum(times.values()), "wall": wall, "rates": rates,

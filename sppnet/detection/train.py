@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -357,24 +358,27 @@ def save_stage(path: Path, stage: str, tensors: dict[str, torch.Tensor], meta: d
 class StageTimes:
     """Wall seconds of each stage that ran, merged into ``train_times.json`` (a stage loaded
     from its file keeps the time of the run that computed it; the cache stage's time is that
-    of its last run, which is short when the caches were already full)."""
+    of its last run, which is short when the caches were already full), with a ``provenance``
+    entry as every ``results.json`` has (seeds, commit, command, threads per stage)."""
 
-    def __init__(self, path: Path, write: bool = True) -> None:
+    def __init__(self, path: Path, write: bool = True,
+                 seeds: dict[str, Any] | None = None) -> None:
         self.path = path
         self.write = write  # under torchrun only the main process records
+        self.seeds = dict(seeds or {})
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
-        from ..utils.provenance import record_stage_threads
+        from ..utils.provenance import provenance, read_stage_times, record_stage_threads
 
         record_stage_threads(stage)  # listed in every results.json this process writes
         t0 = time.perf_counter()
         yield
         if not self.write:
             return
-        old = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        old[stage] = round(time.perf_counter() - t0, 2)
-        atomic_write_text(self.path, json.dumps(old, indent=2))
+        seconds = {**read_stage_times(self.path), stage: round(time.perf_counter() - t0, 2)}
+        doc = {**seconds, "provenance": provenance(self.seeds)}
+        atomic_write_text(self.path, json.dumps(doc, indent=2))
 
 
 def _head_path(out: Path) -> Path:
@@ -545,7 +549,7 @@ def _train_stages(cfg: DetConfig, out: Path, ds: VOCDataset, stages: tuple, prog
                   info: DistInfo) -> Path:
     """The stages of :func:`train_detector` in a claimed, locked folder."""
     torch.manual_seed(cfg.seed)
-    times = StageTimes(out / "train_times.json", write=info.is_main)
+    times = StageTimes(out / "train_times.json", write=info.is_main, seeds={"seed": cfg.seed})
     with times("cache"):
         if info.enabled:  # each rank its share of the proposals, then every rank reads all
             get_proposals(ds, cfg.proposal, Path(cfg.cache_dir or out / "cache"), cfg.proposals,

@@ -156,6 +156,15 @@ def record_stage_threads(stage: str) -> dict[str, Any]:
     return entry
 
 
+def read_stage_times(path: str | Path) -> dict[str, float]:
+    """The stages' seconds of a ``train_times.json`` (``{}`` when there is none; a file
+    written before it carried a ``provenance`` entry reads the same way)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "provenance"}
+
+
 def stage_threads() -> dict[str, dict[str, Any]]:
     """The stages noted by :func:`record_stage_threads` in this process, in order."""
     return {k: dict(v) for k, v in _STAGE_THREADS.items()}

@@ -130,3 +130,30 @@ def test_a_conv_map_entry_copied_over_another_key_is_rebuilt(tmp_path, caplog):
     assert "stores the key" in caplog.text and trunk.calls == 3
     torch.testing.assert_close(again, q, rtol=0, atol=0)
     assert not torch.equal(p, q)
+
+
+def test_train_times_carry_provenance_and_read_back_as_seconds(tmp_path):
+    """train_times.json records, beside each stage's seconds, where they come from (seeds,
+    commit, command, threads per stage); the readers see only the stages' seconds, and a file
+    written before the provenance entry reads the same way."""
+    import json
+
+    from sppnet.detection.train import StageTimes
+    from sppnet.utils.provenance import read_stage_times
+
+    path = tmp_path / "train_times.json"
+    times = StageTimes(path, seeds={"seed": 3})
+    with times("cache"):
+        pass
+    with times("finetune"):
+        pass
+    doc = json.loads(path.read_text())
+    prov = doc["provenance"]
+    assert prov["seeds"] == {"seed": 3}
+    assert list(prov["stage_threads"])[-2:] == ["cache", "finetune"]
+    assert "commit" in prov["git"] and prov["command"]
+    assert read_stage_times(path) == {"cache": doc["cache"], "finetune": doc["finetune"]}
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"cache": 1.5, "svm_fc7": 2.0}))
+    assert read_stage_times(old) == {"cache": 1.5, "svm_fc7": 2.0}
+    assert read_stage_times(tmp_path / "missing.json") == {}
