@@ -82,9 +82,9 @@ def detection() -> str:
     lines += ["", "VOC07 mAP (%) of fine-tuned fc7 SVMs with box regression, ≤ 200 Selective "
               "Search windows per photo, the same windows and schedule for both ways (the first "
               "recipe: 600 fine-tuning iterations, no flips)."]
-    lines += ["The default recipe now (3000 fine-tuning iterations, flipped photos; mean ± std "
-              "over the seeds that landed, each seed in brackets; "
-              "`docs/results/detection/scales/`, `e2e_study/`; — = not run yet):", "",
+    lines += ["The default recipe (3000 fine-tuning iterations, flipped photos; mean ± std "
+              "over the seeds run, each seed in brackets; "
+              "`docs/results/detection/scales/`, `e2e_study/`; — = not run):", "",
               "| test set | SPP 688, ftfc7 SVM + bb | SPP, scale from the data, ftfc7 SVM + bb | "
               "SPP end to end, softmax + deltas | R-CNN way, ftfc7 SVM + bb |",
               "|---|---|---|---|---|"]
