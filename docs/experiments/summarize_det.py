@@ -105,7 +105,11 @@ def rerun_spread() -> list[str]:
 
 
 def build() -> str:
-    lines = []
+    lines = ["The \"train wall s\" rows: every run shared the 2 cores with other jobs and was "
+             "made by code that re-read each photo's conv maps from disk at every fine-tuning "
+             "call (conv maps and pooled features are held in memory since), so they "
+             "bound each run's cost from above and do not rank the ways. Both ways timed in one "
+             "quiet run on fruit photos: [speed.md](speed.md) (`sppnet bench train-det`).", ""]
     for s, title in SETS:
         lines += table(s, title) + [""]
     diffs = [x for s, _ in SETS for x in paired(s)]
