@@ -517,6 +517,37 @@ def test_combined_end_to_end_detectors_run_their_fc_head_once():
         assert any(bool((got.scores == s).any()) for s in c.scores)
 
 
+def test_every_variant_of_an_end_to_end_detector_shares_the_head_pass():
+    """All scorings of an end-to-end detector with fc7 SVMs and the paper's regressor (what
+    eval-det computes): the head's softmax and deltas come from one pass whichever variant asks
+    first, so the fc layers run twice (SVM features, head), not three times; each variant's
+    detections are those of the variant computed alone."""
+    from sppnet.detection.evaluate import variants_of
+    from sppnet.detection.run import score_windows, window_features
+
+    det = _e2e_detector(0)
+    torch.manual_seed(1)
+    det.svms = {"fc7": (torch.randn(16, 2), torch.randn(2), 1.0)}
+    det.regressor = BoxRegressor(torch.randn(2, 6 * 14, 4) * 0.01, torch.zeros(2, 4), 1.0)
+    img = _photo()
+    boxes = torch.from_numpy(jitter_boxes(np.array([[30, 20, 90, 70], [100, 60, 150, 110]],
+                                                   np.float32), img.shape[:2], 40,
+                                          np.random.default_rng(0)))
+    pooled, inverse, _ = window_features(det, img, boxes)
+    variants = variants_of(det)
+    assert [v[0] for v in variants] == ["fc7-svm", "fc7-svm+bbox", "fc7-svm+deltas", "softmax",
+                                        "softmax+bbox", "softmax+deltas"]
+    passes = []
+    hook = det.head.fc6.register_forward_hook(lambda *_: passes.append(1))
+    got, _ = score_windows(det, pooled, boxes, inverse, img.shape[:2], variants, "softmax")
+    hook.remove()
+    assert len(passes) == 2  # it was 3: the head ran again for the softmax after the deltas
+    for v in variants:
+        alone, _ = score_windows(det, pooled, boxes, inverse, img.shape[:2], [v], v[0])
+        assert torch.equal(got[v[0]].boxes, alone[v[0]].boxes), v[0]
+        assert torch.equal(got[v[0]].scores, alone[v[0]].scores), v[0]
+
+
 def test_an_image_skipped_before_its_shared_pass_is_not_computed_or_held(monkeypatch):
     """Three photos of one size share one trunk pass; the first has no windows (skipped): the
     pass is made for the other two only, and their detections are those of each photo alone."""
