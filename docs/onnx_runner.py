@@ -14,7 +14,8 @@ proposal and NMS settings. Per image the runner
    canonical order (or takes them from ``--proposals``: one ``.npz`` with an ``(R, 4)`` array per
    image file stem) and drops windows of zero width or height;
 3. resizes the image so its shorter side is the scale (the longer at most ``max_long_side``),
-   Pillow bilinear, and normalises it as ``(pixel - mean) * input_scale``, channels first —
+   Pillow bilinear, and normalises it as ``(pixel - mean) * input_scale`` (each one number or
+   one per channel, R, G, B), channels first —
    once per scale for a multi-scale detector;
 4. runs the graph: per-class ``scores (R, K)`` and regressed, clipped ``boxes (R, K, 4)``;
 5. per-class greedy NMS in float64 (a box goes when its IoU with a kept box of its class is above
@@ -66,8 +67,9 @@ def preprocess(image: np.ndarray, cfg: dict) -> list[np.ndarray]:
         h, w = scaled_size(image.shape[:2], scale, cfg["max_long_side"])
         resized = image if image.shape[:2] == (h, w) else np.asarray(
             Image.fromarray(image).resize((w, h), Image.BILINEAR))
-        x = (resized.astype(np.float32) - np.float32(cfg["mean"])) * np.float32(
-            cfg["input_scale"])
+        # mean and input_scale: one number, or one per channel (R, G, B)
+        x = (resized.astype(np.float32) - np.asarray(cfg["mean"], np.float32)) * np.asarray(
+            cfg["input_scale"], np.float32)
         out.append(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
     return out
 

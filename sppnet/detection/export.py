@@ -220,11 +220,12 @@ def runner_config(det: SPPDetector, onnx_file: str) -> dict:
         "inputs": input_names(len(st.scales)),
         "outputs": list(OUTPUT_NAMES),
         # one input image per scale: resized so the shorter side is the scale, the longer at
-        # most `max_long_side`; Pillow bilinear; then (pixel - mean) * input_scale, RGB, CHW
+        # most `max_long_side`; Pillow bilinear; then (pixel - mean) * input_scale, RGB, CHW;
+        # mean and input_scale a number, or one per channel (R, G, B: ImageNet trunks)
         "scales": [int(v) for v in st.scales],
         "max_long_side": MAX_LONG_SIDE,
-        "mean": float(det.spec.mean),
-        "input_scale": float(det.spec.input_scale),
+        "mean": _per_channel_or_one(det.spec.mean),
+        "input_scale": _per_channel_or_one(det.spec.input_scale),
         "proposals": {k: v for k, v in asdict(st.proposal).items() if k != "version"},
         "nms_iou": float(st.nms_iou),
         "max_dets": int(st.max_dets),
@@ -236,10 +237,15 @@ def runner_config(det: SPPDetector, onnx_file: str) -> dict:
     }
 
 
+def _per_channel_or_one(value: float | tuple[float, ...]) -> float | list[float]:
+    return [float(v) for v in value] if isinstance(value, (tuple, list)) else float(value)
+
+
 def export_detector(det: SPPDetector, path: str | Path) -> tuple[Path, Path]:
     """Write ``det`` as one ONNX graph to ``path`` (dynamic image sizes and window count) and
     :func:`runner_config` to ``path`` with the suffix ``.json``. Returns both paths."""
     path = Path(path)
+    config = runner_config(det, path.name)  # before any file is written
     graph = DetectorGraph(det).eval()
     device = next(iter(det.head.parameters())).device
     n = len(det.settings.scales)
@@ -270,5 +276,5 @@ def export_detector(det: SPPDetector, path: str | Path) -> tuple[Path, Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path))
     meta = path.with_suffix(".json")
-    meta.write_text(json.dumps(runner_config(det, path.name), indent=2) + "\n")
+    meta.write_text(json.dumps(config, indent=2) + "\n")
     return path, meta

@@ -51,18 +51,26 @@ def test_the_runner_needs_no_torch_and_no_sppnet():
 
 # ------------------------------------------------------------- a small trained-looking detector
 
-def make_detector(tmp_path: Path, box_deltas: bool = False, **settings) -> Path:
+def make_detector(tmp_path: Path, box_deltas: bool = False, trunk: str = "zf5",
+                  **settings) -> Path:
     """A detector folder: a quarter-width ZF-5 trunk from a checkpoint (so a load gives the same
-    weights), a seeded fc head, SVMs and box regressor, saved as ``train-det`` saves one. With
-    ``box_deltas`` the head has a box-delta layer (end-to-end training) and the trunk's last
-    conv is perturbed (a trained trunk that the detector file carries)."""
+    weights) — or ``trunk="resnet18"``, an ImageNet-convention trunk (per-channel mean and std)
+    from a torchvision-format ``.pth`` state dict of seeded random weights — a seeded fc head,
+    SVMs and box regressor, saved as ``train-det`` saves one. With ``box_deltas`` the head has
+    a box-delta layer (end-to-end training) and the trunk's last conv is perturbed (a trained
+    trunk that the detector file carries)."""
     torch.manual_seed(0)
-    kw = {"width_mult": 0.25, "fc_dim": 64}
-    model = get_model("zf5_spp", num_classes=3, **kw)
-    ckpt = tmp_path / "zf5.safetensors"
-    save_checkpoint(ckpt, {f"model.{k}": v for k, v in model.state_dict().items()},
-                    {"arch": "zf5_spp", "num_classes": 3, "model_kwargs": kw})
-    spec = backbone_spec(str(ckpt))
+    if trunk == "zf5":
+        kw = {"width_mult": 0.25, "fc_dim": 64}
+        model = get_model("zf5_spp", num_classes=3, **kw)
+        ckpt = tmp_path / "zf5.safetensors"
+        save_checkpoint(ckpt, {f"model.{k}": v for k, v in model.state_dict().items()},
+                        {"arch": "zf5_spp", "num_classes": 3, "model_kwargs": kw})
+        spec = backbone_spec(str(ckpt))
+    else:
+        ckpt = tmp_path / f"{trunk}.pth"
+        torch.save(get_model(trunk).state_dict(), ckpt)
+        spec = backbone_spec(trunk, weights=str(ckpt))
     backbone = load_backbone(spec)
     st = InferenceSettings(**{"scales": (SCALE,), "max_dets": 40, **settings})
     d = spp_output_dim(backbone.feature_channels, st.levels)
@@ -143,6 +151,26 @@ def test_runner_detections_equal_detect(exported, capsys):
         assert_same_detections(got, want, i)
         kept += len(want.scores)
     assert kept > 20  # NMS had work to do
+
+
+@pytest.mark.slow
+def test_an_imagenet_trunk_exports_with_its_per_channel_normalisation(tmp_path):
+    """A ResNet-18 detector (torchvision-format weights; per-channel mean and std): the export
+    writes the three-channel normalisation, and the runner gives detect's detections."""
+    model = make_detector(tmp_path, trunk="resnet18")
+    onnx_path = tmp_path / "r18.onnx"
+    assert cli(["export", "--model", str(model), "--output", str(onnx_path)]) == 0
+    meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    np.testing.assert_allclose(meta["mean"], [123.675, 116.28, 103.53])
+    np.testing.assert_allclose(meta["input_scale"], [1 / 58.395, 1 / 57.12, 1 / 57.375])
+    runner = runner_module().Runner(onnx_path)
+    det = SPPDetector.load(model).to("cpu")
+    kept = 0
+    for i, (image, boxes) in enumerate(images_and_windows(2, seed=5)):
+        want = det.detect(image, boxes)
+        assert_same_detections(runner.detect(image, boxes), want, i)
+        kept += len(want.scores)
+    assert kept > 5
 
 
 @pytest.mark.slow
