@@ -25,6 +25,12 @@ INFERENCE_FLAGS = {"mode": "mode", "scales": "scales", "score": "score",
                    "proposer": "proposal.method", "ss_max_side": "proposal.max_side",
                    "max_proposals": "proposal.max_proposals"}
 
+BACKBONE_HELP = ("mobilenet_v2 (default; --weights: its TFLite file); resnet18/34/50/101, vgg16, "
+                 "vgg16_bn or mobilenet_v3_large (--weights: a torchvision- or timm-format "
+                 "state dict, .safetensors or .pth/.pt); or a train-cls checkpoint")
+WEIGHTS_HELP = ("the backbone's weights: mobilenet_v2's TFLite file, or a torchvision/timm "
+                "state dict (.safetensors, .pth, .pt; read without unpickling objects)")
+
 
 def add_output_args(p: argparse.ArgumentParser, force_help: str) -> None:
     """``--output-dir`` (required: the folder the command claims) and ``--force``

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..utils.config import MAX_INPUT_SIDE, MAX_LEVEL, config_from_args, int_arg, ints_arg
 from ..utils.device import DEVICE_HELP
+from .args import BACKBONE_HELP, WEIGHTS_HELP
 
 # flag -> FeatureSpec field
 FEATURE_FLAGS = {"model": "model", "weights": "weights", "feature_stride": "feature_stride",
@@ -20,9 +21,8 @@ FEATURE_FLAGS = {"model": "model", "weights": "weights", "feature_stride": "feat
 
 def add_feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="class folder root/<class>/<image>")
-    p.add_argument("--model", default="mobilenet_v2",
-                   help="'mobilenet_v2' (needs --weights) or a train-cls .safetensors checkpoint")
-    p.add_argument("--weights", help="TFLite file for mobilenet_v2")
+    p.add_argument("--model", default="mobilenet_v2", help=BACKBONE_HELP)
+    p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--feature-stride", type=int, default=32, choices=(16, 32),
                    help="mobilenet_v2: 16 or 32")
     p.add_argument("--variant", default="full", choices=["full", "crop", "warp"],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..detection.config import PROPOSERS
 from ..utils.device import DEVICE_HELP
+from .args import BACKBONE_HELP, WEIGHTS_HELP
 
 # CLI flag -> DetConfig field
 FLAGS = {"data": "data", "split": "split", "test_data": "test_data", "test_split": "test_split",
@@ -38,8 +39,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--test-split")
     p.add_argument("--output-dir", help="run folder (default runs/det)")
     p.add_argument("--cache-dir", help="proposal and conv-map cache (default OUTPUT_DIR/cache)")
-    p.add_argument("--backbone", help="mobilenet_v2 (default) or a train-cls checkpoint")
-    p.add_argument("--weights", help="TFLite file for mobilenet_v2")
+    p.add_argument("--backbone", help=BACKBONE_HELP)
+    p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--proposals", help="precomputed windows: a folder of <image_id>.npz or one "
                                        ".npz (default: Selective Search)")
     p.add_argument("--scales",

@@ -511,3 +511,36 @@ def test_features_held_in_memory_change_nothing(det_small, tiny_zf5, tmp_path):
     assert not st.keep_pooled
     st.pool(0, False, np.arange(3))
     assert len(st.cache.memory) == 0 and len(st.pooled) == 0
+
+
+@pytest.mark.slow
+def test_train_det_and_detect_with_a_torchvision_format_backbone(det_small, tmp_path, capsys):
+    """`train-det --backbone resnet18 --weights FILE.pth` (a torchvision-format state dict, here
+    of seeded random weights: no ImageNet file ships with the tests) trains, saves a detector
+    that holds the trunk's name, file and per-channel normalisation, and `detect` runs with it;
+    a file of another architecture is one line naming the missing keys, exit 2."""
+    torch.manual_seed(0)
+    pth = tmp_path / "resnet18.pth"
+    torch.save(get_model("resnet18").state_dict(), pth)
+    out = tmp_path / "run"
+    common = ["--data", str(det_small / "train"), "--proposals",
+              str(det_small / "proposals.npz"), "--scales", "160", "--ft-iters", "6",
+              "--set", "ft_lr_step=4", "--set", "ft_batch=32", "--svm-layers", "fc7",
+              "--set", "svm_retrain_limit=50", "--finetune", "fc", "--no-progress"]
+    assert cli(["train-det", *common, "--backbone", "resnet18", "--weights", str(pth),
+                "--output-dir", str(out)]) == 0
+    spec = json.loads((out / "model" / "detector.json").read_text())["backbone"]
+    assert spec["model"] == "resnet18" and spec["weights"] == str(pth.resolve())
+    assert spec["mean"] == [123.675, 116.28, 103.53]
+    assert cli(["detect", "--model", str(out / "model"), str(det_small / "test"),
+                "--proposals", str(det_small / "proposals.npz"),
+                "--output-dir", str(tmp_path / "dets")]) == 0
+    got = json.loads((tmp_path / "dets" / "detections.json").read_text())
+    assert sorted(got) == sorted(p.stem for p in (det_small / "test").glob("*.jpg"))
+    # a VGG-16 file given as ResNet-18 weights: one line, exit 2, before any training
+    vgg = tmp_path / "vgg16.pth"
+    torch.save({k: v for k, v in list(get_model("vgg16").state_dict().items())[:4]}, vgg)
+    line = cli_error(capsys, ["train-det", *common, "--backbone", "resnet18", "--weights",
+                              str(vgg), "--output-dir", str(tmp_path / "run2")])
+    assert "missing" in line and "conv1.weight" in line and str(vgg) in line
+    assert not (tmp_path / "run2" / "model").exists()
