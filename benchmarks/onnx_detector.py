@@ -4,7 +4,8 @@ run; the detections are checked equal (the same kept set, boxes to 1e-3 px, scor
 and the largest differences printed.
 
     python benchmarks/onnx_detector.py --model runs/det/fruit/model \
-        --images ../shared/data/fruit/test [--onnx fruit.onnx] [--limit 20] [--repeats 3]
+        --images ../shared/data/fruit/test [--onnx fruit.onnx] [--limit 20] [--repeats 3] \
+        [--output docs/results/export/fruit/results.json]
 
 Windows: Selective Search with the detector's settings, computed once per photo before timing
 (the same windows go to both; their time is not in either number). Timed per photo: the
@@ -13,6 +14,8 @@ network (conv maps, window pooling, fc head, scores, box regression) and NMS —
 per-photo median of ``--repeats`` runs after one warm-up. Without ``--onnx`` the detector is
 exported to a temporary file first. Threads: both use their defaults unless ``--threads`` is
 given (then torch.set_num_threads and ONNX Runtime's intra-op threads are set to it).
+``--output``: the per-photo rows and the summary as JSON, with provenance (versions, commit,
+threads, the detector's and the photos' digests); a file already there is not replaced.
 """
 
 from __future__ import annotations
@@ -57,7 +60,10 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=20, help="photos to time")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--output", type=Path, help="write the results here as JSON")
     args = ap.parse_args()
+    if args.output is not None and args.output.exists():
+        ap.error(f"{args.output} exists; give another --output (results are never replaced)")
 
     import onnxruntime as ort
 
@@ -111,6 +117,23 @@ def main() -> int:
           f"onnxruntime {med_o:.3f} (onnxruntime / torch = {med_o / med_t:.2f})")
     print(f"largest differences over all kept detections: scores {worst['scores']:.2e}, "
           f"boxes {worst['boxes']:.2e} px; {sum(not r[5] for r in rows)} photo(s) different")
+    if args.output is not None:
+        from sppnet.utils.provenance import write_results
+
+        summary = {
+            "photos": len(rows), "scale": int(st.scales[0]), "score": st.score,
+            "backbone": det.spec.model, "images": str(args.images), "model": str(args.model),
+            "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
+            "onnxruntime": ort.__version__,
+            "median_seconds": {"torch": med_t, "onnxruntime": med_o},
+            "onnxruntime_over_torch": med_o / med_t,
+            "largest_difference": worst, "photos_different": sum(not r[5] for r in rows),
+            "rows": [{"photo": r[0], "size": list(r[1]), "windows": r[2], "torch_s": r[3],
+                      "onnxruntime_s": r[4], "equal": r[5]} for r in rows]}
+        write_results(args.output, summary, {},
+                      inputs=[args.model / "detector.json", args.model / "detector.safetensors",
+                              *paths])
+        print(f"wrote {args.output}")
     if tmp is not None:
         tmp.cleanup()
     return 0 if all(r[5] for r in rows) else 1

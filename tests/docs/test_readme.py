@@ -73,6 +73,9 @@ def test_the_other_generated_blocks_are_current():
     studies = _load("summarize_studies")
     for marker, block in studies.blocks().items():
         assert f"<!-- {marker}:begin -->\n{block}<!-- {marker}:end -->" in page, marker
+    export = _load("summarize_export")
+    export_page = (ROOT / "docs" / "export.md").read_text()
+    assert export.replace_block(export_page, export.block()) == export_page
     cls = _load("summarize_classification")
     cls_page = (ROOT / "docs" / "classification.md").read_text()
     for study in cls.STUDIES.values():
