@@ -173,10 +173,12 @@ def stage_threads() -> dict[str, dict[str, Any]]:
 def gemm_gflops(n: int = 1024, k: int = 4096, repeats: int = 3) -> float:
     """This machine's float32 matrix-product rate right now, GFLOP/s (best of ``repeats``
     ``(n, k) @ (k, n)`` products on the CPU): a yardstick that makes figures measured on
-    machines of different speed (or a busy one) comparable."""
+    machines of different speed (or a busy one) comparable. Its operands come from a private
+    generator: a record written between training stages leaves the global random state alone."""
     import torch
 
-    a, b = torch.rand(n, k), torch.rand(k, n)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(n, k, generator=g), torch.rand(k, n, generator=g)
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
     return 2 * n * k * n / best / 1e9

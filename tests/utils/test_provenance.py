@@ -103,3 +103,21 @@ def test_timing_summary_records_provenance_and_the_model_timed(tmp_path):
     assert s["provenance"]["command"]
     git = s["provenance"]["git"]
     assert "commit" in git or git.get("note") == "not a git checkout"
+
+
+def test_a_provenance_record_draws_nothing_from_the_global_generators():
+    """Writing a result between two training stages (train_times.json after each stage) must
+    not move torch's or NumPy's global random state: the next stage's draws are the same with
+    and without the record (the matrix-product yardstick used to draw its operands from
+    torch's global generator)."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(7)
+    np.random.seed(7)
+    want = (torch.rand(3), np.random.rand(3))
+    torch.manual_seed(7)
+    np.random.seed(7)
+    prov.provenance({"seed": 7})
+    got = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(got[0], want[0]) and np.array_equal(got[1], want[1])
