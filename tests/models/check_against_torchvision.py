@@ -1,13 +1,15 @@
 """Compare sppnet's ImageNet trunks with torchvision and timm on the same weights — run where
 both import (never by the test suite; sppnet depends on neither), from the repo root:
 
-    PYTHONPATH=. /work/tvenv/bin/python -m tests.models.check_against_torchvision
+    PYTHONPATH=. /work/tvenv/bin/python -m tests.models.check_against_torchvision \
+        [--output docs/results/backbones/torchvision_timm/results.json]
 
 For each model: the reference built with its own random init, batch-norm statistics and affine
 parameters randomised, written to a ``.pth`` (and ``.safetensors``) file and loaded through
 ``sppnet.models.get_model(name, weights=FILE)``; then the stride-16 and stride-32 maps and the
 logits compared on random inputs of several sizes, eval mode. Prints the max |difference| next to
-the max |reference| and exits 1 if any relative difference exceeds 1e-4.
+the max |reference| and exits 1 if any relative difference exceeds 1e-4; ``--output`` writes
+every comparison and the versions as JSON with provenance (an existing file is not replaced).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sppnet.models import get_model
 
 SIZES = [(224, 224), (67, 83), (333, 250)]
 RTOL = 1e-4
+ROWS: list[dict] = []
 
 
 def randomise_bn(model: torch.nn.Module) -> torch.nn.Module:
@@ -83,15 +86,23 @@ def compare(label: str, ours: dict[int, torch.nn.Module], maps, ref_model, logit
 def report(what: str, got: torch.Tensor, ref: torch.Tensor) -> bool:
     if got.shape != ref.shape:
         print(f"{what}: SHAPE {tuple(got.shape)} vs {tuple(ref.shape)}")
+        ROWS.append({"what": what, "shape": list(got.shape), "ref_shape": list(ref.shape),
+                     "equal": False})
         return False
     diff, scale = (got - ref).abs().max().item(), ref.abs().max().item()
     good = diff <= RTOL * scale
+    ROWS.append({"what": what, "shape": list(got.shape), "max_abs_diff": diff,
+                 "max_abs_ref": scale, "equal": good})
     print(f"{what:55s} shape {str(tuple(got.shape)):20s} max|diff| {diff:.3g}  "
           f"max|ref| {scale:.3g}  {'ok' if good else 'FAILED'}")
     return good
 
 
 def main() -> int:
+    output = Path(sys.argv[sys.argv.index("--output") + 1]) if "--output" in sys.argv else None
+    if output is not None and output.exists():
+        print(f"{output} exists; give another --output (results are never replaced)")
+        return 2
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"timm {timm.__version__}, float32, CPU")
@@ -124,6 +135,13 @@ def main() -> int:
         ok &= compare(f"timm {timm_name}", ours, lambda m, x, n=timm_name: timm_maps(n, m, x),
                       ref, logit_sizes)
     print("all equal" if ok else "SOME DIFFER")
+    if output is not None:
+        from sppnet.utils.provenance import write_results
+
+        write_results(output, {"torchvision": torchvision.__version__, "timm": timm.__version__,
+                               "rtol": RTOL, "all_equal": ok, "comparisons": ROWS},
+                      {"torch.manual_seed": 0})
+        print(f"wrote {output}")
     return 0 if ok else 1
 
 
