@@ -48,11 +48,14 @@ def _imports(path: Path) -> set[str]:
                 mod = node.module.split(".")[1:]
             else:
                 continue
-            if mod:  # (``from .. import __version__``: the package itself)
+            subs = [".".join([*mod, a.name]) for a in node.names
+                    if (ROOT.joinpath(*mod, a.name + ".py")).is_file()
+                    or (ROOT.joinpath(*mod, a.name)).is_dir()]
+            out.update(subs)
+            # the package itself, when a name comes from its __init__ (``from . import sub``
+            # imports only the submodule; ``from .. import __version__``: no module at all)
+            if mod and len(subs) < len(node.names):
                 out.add(".".join(mod))
-            out.update(".".join([*mod, a.name]) for a in node.names
-                       if (ROOT.joinpath(*mod, a.name + ".py")).is_file()
-                       or (ROOT.joinpath(*mod, a.name)).is_dir())
     return out
 
 
@@ -133,3 +136,71 @@ def test_the_detection_config_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
+
+
+def _module_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (lazily too; a package is its __init__)."""
+    def name(p: Path) -> str:
+        parts = p.relative_to(root).with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    files = {name(p): p for p in root.rglob("*.py")}
+    return {m: {d for d in _imports(p) if d in files and d != m} for m, p in files.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles: every strongly connected set of two or more modules (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            scc = []
+            while not scc or scc[-1] != v:
+                scc.append(stack.pop())
+                on.discard(scc[-1])
+            if len(scc) > 1:
+                out.append(sorted(scc))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_between_modules():
+    assert _cycles(_module_graph(ROOT)) == []
+
+
+def test_the_cycle_check_sees_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def _long_functions(root: Path, limit: int = 60) -> list[str]:
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > limit:
+                    out.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({n} lines)")
+    return out
+
+
+def test_no_function_is_over_60_lines():
+    assert _long_functions(ROOT) == []
+
+
+def test_the_length_check_sees_a_long_function(tmp_path):
+    body = "".join(f"    x{i} = {i}\n" for i in range(60))
+    (tmp_path / "m.py").write_text(f"def short():\n    pass\n\n\ndef long():\n{body}")
+    assert _long_functions(tmp_path) == ["m.py:5 long (61 lines)"]

@@ -448,10 +448,10 @@ def run_images(detector: Any, images: Iterable, proposals: Any = None, *,
                          if item.path is None else to_rgb_array(item.path))
             clock.stop()
             res.boxes = as_windows(boxes)
-            maps = _maps(dets[0], items, passes, held, k, mode)
             if len(dets) > 1:
                 res.detections = detect_combined(dets, res.image, res.boxes, mode)
-            else:
+            else:  # the maps of a shared trunk pass, or None (computed for this image alone)
+                maps = _maps(dets[0], items, passes, held, k, mode)
                 res.detections, res.variants = _detect(dets[0], res.image, res.boxes, mode,
                                                        maps, variants, main)
         except (_NoWindows, *DETECTION_ERRORS) as e:
@@ -461,8 +461,7 @@ def run_images(detector: Any, images: Iterable, proposals: Any = None, *,
             res.error = _report(item, e)
         res.timings = {**(res.detections.timings if res.detections else {}), **clock.lap(),
                        "proposals": prop_s}
-        if res.boxes is not None:
-            res.timings["windows"] = len(res.boxes)
+        res.timings |= {"windows": len(res.boxes)} if res.boxes is not None else {}
         yield res
 
 
