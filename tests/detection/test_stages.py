@@ -114,6 +114,11 @@ def test_jittered_boxes_surround_the_ground_truth():
     assert (np.abs((j[:, 1] + j[:, 3]) / 2 - 100) <= 0.3 * 40 + 1e-4).all()
     assert (np.abs(np.log(w / 40)) <= 0.3 + 1e-5).all()
     assert (np.abs(np.log(h / 40)) <= 0.3 + 1e-5).all()
+    # ...and they use that range: uniform draws, 50 of them, reach past 5/6 of it on each
+    # side (a jitter half as large, or one-sided, fails here)
+    dx, dy = (j[:, 0] + j[:, 2]) / 2 - 110, (j[:, 1] + j[:, 3]) / 2 - 100
+    for v, lim in ((dx, 12), (dy, 12), (np.log(w / 40), 0.3), (np.log(h / 40), 0.3)):
+        assert v.min() < -lim * 5 / 6 and v.max() > lim * 5 / 6
     rand = b[51:]  # the random windows: inside the image, at least a pixel wide and high
     assert 1 <= len(rand) <= 50 // 4 + 1
     assert (rand >= 0).all() and (rand[:, [0, 2]] <= 240).all() and (rand[:, [1, 3]] <= 200).all()
