@@ -4,6 +4,7 @@ box regression, the R-CNN warp, model combination."""
 import json
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -551,6 +552,52 @@ def test_every_variant_of_an_end_to_end_detector_shares_the_head_pass():
         alone, _ = score_windows(det, pooled, boxes, inverse, img.shape[:2], [v], v[0])
         assert torch.equal(got[v[0]].boxes, alone[v[0]].boxes), v[0]
         assert torch.equal(got[v[0]].scores, alone[v[0]].scores), v[0]
+
+
+@pytest.mark.parametrize("given_windows", [True, False])
+def test_the_run_loop_decodes_sizes_and_projects_each_photo_once(tmp_path, monkeypatch,
+                                                                  given_windows):
+    """Three photo files through run_images, with windows given or from the detector's own
+    Selective Search (in this process): each file is decoded once (the proposer's decoded
+    image is the network's), its scaled sizes computed once and its windows projected once."""
+    from PIL import Image
+
+    import sppnet.data.decode as decode_mod
+    import sppnet.detection.features as F
+    import sppnet.detection.proposal_cache as PC
+    import sppnet.detection.run as R
+
+    det = _e2e_detector(0)
+    paths = []
+    for s in range(3):
+        paths.append(tmp_path / f"p{s}.png")
+        Image.fromarray(_photo(seed=s)).save(paths[-1])
+    calls = {"decode": [], "sizes": 0, "project": 0}
+    real_decode, real_sizes, real_cells = decode_mod.decode_image, R.scaled_sizes, R.window_cells
+
+    def decode(path, *a, **k):
+        calls["decode"].append(Path(path).name)
+        return real_decode(path, *a, **k)
+
+    def sizes(*a, **k):
+        calls["sizes"] += 1
+        return real_sizes(*a, **k)
+
+    def cells(*a, **k):
+        calls["project"] += 1
+        return real_cells(*a, **k)
+
+    for mod in (decode_mod, PC):
+        monkeypatch.setattr(mod, "decode_image", decode)
+    for mod in (R, F):
+        monkeypatch.setattr(mod, "scaled_sizes", sizes)
+    monkeypatch.setattr(R, "window_cells", cells)
+    boxes = np.array([[30.0, 20, 90, 70], [100, 60, 150, 110]], np.float32)
+    windows = {p.stem: boxes for p in paths} if given_windows else None
+    out = list(R.run_images(det, paths, windows, workers=0))
+    assert [r.ok for r in out] == [True] * 3 and all(len(r.boxes) for r in out)
+    assert sorted(calls["decode"]) == ["p0.png", "p1.png", "p2.png"]
+    assert calls["sizes"] == 3 and calls["project"] == 3
 
 
 def test_an_image_skipped_before_its_shared_pass_is_not_computed_or_held(monkeypatch):
