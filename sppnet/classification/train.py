@@ -165,6 +165,9 @@ def _start_writing(run: _Run, resume: bool) -> None:
     """Validated (and a resume checked): write the config, keep the metrics of the epochs
     before the resume point, record the dataset, decode the images, fix the epoch pool."""
     cfg, info, out = run.cfg, run.info, run.out
+    if len(run.splits[0].samples) < cfg.batch_size:  # a mistake: refused before any write
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set "
+                         f"({len(run.splits[0].samples)} images)")
     if info.is_main:
         run_dir.write_run_config(out, "train-cls", cfg.to_json(), RUNTIME_FIELDS)
         metrics_path = out / "metrics.jsonl"

@@ -264,11 +264,14 @@ def main_train_det(args: argparse.Namespace) -> int:
 
 
 def _check_json(args: argparse.Namespace) -> None:
-    """``--json`` checked before the benchmark runs (minutes of work to lose otherwise)."""
+    """``--json`` (and ``--png``) checked before the benchmark runs (minutes of work to lose
+    otherwise)."""
     from ..utils.run_dir import check_output_file
 
     if args.json is not None:
         check_output_file(args.json, "--json")
+    if getattr(args, "png", None) is not None:  # bench proposals' plot: never a run's file
+        check_output_file(args.png, "--png")
 
 
 def main_train(args: argparse.Namespace) -> int:

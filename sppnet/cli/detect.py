@@ -76,14 +76,17 @@ def _settings_record(args: argparse.Namespace, det) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..detection.proposal_cache import load_proposal_file
     from ..utils.run_dir import check_output_dir, claim_folder, command_settings
 
     out = check_output_dir(args.output_dir)
     detectors = load_detectors(args, args.model)
     paths = _images(args.images)
     ids = image_ids(paths)
+    # every input is read before the folder is claimed (--force deletes the earlier outputs)
+    given = load_proposal_file(args.proposals, ids) if args.proposals else None
     with claim_folder(out, "detect", command_settings(args), OUTPUTS, args.force):
-        return _detect(args, out, detectors, paths, ids)
+        return _detect(args, out, detectors, paths, ids, given)
 
 
 class _Outputs:
@@ -140,13 +143,13 @@ class _Outputs:
 
 
 def _detect(args: argparse.Namespace, out: Path, detectors: list, paths: list[Path],
-            ids: list[str]) -> int:
-    """Run the detectors over ``paths`` into the claimed folder ``out``."""
+            ids: list[str], given: dict | None) -> int:
+    """Run the detectors over ``paths`` (windows: ``given``, else proposed) into the claimed
+    folder ``out``."""
     import numpy as np
     from tqdm import tqdm
 
     from ..detection.detector_files import detector_inputs
-    from ..detection.proposal_cache import load_proposal_file
     from ..detection.run import run_images
     from ..evaluation.voc import write_devkit_results
     from ..utils.run_dir import atomic_write_text
@@ -155,7 +158,6 @@ def _detect(args: argparse.Namespace, out: Path, detectors: list, paths: list[Pa
     det = detectors[0]
     thresh = args.thresh if args.thresh is not None else (
         0.5 if det.settings.score == "softmax" else 0.0)
-    given = load_proposal_file(args.proposals, ids) if args.proposals else None
     outputs = _Outputs(out, det.classes, thresh)
     stream = run_images(detectors, paths, given, ids=ids, cache_dir=out / "cache" / "proposals",
                         workers=args.workers)

@@ -35,20 +35,22 @@ def main(args: argparse.Namespace) -> int:
     from ..data.datasets import load_dataset
     from ..detection.detector_files import detector_inputs, training_seeds
     from ..detection.evaluate import EVAL_OUTPUTS, evaluate_detector
-    from ..detection.proposal_cache import get_proposals
+    from ..detection.proposal_cache import get_proposals, load_proposal_file
     from ..utils.device import resolve_device
     from ..utils.run_dir import check_cache_dir, check_output_dir, claim_folder, command_settings
 
     resolve_device(args.device)  # before anything else: a missing GPU is one line
     check_output_dir(args.output_dir)
     if args.cache_dir:
-        check_cache_dir(args.cache_dir)
+        check_cache_dir(args.cache_dir, output_dir=args.output_dir)
     det = load_detectors(args, [args.model])[0]
     ds = load_dataset(args.data, args.split or "", tuple(det.classes), args.images or "")
     if not any((~a.difficult).any() for a in ds):  # before any proposal is computed
         raise ValueError(f"--data {args.data}: its {len(ds)} image(s) hold no (non-difficult) "
                          f"object of the detector's classes {det.classes}: the mAP would be "
                          "undefined")
+    if args.proposals:  # read before the folder is claimed (--force deletes earlier results)
+        load_proposal_file(args.proposals, [a.image_id for a in ds])
     with claim_folder(args.output_dir, "eval-det", command_settings(args, ("cache_dir",)),
                       EVAL_OUTPUTS, args.force):
         # the windows the detector was trained with (detector.json), unless overridden

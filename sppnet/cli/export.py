@@ -45,10 +45,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--output must name a .onnx file, got {args.output}")
     if args.output.is_dir():
         raise IsADirectoryError(f"--output {args.output} is a folder; give a .onnx file name")
-    if not args.force:
-        for f in (args.output, args.output.with_suffix(".json")):
-            if f.exists():
-                raise FileExistsError(f"{f} exists; not overwriting it (--force to replace)")
+    from ..utils.run_dir import check_output_file
+
+    for f in (args.output, args.output.with_suffix(".json")):
+        check_output_file(f, "--output")  # never a run's file, even with --force
+        if f.exists() and not args.force:
+            raise FileExistsError(f"{f} exists; not overwriting it (--force to replace)")
     if args.scale is not None and args.scale < 1:
         raise ValueError(f"--scale must be a positive number of pixels, got {args.scale}")
 

@@ -80,9 +80,10 @@ def plot_confusion(confusion, classes, path: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..utils.run_dir import check_output_dir, claim_folder, command_settings
+    from ..utils.run_dir import check_cache_dir, check_output_dir, claim_folder, command_settings
 
     check_output_dir(args.output_dir)
+    check_cache_dir(args.cache_dir, output_dir=args.output_dir)  # before the folder is claimed
     with claim_folder(args.output_dir, "svm-protocol", command_settings(args, ("cache_dir",)),
                       ("results.json", "confusion.png"), args.force):
         return _protocol(args)

@@ -524,7 +524,7 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
         return out / "cache"
     check_output_dir(out)
     if cfg.cache_dir:
-        check_cache_dir(cfg.cache_dir)
+        check_cache_dir(cfg.cache_dir, output_dir=out)
     ds = training_set(cfg)  # user mistakes in the data surface before anything is written
     cfg = resolve_scales(cfg, ds)  # recorded in config.json and the detector
     spec = backbone_spec(cfg)

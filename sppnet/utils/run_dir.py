@@ -343,8 +343,9 @@ def claim_outputs(out: Path, kind: str, settings: dict[str, Any], outputs: Seque
     run's folder is refused; ``outputs`` (glob patterns) present from other ``settings`` (or,
     with ``reuse_same=False``, from any run) are refused — the message names what differs and
     ``advice`` — unless ``force``, which deletes them (where ``remove``: the process that owns
-    the folder). ``normalise``: the earlier run's recorded config in this version's layout (a
-    config of an earlier layout compares by content). Returns that record (or ``None``)."""
+    the folder) when a recorded run of ``kind`` wrote them (never files no config records).
+    ``normalise``: the earlier run's recorded config in this version's layout (a config of an
+    earlier layout compares by content). Returns that record (or ``None``)."""
     old = refuse_other_kind(out, kind)
     present = [p.name for pattern in outputs for p in sorted(out.glob(pattern))]
     if not present:
@@ -353,6 +354,11 @@ def claim_outputs(out: Path, kind: str, settings: dict[str, Any], outputs: Seque
     before = (normalise(old) if normalise is not None else old) if old is not None else None
     same = reuse_same and before is not None and config_hash(before, ignore) == config_hash(
         new, ignore)
+    if force and old is None:  # nothing says a sppnet run wrote them: never deleted
+        raise RunFolderError(f"{flag} {out} already holds {', '.join(present[:3])}, outputs "
+                             f"no sppnet command recorded (no config.json of a {kind} run); "
+                             "--force only replaces a recorded run's outputs: use another "
+                             "folder")
     if force:
         if remove:
             gone = remove_outputs(out, outputs)
@@ -425,10 +431,15 @@ def check_output_file(path: str | Path, flag: str, replaceable: Sequence[str] = 
     return path
 
 
-def check_cache_dir(cache: str | Path, flag: str = "--cache-dir") -> Path:
+def check_cache_dir(cache: str | Path, flag: str = "--cache-dir",
+                    output_dir: str | Path | None = None) -> Path:
     """A cache folder is shared by design (its entries are keyed by content), but never a run's
-    folder: one that holds a run's ``config.json`` is refused."""
+    folder: one that holds a run's ``config.json``, or the ``output_dir`` the command is about
+    to claim as one, is refused."""
     cache = check_output_dir(cache, flag)
+    if output_dir is not None and cache.resolve() == Path(output_dir).resolve():
+        raise RunFolderError(f"{flag} {cache} is the --output-dir; a cache goes into a folder "
+                             "of its own (e.g. OUTPUT_DIR/cache, the default)")
     kind, _ = run_kind(cache)
     if kind is not None:
         raise RunFolderError(f"{flag} {cache} holds a {kind} run (its config.json); a cache "

@@ -225,3 +225,16 @@ def test_a_classifiers_normalisation_travels_with_it_as_a_backbone(shapes_folder
     with torch.no_grad():
         want = trunk.forward_features(x[None])[0]
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_before_anything_is_written(
+        shapes_folder, tmp_path, capsys):
+    """36 training images (12 per class) and --batch-size 64: one line, exit 2, and the folder
+    holds no config.json or dataset.json — so the corrected command starts without --force."""
+    out = tmp_path / "run"
+    small = [a if a != "6" else "64" for a in SMALL]  # --batch-size 64
+    base = ["--data", str(shapes_folder), "--output-dir", str(out), "--sizes", "48",
+            "--epochs", "1"]
+    line = cli_error(capsys, ["train-cls", *base, *small])
+    assert "batch_size 64 is larger than the training set (36 images)" in line  # 12 x 3
+    assert not (out / "config.json").exists() and not (out / "dataset.json").exists()

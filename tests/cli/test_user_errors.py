@@ -204,6 +204,11 @@ def test_single_output_files_never_replace_a_runs_files(tmp_path, capsys):
                              str(run / "results.json")])
     assert "would replace a file of the train-cls run" in msg
     assert (run / "results.json").read_text() == '{"test": {"top1": 0.9}}'
+    (run / "curves.png").write_bytes(b"the run's plot")  # bench proposals' --png, before work
+    msg = cli_error(capsys, ["bench", "proposals", "--data", f"x={tmp_path / 'none'}",
+                             "--png", str(run / "curves.png")])
+    assert "--png" in msg and "would replace a file of the train-cls run" in msg
+    assert (run / "curves.png").read_bytes() == b"the run's plot"
 
 
 def test_a_checkpoint_with_nan_weights_is_never_used(tmp_path, capsys, classes_folder):

@@ -339,6 +339,19 @@ def test_eval_det_and_detect_never_replace_another_runs_outputs(tiny, tmp_path, 
     assert cli(["eval-det", "--data", str(voc), "--output-dir", str(ev), "--scales", "128",
                 "--force", *base]) == 0
     assert json.loads((ev / "results.json").read_text())["scales"] == [128]
+    # --force with a bad --proposals file: refused before the earlier outputs are deleted
+    np.save(tmp_path / "plain.npy", tiny["boxes"])
+    dt = tmp_path / "dt"
+    assert cli(["detect", str(voc), "--output-dir", str(dt), *base]) == 0
+    for cmd, folder, first in (("eval-det", ev, ["--data", str(voc)]), ("detect", dt, [str(voc)])):
+        before = (folder / "config.json").read_text()
+        argv = [cmd, *first, "--output-dir", str(folder), "--model", str(tiny["model"]),
+                "--proposals", str(tmp_path / "plain.npy"), "--scales", "96", "--force",
+                "--no-progress"]
+        assert "plain.npy" in cli_error(capsys, argv)
+        assert (folder / "config.json").read_text() == before
+    assert json.loads((ev / "results.json").read_text())["scales"] == [128]
+    assert len(json.loads((dt / "detections.json").read_text())) == 2
 
 
 def test_combined_detectors_time_every_network_stage(tiny, tmp_path, monkeypatch):

@@ -274,6 +274,16 @@ def test_bad_folders_and_outputs_are_one_line(refused, tmp_path, capsys):
                                            str(tmp_path / "taken.onnx")])
     assert "--scale" in cli_error(capsys, ["export", "--model", model, "--output", out,
                                            "--scale", "0"])
+    # a run's files are never replaced, --force or not (FILE.onnx writes FILE.json beside it)
+    run = tmp_path / "evalrun"
+    run.mkdir()
+    (run / "config.json").write_text('{"kind": "eval-det"}')
+    (run / "results.json").write_text('{"mAP": 0.5}')
+    for force in ([], ["--force"]):
+        line = cli_error(capsys, ["export", "--model", model, "--output",
+                                  str(run / "results.onnx"), *force])
+        assert "would replace a file of the eval-det run" in line
+    assert json.loads((run / "results.json").read_text()) == {"mAP": 0.5}
 
 
 # ------------------------------------------------------------------ the runner's steps are sppnet's

@@ -18,6 +18,7 @@ from sppnet.utils.run_dir import (
     LOCK_NAME,
     RunFolderError,
     RunLock,
+    check_cache_dir,
     check_output_dir,
     claim_folder,
     lock_holder,
@@ -109,6 +110,21 @@ def test_claim_folder_refuses_unrecorded_outputs(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text()) == {"mine": 1}
 
 
+def test_force_never_deletes_what_no_recorded_run_wrote(tmp_path):
+    """--force replaces a recorded run's outputs only: a folder whose files match a command's
+    output names but hold no config.json of that command (a data set's images/ folder, a
+    results.json of the user's) is refused with --force too, and nothing is deleted."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "photo.jpg").write_bytes(b"the user's photo")
+    (tmp_path / "results.json").write_text('{"mine": 1}')
+    for outputs in (("images",), ("results.json",)):
+        with pytest.raises(RunFolderError, match="no sppnet command recorded.*--force"):
+            claim_folder(tmp_path, "detect", {}, outputs, force=True)
+    assert (tmp_path / "images" / "photo.jpg").read_bytes() == b"the user's photo"
+    assert json.loads((tmp_path / "results.json").read_text()) == {"mine": 1}
+    assert not (tmp_path / "config.json").exists()
+
+
 def test_a_read_only_folder_is_named_before_any_work(tmp_path, monkeypatch):
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -147,3 +163,19 @@ def test_an_os_error_about_a_path_is_one_line(tmp_path, capsys, monkeypatch, err
 def test_an_over_long_name_is_named(tmp_path):
     with pytest.raises(RunFolderError, match="at most 255"):
         check_output_dir(tmp_path / ("x" * 300))
+
+
+def test_a_cache_in_the_output_folder_itself_is_refused_before_anything_is_written(tmp_path,
+                                                                                    capsys):
+    """svm-protocol / eval-det with --cache-dir equal to --output-dir used to claim the folder
+    (writing its config.json) and then refuse the cache as a run's folder, for good."""
+    from tests.cli_util import cli_error
+
+    same = tmp_path / "svc"
+    with pytest.raises(RunFolderError, match="is the --output-dir"):
+        check_cache_dir(same, output_dir=same)
+    line = cli_error(capsys, ["svm-protocol", "--data", str(tmp_path / "cls"), "--model",
+                              "mobilenet_v2", "--cache-dir", str(same), "--output-dir",
+                              str(same)])
+    assert "--cache-dir" in line and "is the --output-dir" in line
+    assert not (same / "config.json").exists()
