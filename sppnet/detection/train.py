@@ -393,6 +393,10 @@ def _check_request(cfg: DetConfig, stages: tuple) -> None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {STAGES}")
+    if not stages:
+        raise ValueError(f"--stages names no stage; stages are {', '.join(STAGES)}")
+    if cfg.test_data and "eval" in stages and not Path(cfg.test_data).exists():
+        raise FileNotFoundError(f"--test-data {cfg.test_data} does not exist")
 
 
 def _head_stage(st: Stages, out: Path, stages: tuple, times: StageTimes,
@@ -531,6 +535,7 @@ def train_detector(cfg: DetConfig, stages: tuple = STAGES, progress: bool = True
     if spec.model == "mobilenet_v2" and not (spec.weights and Path(spec.weights).is_file()):
         raise FileNotFoundError(f"--weights: the mobilenet_v2 backbone needs its TFLite file, "
                                 f"got {spec.weights or 'none'}")
+    load_backbone(spec)  # a wrong weights file is one line here, not after the proposals
     info = init_distributed(resolve_device(cfg.device)) if distributed_e2e else DistInfo()
     # the folder is claimed and locked by the main process, for the run's lifetime
     lock = lock_for_job(out, "train-det", info)

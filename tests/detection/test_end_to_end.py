@@ -544,3 +544,28 @@ def test_train_det_and_detect_with_a_torchvision_format_backbone(det_small, tmp_
                               str(vgg), "--output-dir", str(tmp_path / "run2")])
     assert "missing" in line and "conv1.weight" in line and str(vgg) in line
     assert not (tmp_path / "run2" / "model").exists()
+
+
+def test_train_det_mistakes_are_refused_before_any_proposal_is_computed(det_small, tmp_path,
+                                                                         capsys, monkeypatch):
+    """No stage named, a weights file that is not one, a --test-data that is not there: one
+    line each, exit 2, and Selective Search never ran (the proposer is made to fail loudly)."""
+    import sppnet.detection.proposal_cache as pc
+    import sppnet.detection.train as tr
+
+    def no_proposals(*a, **k):
+        raise AssertionError("proposals were computed before the mistake was found")
+
+    for mod in (pc, tr):
+        monkeypatch.setattr(mod, "get_proposals", no_proposals)
+    fake = tmp_path / "fake.tflite"
+    fake.write_text("not a model")
+    base = ["train-det", "--data", str(det_small / "train"), "--no-progress"]
+    cases = [(["--stages", ",", "--backbone", "zf5"], "--stages names no stage"),
+             (["--weights", str(fake)], "not a TFLite flatbuffer"),
+             (["--backbone", "zf5", "--test-data", str(tmp_path / "nowhere")],
+              "--test-data")]
+    for i, (extra, said) in enumerate(cases):
+        line = cli_error(capsys, [*base, "--output-dir", str(tmp_path / f"o{i}"), *extra])
+        assert said in line, line
+        assert not (tmp_path / f"o{i}" / "config.json").exists()
