@@ -236,6 +236,10 @@ def _read_meta(meta: dict, path: Path) -> tuple:
     and the sppnet version that wrote it."""
     from .. import __version__
 
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its metadata is a JSON {type(meta).__name__}, not the "
+                              "object a detector file holds; the file was edited or is not "
+                              "an sppnet detector")
     version = meta.get("sppnet_version", "0.1.0 or older")
     fmt = meta.get("format")
     if fmt not in KNOWN_FORMATS:

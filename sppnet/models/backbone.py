@@ -37,14 +37,21 @@ DEFAULT_INPUT_SCALE = 1.0 / 128
 
 
 def _norm_value(value: Any, field: str) -> Norm:
-    """A scalar stays a float; a sequence (a saved spec's JSON list) becomes an RGB triple."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    """A scalar stays a float; a sequence (a saved spec's JSON list) becomes an RGB triple.
+    Each value finite, and ``input_scale`` positive (0 would make every image the same)."""
+    import math
+
+    def ok(v: Any) -> bool:
+        return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and (field != "input_scale" or v > 0))
+
+    if ok(value):
         return float(value)
-    if isinstance(value, (list, tuple)) and len(value) == 3 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if isinstance(value, (list, tuple)) and len(value) == 3 and all(ok(v) for v in value):
         return tuple(float(v) for v in value)
-    raise ValueError(f"{field} must be a number or 3 numbers (one per RGB channel), got "
-                     f"{value!r}")
+    rule = "positive " if field == "input_scale" else "finite "
+    raise ValueError(f"{field} must be a {rule}number or 3 {rule}numbers (one per RGB "
+                     f"channel), got {value!r}")
 
 
 def default_normalisation(model: str) -> tuple[Norm, Norm]:

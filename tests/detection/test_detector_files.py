@@ -127,6 +127,28 @@ def test_an_edited_detector_json_is_named_not_ignored(tiny, capsys, tmp_path):
     assert "bogus" in line
 
 
+def test_detector_metadata_of_the_wrong_shape_or_values_is_one_line(tiny, capsys, tmp_path):
+    """Metadata that is a JSON list, not an object (it used to end in an AttributeError), and
+    an input scale of 0 or a NaN mean (every image the same, or every image failing): one
+    line naming the problem, before any image is read."""
+    path = tiny["model"] / "detector.safetensors"
+    tensors, meta = load_checkpoint(path)
+    save_checkpoint(path, tensors, ["not", "an", "object"])
+    (tiny["model"] / "detector.json").write_text('["not", "an", "object"]')
+    argv = ["detect", str(tiny["root"] / "img.png"), "--model", str(tiny["model"])]
+    line = cli_error(capsys, [*argv, "--output-dir", str(tmp_path / "a")])
+    assert "metadata is a JSON list" in line
+    for field, value, said in (("input_scale", 0.0, "input_scale must be a positive"),
+                               ("mean", float("nan"), "mean must be a finite")):
+        bad = json.loads(json.dumps(meta))
+        bad["backbone"][field] = value
+        save_checkpoint(path, tensors, bad)
+        (tiny["model"] / "detector.json").write_text(json.dumps(bad, indent=2))
+        line = cli_error(capsys, [*argv, "--output-dir", str(tmp_path / field)])
+        assert said in line, line
+        assert not (tmp_path / field).exists()
+
+
 def test_an_older_detector_loads_with_default_settings(tiny):
     def older(t, m):  # format 1, before sppnet_version, backbone_files, mode and proposer
         for k in ("sppnet_version", "backbone_files"):

@@ -172,8 +172,14 @@ def test_per_channel_specs_round_trip_through_json():
     spec = backbone_spec("vgg16", "vgg16.pth")
     back = BackboneSpec(**json.loads(json.dumps(asdict(spec))))  # tuples become lists in JSON
     assert back == spec and isinstance(back.mean, tuple)
-    with pytest.raises(ValueError, match=r"mean must be a number or 3 numbers.*\[1\.0, 2\.0\]"):
+    with pytest.raises(ValueError, match=r"mean must be a finite number or 3 finite numbers.*"
+                                         r"\[1\.0, 2\.0\]"):
         BackboneSpec(model="resnet18", mean=[1.0, 2.0])
+    # a detector file edited to an input scale of 0 (every image the same) or a NaN mean
+    with pytest.raises(ValueError, match="input_scale must be a positive number"):
+        BackboneSpec(model="resnet18", input_scale=0.0)
+    with pytest.raises(ValueError, match="mean must be a finite number"):
+        BackboneSpec(model="resnet18", mean=[1.0, float("nan"), 2.0])
 
 
 def test_to_tensor_per_channel():
