@@ -37,13 +37,21 @@ def _from_results(results: list, ds, path: Path) -> dict:
     cats = coco_categories(read_coco_json(ds.root), ds.root)
     ours = {cid: i for i, cid in ds.coco_ids.items()}
     rows: dict = {}
+    def number(v: object) -> bool:  # JSON numbers only: pycocotools reads the file as it is
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     for n, r in enumerate(results):
         try:
             x, y, w, h = (float(v) for v in r["bbox"])
             img, cat, score = r["image_id"], r["category_id"], float(r["score"])
+            typed = (all(number(v) for v in r["bbox"]) and number(r["score"])
+                     and all(isinstance(v, int) and not isinstance(v, bool) for v in (img, cat)))
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"--detections {path}: result {n} needs image_id, category_id, "
-                             f"bbox [x, y, w, h] and score, got {r!r}") from None
+            typed = False
+        if not typed:
+            raise ValueError(f"--detections {path}: result {n} needs an integer image_id and "
+                             f"category_id, a bbox of 4 numbers [x, y, w, h] and a number "
+                             f"score, got {r!r}") from None
         if not all(math.isfinite(v) for v in (x, y, w, h, score)) or w < 0 or h < 0:
             raise ValueError(f"--detections {path}: result {n} has bbox {r['bbox']!r} and score "
                              f"{r['score']!r}; they must be finite, width and height >= 0")
@@ -73,6 +81,12 @@ def main(args: argparse.Namespace) -> int:
         raw = json.loads(args.detections.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"--detections {args.detections} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(f"--detections {args.detections} is nested too deeply to be a "
+                         "detections file") from None
+    if not any(len(a.boxes) for a in ds):  # as eval-voc: the AP would be undefined
+        raise ValueError(f"--annotations {args.annotations} holds no objects: the AP would be "
+                         "undefined")
     category_ids = {c["name"]: int(c["id"]) for c in gt["categories"]}
     if isinstance(raw, list):
         results, dets = raw, _from_results(raw, ds, args.detections)

@@ -20,6 +20,9 @@ def read_detections_json(path: str | Path, classes: list[str] | None = None) -> 
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"--detections {path} is not valid JSON: {e}") from None
+    except RecursionError:  # nesting deeper than any detections file
+        raise ValueError(f"--detections {path} is nested too deeply to be a detections "
+                         "file") from None
     if not isinstance(data, dict):
         raise ValueError(f"--detections {path}: expected a JSON object of image id -> "
                          f"detections, got {type(data).__name__}")
@@ -50,8 +53,14 @@ def _json_entry(path: Path, image_id: str, d: object, classes: list[str] | None)
                          f"{boxes.shape}")
     if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
         raise ValueError(f"{where}: boxes and scores must be finite")
+    flipped = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+    if len(flipped):
+        raise ValueError(f"{where}: box {int(flipped[0])} {boxes[flipped[0]].tolist()} has "
+                         "x2 < x1 or y2 < y1 (boxes are [x1, y1, x2, y2])")
     if "names" in d:
-        names = [str(n) for n in d["names"]]
+        if not isinstance(d["names"], list) or not all(isinstance(n, str) for n in d["names"]):
+            raise ValueError(f"{where}: names must be a list of class names (strings)")
+        names = list(d["names"])
     else:  # labels alone are indices into the detector's classes: they need --classes
         if classes is None:
             raise ValueError(f"{where}: labels without names are indices into the detector's "

@@ -196,7 +196,7 @@ def test_a_duplicate_image_id_is_named_not_merged(tmp_path, capsys):
 
 @pytest.mark.parametrize("bbox,score", [([float("nan"), 5, 20, 15], 0.9),
                                          ([10, 5, 20, float("inf")], 0.9),
-                                         ([10, 5, -20, 15], 0.9), ([10, 5, 20, 15], "NaN")])
+                                         ([10, 5, -20, 15], 0.9), ([10, 5, 20, 15], float("nan"))])
 def test_eval_coco_refuses_a_non_finite_result(tmp_path, capsys, bbox, score):
     gt = _gt(tmp_path)
     results = [{"image_id": 7, "category_id": 2, "bbox": [10, 5, 20, 15], "score": 0.5},
@@ -207,6 +207,50 @@ def test_eval_coco_refuses_a_non_finite_result(tmp_path, capsys, bbox, score):
                              str(tmp_path / "r.json"), "--output-dir", str(tmp_path / "o")])
     assert "result 1" in msg and "finite" in msg
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("change,said", [
+    ({"image_id": [7]}, "integer image_id"), ({"category_id": [2]}, "integer image_id"),
+    ({"image_id": True}, "integer image_id"), ({"score": "0.9"}, "number score"),
+    ({"bbox": ["10", 5, 20, 15]}, "bbox of 4 numbers")])
+def test_eval_coco_refuses_results_of_the_wrong_json_types(tmp_path, capsys, change, said):
+    """Values pycocotools cannot use (a list as an id, a string score or coordinate) used to
+    end in a TypeError inside it: one line naming the result."""
+    gt = _gt(tmp_path)
+    results = [{"image_id": 7, "category_id": 2, "bbox": [10, 5, 20, 15], "score": 0.5},
+               {"image_id": 7, "category_id": 2, "bbox": [10, 5, 20, 15], "score": 0.9,
+                **change}]
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    msg = cli_error(capsys, ["eval-coco", "--annotations", str(gt), "--detections",
+                             str(tmp_path / "r.json"), "--output-dir", str(tmp_path / "o")])
+    assert "result 1" in msg and said in msg
+
+
+def test_eval_coco_and_voc_refuse_malformed_detections_files(tmp_path, capsys):
+    """No objects to score against; a detections.json box with x2 < x1, names that are not a
+    list of strings, JSON nested past Python's recursion limit: one line each (eval-voc reads
+    detections.json through the same reader)."""
+    gt = _gt(tmp_path)
+    empty = json.loads(gt.read_text())
+    empty["annotations"] = []
+    (tmp_path / "empty.json").write_text(json.dumps(empty))
+    good = {"a": {"boxes": [[10, 5, 30, 20]], "scores": [0.9], "names": ["cat"]}}
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    msg = cli_error(capsys, ["eval-coco", "--annotations", str(tmp_path / "empty.json"),
+                             "--detections", str(tmp_path / "good.json"), "--output-dir",
+                             str(tmp_path / "o")])
+    assert "holds no objects" in msg
+    bad = {"flipped.json": ({"a": {**good["a"], "boxes": [[30, 5, 10, 20]]}}, "x2 < x1"),
+           "names.json": ({"a": {**good["a"], "names": 5}}, "names must be a list"),
+           "nulls.json": ({"a": {**good["a"], "names": [None]}}, "names must be a list")}
+    for name, (doc, _) in bad.items():
+        (tmp_path / name).write_text(json.dumps(doc))
+    (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    bad["deep.json"] = (None, "nested too deeply")
+    for name, (_, said) in bad.items():  # (eval-voc reads detections.json the same way)
+        msg = cli_error(capsys, ["eval-coco", "--annotations", str(gt), "--detections",
+                                 str(tmp_path / name), "--output-dir", str(tmp_path / name[:-5])])
+        assert said in msg, (name, msg)
 
 
 def test_evaluations_never_replace_another_runs_results(tmp_path, capsys):
