@@ -121,11 +121,14 @@ def _add_e2e(sub) -> None:
                                     "pyramid's share of it")
     e2.add_argument("--backbone", default="mobilenet_v2", help="backbone (default mobilenet_v2)")
     e2.add_argument("--weights", help="the backbone's weights (mobilenet_v2: the TFLite file)")
-    e2.add_argument("--image-size", type=int, nargs=2, default=(385, 513), metavar=("H", "W"),
+    e2.add_argument("--image-size", type=int_arg(32, MAX_DETECTION_SIDE), nargs=2,
+                    default=(385, 513), metavar=("H", "W"),
                     help="input size (default 385 513: fruit's chosen scale on a 3:4 photo)")
-    e2.add_argument("--convs", type=int, default=10, help="trunk convolutions trained")
-    e2.add_argument("--windows", type=int, default=64, help="windows per image (default 64)")
-    e2.add_argument("--repeats", type=int, default=5, help="timed runs per case (median)")
+    e2.add_argument("--convs", type=int_arg(0, 1000), default=10,
+                    help="trunk convolutions trained")
+    e2.add_argument("--windows", type=int_arg(1, MAX_WINDOWS), default=64,
+                    help="windows per image (default 64)")
+    e2.add_argument("--repeats", type=REPEATS, default=5, help="timed runs per case (median)")
     _outputs(e2, main_e2e)
 
 

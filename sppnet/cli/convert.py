@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..utils.config import names_arg
+
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser("sppnet convert")
@@ -23,7 +25,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     src.add_argument("--coco", type=Path, help="COCO instances JSON to read")
     p.add_argument("--images", type=Path, help="--coco: the folder its file_names are in")
     p.add_argument("--split", help="--voc: ImageSets/Main/<split>.txt")
-    p.add_argument("--classes", help="class names in label order (default: from the data)")
+    p.add_argument("--classes", type=names_arg(),
+                   help="class names in label order (default: from the data)")
     dst = p.add_mutually_exclusive_group(required=True)
     dst.add_argument("--to-coco", type=Path, help="COCO JSON file to write")
     dst.add_argument("--to-voc", type=Path, help="folder of VOC XML to write")
@@ -41,13 +44,16 @@ def main(args: argparse.Namespace) -> int:
     else:  # XML files never go into a run's folder
         refuse_other_kind(check_output_dir(args.to_voc, "--to-voc"), "convert")
 
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    classes = list(args.classes) if args.classes else None
     if args.voc is not None:
         if args.images:
             raise ValueError("--images is for --coco; a VOC folder holds its images")
         ds = load_voc(args.voc, args.split, classes)
     else:
         ds = load_coco(args.coco, args.images, classes)
+    if classes and not any(len(a.boxes) for a in ds):  # every object was of another class
+        raise ValueError(f"--classes {','.join(classes)}: no object of these classes in the "
+                         f"{len(ds)} annotation(s); check the names")
     if args.to_coco is not None:
         if args.to_coco.exists():
             raise FileExistsError(f"--to-coco {args.to_coco} exists; not overwriting it")

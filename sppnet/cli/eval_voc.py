@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..utils.config import number_arg
+from ..utils.config import names_arg, number_arg
 from .args import add_output_args
 
 
@@ -24,8 +24,9 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--detections", type=Path, required=True,
                    help="folder of devkit result files, or detections.json")
     add_output_args(p, "replace an evaluation with other settings in OUTPUT_DIR")
-    p.add_argument("--classes", help="class names, in the detector's label order (default: "
-                                     "the names in the annotations and the detections)")
+    p.add_argument("--classes", type=names_arg(),
+                   help="class names, in the detector's label order (default: the names in the "
+                        "annotations and the detections)")
     p.add_argument("--iou", type=number_arg(0, 1, lo_open=True), default=0.5)
     p.add_argument("--all-point", action="store_true", help="all-point AP instead of 11-point")
     p.add_argument("--no-plus-one", action="store_true",
@@ -73,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     from ..utils.run_dir import check_output_dir, claim_folder, command_settings
 
     check_output_dir(args.output_dir)
-    given = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    given = list(args.classes) if args.classes else None
     ann = load_voc(args.annotations, args.split, given, need_images=False)
     dets = _load_detections(args.detections, given, args.prefix, ann.found_classes)
     # the evaluated classes: --classes, or every class in the annotations or the detections;

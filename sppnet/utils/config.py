@@ -309,6 +309,22 @@ def _split_list(text: str) -> list[str]:
     return items
 
 
+def names_arg():
+    """An argparse ``type=``: comma-separated names (class names), each once -> a tuple."""
+    def check(names: tuple[str, ...]) -> None:
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"value names {', '.join(twice)} more than once")
+
+    def parse(text: str) -> tuple[str, ...]:  # names may hold spaces ("traffic light")
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+        if not names:
+            raise ValueError(text)
+        return names
+
+    return _arg_type(parse, check, "comma-separated names")
+
+
 def ints_arg(lo: int = 1, hi: int | None = None):
     """An argparse ``type=``: comma-separated integers in ``[lo, hi]`` -> a tuple."""
     return _arg_type(lambda t: tuple(int(v) for v in _split_list(t)),

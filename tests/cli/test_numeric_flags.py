@@ -53,6 +53,10 @@ CASES = [
     (["eval-voc", "--annotations", "a", "--detections", "d", "--output-dir", "O", "--iou",
       "1.5"], "--iou"),
     (["bench", "ops", "--windows", "0"], "--windows"),
+    (["bench", "e2e", "--image-size", "0", "0"], "--image-size"),
+    (["bench", "e2e", "--windows", "-5"], "--windows"),
+    (["bench", "e2e", "--convs", "-1"], "--convs"),
+    (["bench", "e2e", "--repeats", "0"], "--repeats"),
     (["bench", "detect", "--proposals", "-1"], "--proposals"),
     (["bench", "proposals", "--counts", "a"], "--counts"),
     # the config-backed commands: flags and --set alike

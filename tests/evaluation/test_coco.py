@@ -180,6 +180,25 @@ def test_convert_never_overwrites(tmp_path, capsys):
     assert "already holds XML files" in msg
 
 
+def test_convert_classes_listed_twice_or_matching_nothing_are_one_line(tmp_path, capsys):
+    """--classes cat,cat used to write two categories named cat; --classes bird (no such
+    object) a file of 0 objects, exit 0. Names with spaces stay whole."""
+    gt = _gt(tmp_path)
+    msg = cli_error(capsys, ["convert", "--coco", str(gt), "--classes", "cat,dog,cat",
+                             "--to-coco", str(tmp_path / "a.json")])
+    assert "--classes" in msg and "names cat more than once" in msg
+    msg = cli_error(capsys, ["convert", "--coco", str(gt), "--classes", "bird",
+                             "--to-coco", str(tmp_path / "b.json")])
+    assert "no object of these classes" in msg
+    assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()
+    msg = cli_error(capsys, ["eval-voc", "--annotations", str(tmp_path), "--detections",
+                             str(gt), "--classes", " , ", "--output-dir", str(tmp_path / "e")])
+    assert "--classes" in msg and "comma-separated names" in msg
+    from sppnet.utils.config import names_arg
+
+    assert names_arg()("traffic light, dog") == ("traffic light", "dog")
+
+
 def test_a_duplicate_image_id_is_named_not_merged(tmp_path, capsys):
     path = _gt(tmp_path)
     gt = json.loads(path.read_text())
