@@ -40,12 +40,16 @@ def _from_results(results: list, ds, path: Path) -> dict:
     def number(v: object) -> bool:  # JSON numbers only: pycocotools reads the file as it is
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
+    def whole(v: object) -> bool:  # an id: an integer, or a float holding one (1.0)
+        return number(v) and float(v).is_integer()
+
     for n, r in enumerate(results):
         try:
             x, y, w, h = (float(v) for v in r["bbox"])
             img, cat, score = r["image_id"], r["category_id"], float(r["score"])
             typed = (all(number(v) for v in r["bbox"]) and number(r["score"])
-                     and all(isinstance(v, int) and not isinstance(v, bool) for v in (img, cat)))
+                     and whole(img) and whole(cat))
+            img, cat = int(img), int(cat)
         except (KeyError, TypeError, ValueError):
             typed = False
         if not typed:

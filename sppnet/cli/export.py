@@ -48,11 +48,29 @@ def _check_args(args: argparse.Namespace) -> None:
     from ..utils.run_dir import check_output_file
 
     for f in (args.output, args.output.with_suffix(".json")):
-        check_output_file(f, "--output")  # never a run's file, even with --force
+        # never a run's file, even with --force; an earlier export (its graph, its .json) is
+        # the command's own and --force replaces it
+        own = [args.output.name, args.output.with_suffix(".json").name]
+        check_output_file(f, "--output", own if _an_export(args.output) else [])
         if f.exists() and not args.force:
             raise FileExistsError(f"{f} exists; not overwriting it (--force to replace)")
     if args.scale is not None and args.scale < 1:
         raise ValueError(f"--scale must be a positive number of pixels, got {args.scale}")
+
+
+def _an_export(onnx: Path) -> bool:
+    """Whether ``onnx`` and its ``.json`` are an earlier ``sppnet export``'s (or not there)."""
+    import json
+
+    from ..detection.export import RUNNER_FORMAT
+
+    meta = onnx.with_suffix(".json")
+    if not meta.exists():
+        return True
+    try:
+        return json.loads(meta.read_text()).get("format") == RUNNER_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _missing_onnx() -> str | None:

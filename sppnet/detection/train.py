@@ -377,7 +377,8 @@ class StageTimes:
         if not self.write:
             return
         seconds = {**read_stage_times(self.path), stage: round(time.perf_counter() - t0, 2)}
-        doc = {**seconds, "provenance": provenance(self.seeds)}
+        # (the matrix-product rate is in the run's results.json: a second a stage saved)
+        doc = {**seconds, "provenance": provenance(self.seeds, gemm=False)}
         atomic_write_text(self.path, json.dumps(doc, indent=2))
 
 
@@ -595,7 +596,8 @@ def _train_stages(cfg: DetConfig, out: Path, ds: VOCDataset, stages: tuple, prog
         settings = {"model": str((out / "model").resolve()), "test_data": cfg.test_data,
                     "test_split": cfg.test_split, "test_images": cfg.test_images,
                     "mode": cfg.mode, "scales": list(cfg.scales), "proposals": cfg.proposals}
-        with claim_folder(out / "eval", "eval-det", settings, EVAL_OUTPUTS, force=True):
+        with claim_folder(out / "eval", "eval-det", settings, EVAL_OUTPUTS, force=True,
+                          own=True):
             evaluate_detector(det, test, props, out / "eval", mode=cfg.mode,
                               progress=progress, seeds={"seed": cfg.seed},
                               inputs=_input_files(cfg, model_dir))

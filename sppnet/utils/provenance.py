@@ -191,16 +191,18 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def provenance(seeds: Mapping[str, Any] | None = None,
-               inputs: Iterable[str | Path] | None = None) -> dict[str, Any]:
+               inputs: Iterable[str | Path] | None = None,
+               gemm: bool = True) -> dict[str, Any]:
     """Everything :func:`write_results` records: when (UTC), the seeds given, the environment
     (versions, git commit and dirty flag), the threads now and per noted stage, the
-    matrix-product rate, the input files' digests and the command line."""
+    matrix-product rate (``gemm=False``: left out, a second's measurement saved), the input
+    files' digests and the command line."""
     from datetime import datetime, timezone
 
+    rate = {"cpu_gemm_gflops": round(gemm_gflops(), 1)} if gemm else {}
     return {"written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seeds": dict(seeds or {}), **environment(), "threads": threads(),
-            "stage_threads": stage_threads(), "cpu_gemm_gflops": round(gemm_gflops(), 1),
-            "inputs": input_files(inputs),
+            "stage_threads": stage_threads(), **rate, "inputs": input_files(inputs),
             "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}
 
 

@@ -337,15 +337,17 @@ def claim_outputs(out: Path, kind: str, settings: dict[str, Any], outputs: Seque
                   flag: str = "--output-dir",
                   advice: str = "use another folder, or --force to replace them",
                   remove: bool = True,
-                  normalise: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-                  ) -> dict[str, Any] | None:
+                  normalise: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                  own: bool = False) -> dict[str, Any] | None:
     """The one ownership rule of a run folder, for every command and trainer: another kind of
     run's folder is refused; ``outputs`` (glob patterns) present from other ``settings`` (or,
     with ``reuse_same=False``, from any run) are refused — the message names what differs and
     ``advice`` — unless ``force``, which deletes them (where ``remove``: the process that owns
     the folder) when a recorded run of ``kind`` wrote them (never files no config records).
     ``normalise``: the earlier run's recorded config in this version's layout (a config of an
-    earlier layout compares by content). Returns that record (or ``None``)."""
+    earlier layout compares by content). ``own``: the folder is part of a run that already
+    holds it (train-det's ``eval/``, written by older versions without a config): its files
+    are replaced without one. Returns that record (or ``None``)."""
     old = refuse_other_kind(out, kind)
     present = [p.name for pattern in outputs for p in sorted(out.glob(pattern))]
     if not present:
@@ -354,7 +356,7 @@ def claim_outputs(out: Path, kind: str, settings: dict[str, Any], outputs: Seque
     before = (normalise(old) if normalise is not None else old) if old is not None else None
     same = reuse_same and before is not None and config_hash(before, ignore) == config_hash(
         new, ignore)
-    if force and old is None:  # nothing says a sppnet run wrote them: never deleted
+    if force and old is None and not own:  # nothing says a sppnet run wrote them
         raise RunFolderError(f"{flag} {out} already holds {', '.join(present[:3])}, outputs "
                              f"no sppnet command recorded (no config.json of a {kind} run); "
                              "--force only replaces a recorded run's outputs: use another "
@@ -374,7 +376,7 @@ def claim_outputs(out: Path, kind: str, settings: dict[str, Any], outputs: Seque
 
 def claim_folder(out: str | Path, kind: str, settings: dict[str, Any], outputs: Sequence[str],
                  force: bool = False, flag: str = "--output-dir",
-                 ignore: Sequence[str] = ()) -> RunLock:
+                 ignore: Sequence[str] = (), own: bool = False) -> RunLock:
     """Claim ``out`` for a ``kind`` command whose outputs are a function of ``settings``
     (evaluations, detections, the SVM protocol, the demo): lock it, apply the ownership rule
     (:func:`claim_outputs`: the same settings again are allowed, they recompute the same
@@ -384,7 +386,7 @@ def claim_folder(out: str | Path, kind: str, settings: dict[str, Any], outputs: 
     out = check_output_dir(out, flag)
     lock = RunLock(out, kind).acquire()
     try:
-        claim_outputs(out, kind, settings, outputs, force, ignore, flag=flag)
+        claim_outputs(out, kind, settings, outputs, force, ignore, flag=flag, own=own)
         write_run_config(out, kind, json.loads(json.dumps(settings)), ignore)
     except BaseException:
         lock.abandon()

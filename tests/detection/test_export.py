@@ -284,6 +284,14 @@ def test_bad_folders_and_outputs_are_one_line(refused, tmp_path, capsys):
                                   str(run / "results.onnx"), *force])
         assert "would replace a file of the eval-det run" in line
     assert json.loads((run / "results.json").read_text()) == {"mAP": 0.5}
+    # an earlier export inside a run's folder is the command's own: --force may replace it
+    from sppnet.cli.export import _check_args, get_args_parser
+
+    (run / "det.onnx").write_bytes(b"an earlier graph")
+    (run / "det.json").write_text('{"format": "sppnet-onnx-detector-1"}')
+    args = get_args_parser().parse_args(["--model", model, "--output", str(run / "det.onnx"),
+                                         "--force"])
+    _check_args(args)  # accepted
 
 
 # ------------------------------------------------------------------ the runner's steps are sppnet's

@@ -245,10 +245,22 @@ def test_eval_coco_refuses_results_of_the_wrong_json_types(tmp_path, capsys, cha
     assert "result 1" in msg and said in msg
 
 
+def test_eval_coco_takes_ids_written_as_whole_floats(tmp_path):
+    """Ids that went through a float array (1.0) are ids: pycocotools takes them, so do we."""
+    gt = _gt(tmp_path)
+    results = [{"image_id": 7.0, "category_id": 2.0, "bbox": [10, 5, 20, 15], "score": 0.9}]
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    assert main(["eval-coco", "--annotations", str(gt), "--detections", str(tmp_path / "r.json"),
+                 "--output-dir", str(tmp_path / "o")]) == 0
+    r = json.loads((tmp_path / "o" / "results.json").read_text())
+    # one of the two cats found at precision 1 (6 of the 11 recall points), no dog: 3 / 11
+    assert r["voc07_mAP"] == pytest.approx(3 / 11)
+
+
 def test_eval_coco_and_voc_refuse_malformed_detections_files(tmp_path, capsys):
     """No objects to score against; a detections.json box with x2 < x1, names that are not a
-    list of strings, JSON nested past Python's recursion limit: one line each (eval-voc reads
-    detections.json through the same reader)."""
+    list of strings, JSON nested past Python's recursion limit: one line each, in eval-coco and
+    eval-voc."""
     gt = _gt(tmp_path)
     empty = json.loads(gt.read_text())
     empty["annotations"] = []
@@ -266,10 +278,18 @@ def test_eval_coco_and_voc_refuse_malformed_detections_files(tmp_path, capsys):
         (tmp_path / name).write_text(json.dumps(doc))
     (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
     bad["deep.json"] = (None, "nested too deeply")
-    for name, (_, said) in bad.items():  # (eval-voc reads detections.json the same way)
-        msg = cli_error(capsys, ["eval-coco", "--annotations", str(gt), "--detections",
-                                 str(tmp_path / name), "--output-dir", str(tmp_path / name[:-5])])
-        assert said in msg, (name, msg)
+    from sppnet.data.voc import write_voc_xml
+
+    voc = tmp_path / "voc"  # the same image as a VOC folder, for eval-voc
+    voc.mkdir()
+    (voc / "a.png").write_bytes((tmp_path / "a.png").read_bytes())
+    write_voc_xml(voc / "a.xml", "a.png", (40, 60), np.array([[10, 5, 30, 20]]), ["cat"])
+    for name, (_, said) in bad.items():
+        for cmd, ann in (("eval-coco", gt), ("eval-voc", voc)):
+            msg = cli_error(capsys, [cmd, "--annotations", str(ann), "--detections",
+                                     str(tmp_path / name), "--output-dir",
+                                     str(tmp_path / f"{cmd}_{name[:-5]}")])
+            assert said in msg, (cmd, name, msg)
 
 
 def test_evaluations_never_replace_another_runs_results(tmp_path, capsys):

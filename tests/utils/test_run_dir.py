@@ -123,6 +123,9 @@ def test_force_never_deletes_what_no_recorded_run_wrote(tmp_path):
     assert (tmp_path / "images" / "photo.jpg").read_bytes() == b"the user's photo"
     assert json.loads((tmp_path / "results.json").read_text()) == {"mine": 1}
     assert not (tmp_path / "config.json").exists()
+    # a run's own sub-folder (train-det's eval/, written by older versions without a config)
+    claim_folder(tmp_path, "detect", {}, ("results.json",), force=True, own=True).release()
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_a_read_only_folder_is_named_before_any_work(tmp_path, monkeypatch):
