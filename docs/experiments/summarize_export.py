@@ -27,23 +27,24 @@ def block() -> str:
     found = runs()
     if not found:
         return "No run of `benchmarks/onnx_detector.py` is committed yet.\n"
-    lines = ["| run | detector | photos | PyTorch s/photo | ONNX Runtime s/photo | ORT / PyTorch "
-             "| largest difference: scores, boxes | photos not equal | measured |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | detector | photos (timed runs each) | PyTorch s/photo | ONNX Runtime "
+             "s/photo | ORT / PyTorch | largest difference: scores, boxes | photos not equal | "
+             "measured |", "|---|---|---|---|---|---|---|---|---|"]
     loaded = [name for name, r in found if r.get("conditions", "quiet machine") != "quiet "
               "machine"]
     for name, r in found:
         p = r["provenance"]
         med, worst = r["median_seconds"], r["largest_difference"]
         lines.append(
-            f"| {name} | {r['backbone']}, scale {r['scale']}, {r['score']} | {r['photos']} | "
+            f"| {name} | {r['backbone']}, scale {r['scale']}, {r['score']} | {r['photos']} "
+            f"({r['repeats']}) | "
             f"{med['torch']:.3f} | {med['onnxruntime']:.3f} | {r['onnxruntime_over_torch']:.2f} "
             f"| {worst['scores']:.1e}, {worst['boxes']:.1e} px | {r['photos_different']} | "
             f"{p['written_at'][:10]}, torch {p['versions']['torch']} ({r['torch_threads']} "
             f"threads), onnxruntime {r['onnxruntime']}, {p['cpu_gemm_gflops']} GFLOP/s, "
             f"{r.get('conditions', 'quiet machine')} |")
-    lines += ["", "Medians over the photos of each photo's median of "
-              f"{found[0][1]['repeats']} runs after a warm-up: the network (conv maps, window "
+    lines += ["", "Medians over the photos of each photo's median over its timed runs, after a "
+              "warm-up: the network (conv maps, window "
               "pooling, fc head, scores, box regression) and NMS on the same Selective Search "
               "windows; \"equal\" means the same kept detections, boxes within 1e-3 px and "
               "scores within 1e-4. Files: `docs/results/export/<run>/results.json` (every "
