@@ -49,14 +49,15 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--data {args.data}: its {len(ds)} image(s) hold no (non-difficult) "
                          f"object of the detector's classes {det.classes}: the mAP would be "
                          "undefined")
-    if args.proposals:  # read before the folder is claimed (--force deletes earlier results)
-        load_proposal_file(args.proposals, [a.image_id for a in ds])
+    # given windows are read before the folder is claimed (--force deletes earlier results)
+    given = load_proposal_file(args.proposals, [a.image_id for a in ds]) if args.proposals \
+        else None
     with claim_folder(args.output_dir, "eval-det", command_settings(args, ("cache_dir",)),
                       EVAL_OUTPUTS, args.force):
         # the windows the detector was trained with (detector.json), unless overridden
-        props = get_proposals(ds, det.settings.proposal, args.cache_dir or
-                              args.output_dir / "cache", args.proposals or "", args.workers,
-                              not args.no_progress)
+        props = given if given is not None else get_proposals(
+            ds, det.settings.proposal, args.cache_dir or args.output_dir / "cache", "",
+            args.workers, not args.no_progress)
         res = evaluate_detector(det, ds, props, args.output_dir, det.settings.mode,
                                 not args.no_progress, use_07_metric=not args.all_point,
                                 max_images=args.max_images, seeds=training_seeds(args.model),
